@@ -1,0 +1,40 @@
+# make setup | demo | test | unit | integration | bench | lint | clean
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test unit integration bench lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	@bash scripts/setup.sh
+
+# pytest exits 5 when it collected no tests: that must fail, never pass quietly.
+define run_pytest
+	@$(PYTEST) $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+endef
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup lint
+	$(call run_pytest,-ra tests)
+
+unit: $(STAMP)
+	$(call run_pytest,-ra tests/unit)
+
+integration: setup
+	$(call run_pytest,-ra tests/integration)
+
+bench: setup
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sdn nfv topologies tests bench scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache results build *.egg-info

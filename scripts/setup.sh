@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One-command setup on Debian 12 (as root, or with sudo): Debian packages, the project's
+# venv in .venv/, Mininet importable from it, Open vSwitch running. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump tshark ethtool iproute2
+          python3-venv procps psmisc)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    touch "$stamp"
+fi
+
+# Mininet comes from Debian's package; link just that package into the venv instead of
+# exposing all of Debian's dist-packages.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mininet_dir=$(/usr/bin/python3 -c 'import mininet, os; print(os.path.dirname(mininet.__file__))')
+ln -sfn "$mininet_dir" "$site/mininet"
+
+# Open vSwitch: start it without systemd when it is not running.
+if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+    echo "setup: starting Open vSwitch"
+    $SUDO /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null
+fi
+ovs-vsctl --timeout=5 show >/dev/null
+echo "setup: ok (datapath types: $(ovs-vsctl get Open_vSwitch . datapath_types))"
