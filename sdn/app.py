@@ -1,0 +1,248 @@
+"""The os-ken application: turns OpenFlow events into calls on the model and compiler.
+
+One eventlet loop runs every handler; `_sync_loop` recompiles after each burst of
+changes and sends each switch only its difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from prometheus_client import Counter, Gauge
+
+from sdn import arp, discovery
+from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP, Options, compile_network
+from sdn.flows import TABLE_FORWARD, TABLE_INGRESS, SwitchRules
+from sdn.switches import SwitchConnection
+from sdn.topology import Link, Topology
+
+LOG = logging.getLogger("sdn.app")
+
+LLDP_INTERVAL = 1.0
+LINK_TIMEOUT = 3.5
+
+PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
+FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
+SYNCS = Counter("sdn_syncs_total", "Compile-and-diff rounds")
+SWITCHES = Gauge("sdn_switches", "Connected switches")
+LINKS = Gauge("sdn_links", "Inter-switch links known")
+HOSTS = Gauge("sdn_hosts", "Hosts known")
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+class SdnController(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.topology = Topology()
+        self.switches: dict[int, SwitchConnection] = {}
+        self.options = Options()
+        self.link_seen: dict[Link, float] = {}
+        self.last_sync_changes = 0
+        self._dirty = hub.Event()
+        self.threads.append(hub.spawn(self._sync_loop))
+        self.threads.append(hub.spawn(self._lldp_loop))
+
+    # switches
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _on_features(self, ev) -> None:
+        dp = ev.msg.datapath
+        conn = SwitchConnection(dp)
+        self.switches[dp.id] = conn
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+        conn.request_tables()
+        LOG.info("switch %016x connected from %s", dp.id, dp.address)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _on_disconnect(self, ev) -> None:
+        dp = ev.datapath
+        if dp.id is None or self.switches.get(dp.id, None) is None:
+            return
+        if self.switches[dp.id].datapath is not dp:
+            return
+        del self.switches[dp.id]
+        self.topology.remove_switch(dp.id)
+        LOG.info("switch %016x disconnected", dp.id)
+        self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _on_port_desc(self, ev) -> None:
+        dp = ev.msg.datapath
+        ports = [p.port_no for p in ev.msg.body if _is_live(p)]
+        self.topology.add_switch(dp.id, ports)
+        for port in ports:
+            self._probe(dp.id, port)
+        self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _on_port_status(self, ev) -> None:
+        msg = ev.msg
+        dpid, port = msg.datapath.id, msg.desc.port_no
+        if port > ofp.OFPP_MAX:
+            return
+        if msg.reason == ofp.OFPPR_DELETE or not _is_live(msg.desc):
+            if self.topology.port_down(dpid, port):
+                LOG.info("link at %016x port %d went down", dpid, port)
+        else:
+            self.topology.port_up(dpid, port)
+            self._probe(dpid, port)
+        self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _on_flow_stats(self, ev) -> None:
+        conn = self.switches.get(ev.msg.datapath.id)
+        if conn is not None:
+            conn.on_flow_stats(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
+            self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def _on_group_desc(self, ev) -> None:
+        conn = self.switches.get(ev.msg.datapath.id)
+        if conn is not None:
+            conn.on_group_desc(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
+            self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _on_error(self, ev) -> None:
+        msg = ev.msg
+        LOG.error("OpenFlow error from switch %016x: type=%d code=%d data=%s",
+                  msg.datapath.id or 0, msg.type, msg.code, bytes(msg.data[:64]).hex())
+
+    # packets
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _on_packet_in(self, ev) -> None:
+        msg = ev.msg
+        dpid, data = msg.datapath.id, bytes(msg.data)
+        in_port = msg.match["in_port"]
+        if len(data) < 14:
+            return
+        eth_type = int.from_bytes(data[12:14], "big")
+        if eth_type == ETH_TYPE_LLDP:
+            PACKET_INS.labels("lldp").inc()
+            self._on_lldp(dpid, in_port, data)
+        elif eth_type == ETH_TYPE_ARP:
+            PACKET_INS.labels("arp").inc()
+            self._on_arp(dpid, in_port, data)
+        elif msg.table_id == TABLE_INGRESS:
+            PACKET_INS.labels("learn").inc()
+            self._learn(_mac(data[6:12]), dpid, in_port)
+        elif msg.table_id == TABLE_FORWARD:
+            PACKET_INS.labels("miss").inc()
+            self._learn(_mac(data[6:12]), dpid, in_port)
+            self._deliver(dpid, in_port, _mac(data[0:6]), data)
+
+    def _on_lldp(self, dpid: int, in_port: int, data: bytes) -> None:
+        origin = discovery.parse_probe(data)
+        if origin is None:
+            return
+        src, src_port = origin
+        link = Link.between(src, src_port, dpid, in_port)
+        self.link_seen[link] = time.monotonic()
+        if self.topology.add_link(src, src_port, dpid, in_port):
+            LOG.info("link %016x:%d <-> %016x:%d", src, src_port, dpid, in_port)
+            self._changed()
+
+    def _on_arp(self, dpid: int, in_port: int, data: bytes) -> None:
+        msg = arp.parse(data)
+        if msg is None or self.topology.is_link_port(dpid, in_port):
+            return
+        self._learn(msg.src_mac, dpid, in_port, msg.src_ip)
+        if msg.gratuitous:
+            return
+        if msg.opcode == arp.REQUEST:
+            target = self.topology.host_by_ip(msg.dst_ip)
+            if target is not None:
+                self._send(dpid, in_port, arp.reply(msg, target.mac))
+                return
+        self._deliver(dpid, in_port, msg.dst_mac, data)
+
+    def _deliver(self, dpid: int, in_port: int, dst_mac: str, data: bytes) -> None:
+        """Hand a packet straight to its host's port, or to every edge port when unknown;
+        never through the data plane, so it cannot loop."""
+        host = self.topology.hosts.get(dst_mac)
+        if host is not None:
+            self._send(host.dpid, host.port, data)
+            return
+        for sw in self.switches:
+            for port in self.topology.edge_ports(sw):
+                if (sw, port) != (dpid, in_port):
+                    self._send(sw, port, data)
+
+    def _learn(self, mac: str, dpid: int, port: int, ip: str | None = None) -> None:
+        if int(mac[:2], 16) & 1:
+            return
+        if self.topology.learn_host(mac, dpid, port, ip):
+            LOG.info("host %s at %016x port %d", mac, dpid, port)
+            self._changed()
+
+    def _send(self, dpid: int, port: int, data: bytes) -> None:
+        conn = self.switches.get(dpid)
+        if conn is not None:
+            conn.packet_out(port, data)
+
+    def _probe(self, dpid: int, port: int) -> None:
+        self._send(dpid, port, discovery.build_probe(dpid, port))
+
+    # loops
+    def _changed(self) -> None:
+        self._dirty.set()
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self.sync()
+            except Exception:
+                LOG.exception("sync failed")
+            hub.sleep(0)
+
+    def sync(self) -> int:
+        """Compile the wanted state and send every ready switch its difference."""
+        snapshot = self.topology.snapshot()
+        desired = compile_network(snapshot, self.options)
+        sent = 0
+        for dpid, conn in list(self.switches.items()):
+            if conn.ready and dpid in desired:
+                sent += conn.apply(desired.get(dpid, SwitchRules())).flow_mods
+        SYNCS.inc()
+        FLOW_MODS.inc(sent)
+        SWITCHES.set(len(self.switches))
+        LINKS.set(len(snapshot.links))
+        HOSTS.set(len(snapshot.hosts))
+        self.last_sync_changes = sent
+        return sent
+
+    def _lldp_loop(self) -> None:
+        while True:
+            hub.sleep(LLDP_INTERVAL)
+            for dpid, ports in list(self.topology.ports.items()):
+                for port in list(ports):
+                    self._probe(dpid, port)
+            now = time.monotonic()
+            for link in list(self.topology.links):
+                if now - self.link_seen.get(link, now) > LINK_TIMEOUT:
+                    LOG.warning("link %s timed out (no LLDP)", link)
+                    self.topology.remove_link(link)
+                    self.link_seen.pop(link, None)
+                    self._changed()
+
+
+def _is_live(port) -> bool:
+    return (port.port_no <= ofp.OFPP_MAX and not port.state & ofp.OFPPS_LINK_DOWN
+            and not port.config & ofp.OFPPC_PORT_DOWN)

@@ -1,0 +1,143 @@
+"""sdnctl: run the controller and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import requests
+import typer
+
+DEFAULT_API = "127.0.0.1:8080"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("SDN_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/sdnctl")
+    return Path.home() / ".local/state/sdnctl"
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+app = typer.Typer(help="An OpenFlow 1.3 SDN controller with a chain of network functions.",
+                  no_args_is_help=True)
+controller_app = typer.Typer(help="Run the controller.", no_args_is_help=True)
+topo_app = typer.Typer(help="Inspect the network the controller sees.", no_args_is_help=True)
+app.add_typer(controller_app, name="controller")
+app.add_typer(topo_app, name="topo")
+
+ApiOpt = Annotated[str, typer.Option("--api", envvar="SDN_API",
+                                     help="Controller REST address host:port.")]
+OutOpt = Annotated[Output, typer.Option("-o", "--output", help="Output format.")]
+
+
+@controller_app.command("run")
+def controller_run(
+    ofp_port: Annotated[int, typer.Option(help="OpenFlow listen port.")] = 6653,
+    ofp_host: Annotated[str, typer.Option(help="OpenFlow listen address.")] = "0.0.0.0",
+    api: Annotated[str, typer.Option(help="REST API listen address host:port.")] = DEFAULT_API,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where state and logs live [default: /var/lib/sdnctl as root, "
+             "~/.local/state/sdnctl otherwise, or $SDN_STATE_DIR].")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Run the controller in the foreground until SIGINT or SIGTERM."""
+    argv = [sys.executable, "-m", "sdn.controller_main", "--ofp-host", ofp_host,
+            "--ofp-port", str(ofp_port), "--api", api,
+            "--state-dir", str(state_dir or default_state_dir())]
+    os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)
+
+
+def _get(api: str, path: str, **params: Any) -> Any:
+    url = f"http://{api}{path}"
+    try:
+        resp = requests.get(url, params={k: v for k, v in params.items() if v}, timeout=10)
+    except requests.ConnectionError as exc:
+        raise typer.BadParameter(f"cannot reach the controller at {api}: is it running?",
+                                 param_hint="--api") from exc
+    if resp.status_code >= 400:
+        body = resp.json() if resp.headers.get("content-type", "").startswith(
+            "application/json") else {}
+        typer.echo(f"error: {body.get('title', resp.reason)}: {body.get('description', '')}",
+                   err=True)
+        raise typer.Exit(1)
+    return resp.json()
+
+
+def _emit(data: Any, output: Output, render) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+@topo_app.command("show")
+def topo_show(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """Switches, links and hosts."""
+
+    def render(topo: dict) -> None:
+        typer.echo(f"switches ({len(topo['switches'])}):")
+        for sw in topo["switches"]:
+            state = "" if sw["connected"] else "  (disconnected)"
+            typer.echo(f"  {sw['dpid']}  ports {sw['ports']}{state}")
+        typer.echo(f"links ({len(topo['links'])}):")
+        for lk in topo["links"]:
+            typer.echo(f"  {lk['a']}:{lk['a_port']} <-> {lk['b']}:{lk['b_port']}"
+                       f"  weight {lk['weight']:g}")
+        typer.echo(f"hosts ({len(topo['hosts'])}):")
+        for h in topo["hosts"]:
+            typer.echo(f"  {h['mac']}  {','.join(h['ips']) or '-'}  at {h['switch']}:{h['port']}")
+
+    _emit(_get(api, "/v1/topology"), output, render)
+
+
+@app.command("path")
+def path(
+    src: Annotated[str, typer.Argument(help="Source host: name, IP or MAC.")],
+    dst: Annotated[str, typer.Argument(help="Destination host: name, IP or MAC.")],
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """The switches, ports and weights traffic from SRC to DST takes."""
+
+    def render(p: dict) -> None:
+        typer.echo(f"{p['src']} -> {p['dst']}  cost {p['cost']:g}")
+        for hop in p["hops"]:
+            typer.echo(f"  {hop['switch']}  in {hop['in_port']} -> out {hop['out_port']}"
+                       f"  weight {hop['weight']:g}")
+
+    _emit(_get(api, "/v1/path", src=src, dst=dst), output, render)
+
+
+@app.command("flows")
+def flows(
+    switch: Annotated[str | None, typer.Argument(help="dpid (hex or decimal) or sN.")] = None,
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Flow rules and groups the controller keeps on each switch."""
+
+    def render(data: dict) -> None:
+        for name, sw in data.items():
+            typer.echo(f"switch {name}: {len(sw['flows'])} flows, {len(sw['groups'])} groups")
+            for f in sw["flows"]:
+                goto = f"  goto {f['goto']}" if f["goto"] is not None else ""
+                typer.echo(f"  t{f['table']} p{f['priority']} {f['match']} -> {f['actions']}"
+                           f"{goto}  cookie {f['cookie']}")
+            for g in sw["groups"]:
+                typer.echo(f"  group {g['group_id']} {g['type']}: "
+                           + "; ".join(str(b["actions"]) for b in g["buckets"]))
+
+    _emit(_get(api, "/v1/flows", switch=switch), output, render)
+
+
+def main() -> None:
+    app()

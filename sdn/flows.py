@@ -1,0 +1,176 @@
+"""Flow rules and groups as plain values, and the diff between two sets of them.
+
+The compiler produces these, the OpenFlow edge (sdn.ofp) turns them into messages and
+back, so "what the switch holds" and "what we want" compare with `==`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# The pipeline. Table 0 traps control traffic and learns hosts, table 1 applies policy
+# (traffic classes, chain steering), table 2 forwards.
+TABLE_INGRESS = 0
+TABLE_POLICY = 1
+TABLE_FORWARD = 2
+
+# Top byte of a cookie says which kind of object a rule came from; the rest names it.
+COOKIE_CONTROL = 0x01
+COOKIE_FLOOD = 0x02
+COOKIE_ROUTE = 0x03
+COOKIE_LEARN = 0x04
+COOKIE_CLASS = 0x05
+COOKIE_CHAIN = 0x06
+_COOKIE_BODY = (1 << 56) - 1
+
+# OpenFlow drops a packet output to the port it came in on unless that port is named
+# this way; fast-failover U-turns need it.
+IN_PORT = 0xFFFFFFF8
+
+Action = tuple[Any, ...]
+"""('output', port) | ('controller', max_len) | ('group', gid) | ('set_field', name, value)
+| ('push_vlan', ethertype) | ('pop_vlan',) | ('set_queue', qid)"""
+
+MatchItems = tuple[tuple[str, Any], ...]
+
+
+def cookie(kind: int, name: str | int) -> int:
+    """A stable cookie for an object: its kind in the top byte, a hash of its name below."""
+    body = name if isinstance(name, int) else zlib.crc32(name.encode())
+    return (kind << 56) | (body & _COOKIE_BODY)
+
+
+def cookie_kind(value: int) -> int:
+    return value >> 56
+
+
+def match(**fields: Any) -> MatchItems:
+    """Canonical, hashable form of OpenFlow match fields (sorted by name)."""
+    return tuple(sorted(fields.items()))
+
+
+@dataclass(frozen=True, order=True)
+class FlowRule:
+    dpid: int
+    table: int
+    priority: int
+    match: MatchItems
+    actions: tuple[Action, ...] = ()
+    goto: int | None = None
+    cookie: int = 0
+    meter: int | None = None
+
+    @property
+    def key(self) -> tuple[int, int, MatchItems]:
+        """What identifies a rule inside one switch (OpenFlow's strict match)."""
+        return (self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True, order=True)
+class Bucket:
+    actions: tuple[Action, ...]
+    watch_port: int | None = None
+    watch_group: int | None = None
+    weight: int = 0
+
+
+@dataclass(frozen=True, order=True)
+class Group:
+    dpid: int
+    group_id: int
+    type: str  # 'all' | 'select' | 'indirect' | 'ff'
+    buckets: tuple[Bucket, ...]
+
+
+@dataclass
+class SwitchRules:
+    """Everything one switch should hold (or holds)."""
+
+    flows: dict[tuple[int, int, MatchItems], FlowRule] = field(default_factory=dict)
+    groups: dict[int, Group] = field(default_factory=dict)
+
+    def add_flow(self, rule: FlowRule) -> None:
+        self.flows[rule.key] = rule
+
+    def add_flows(self, rules: Iterable[FlowRule]) -> None:
+        for rule in rules:
+            self.add_flow(rule)
+
+
+class GroupTable:
+    """Hands out group ids derived from a group's content, so equal groups are shared
+    within a switch and ids survive a controller restart."""
+
+    def __init__(self, dpid: int) -> None:
+        self.dpid = dpid
+        self._ids: dict[tuple[str, tuple[Bucket, ...]], int] = {}
+        self._used: set[int] = set()
+
+    def get(self, type_: str, buckets: Iterable[Bucket]) -> int:
+        content = (type_, tuple(buckets))
+        gid = self._ids.get(content)
+        if gid is not None:
+            return gid
+        gid = (zlib.crc32(repr(content).encode()) & 0x7FFFFFF0) | 1
+        while gid in self._used:
+            gid += 1
+        self._ids[content] = gid
+        self._used.add(gid)
+        return gid
+
+    def groups(self) -> dict[int, Group]:
+        return {
+            gid: Group(self.dpid, gid, type_, buckets)
+            for (type_, buckets), gid in self._ids.items()
+        }
+
+
+@dataclass
+class Changes:
+    """The messages that turn one switch's state into another, in a safe order:
+    groups before the flows that use them, flows gone before the groups they used."""
+
+    group_adds: list[Group] = field(default_factory=list)
+    group_mods: list[Group] = field(default_factory=list)
+    flow_adds: list[FlowRule] = field(default_factory=list)
+    flow_deletes: list[FlowRule] = field(default_factory=list)
+    group_deletes: list[Group] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (len(self.group_adds) + len(self.group_mods) + len(self.flow_adds)
+                + len(self.flow_deletes) + len(self.group_deletes))
+
+    @property
+    def flow_mods(self) -> int:
+        return len(self.flow_adds) + len(self.flow_deletes)
+
+
+def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
+    """Minimal change from `current` to `desired`; an identical pair gives no change."""
+    changes = Changes()
+    for gid, group in sorted(desired.groups.items()):
+        held = current.groups.get(gid)
+        if held is None:
+            changes.group_adds.append(group)
+        elif held != group:
+            changes.group_mods.append(group)
+    for key, rule in sorted(desired.flows.items()):
+        if current.flows.get(key) != rule:
+            changes.flow_adds.append(rule)
+    changes.flow_deletes = [r for k, r in sorted(current.flows.items()) if k not in desired.flows]
+    changes.group_deletes = [
+        g for gid, g in sorted(current.groups.items()) if gid not in desired.groups
+    ]
+    return changes
+
+
+def diff_all(
+    current: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules]
+) -> dict[int, Changes]:
+    return {
+        dpid: diff(current.get(dpid, SwitchRules()), rules)
+        for dpid, rules in desired.items()
+    }

@@ -1,0 +1,70 @@
+"""Run the controller process: os-ken's app manager, the OpenFlow listener, the REST API.
+
+Import only from sdn.controller_main, after eventlet has patched the standard library.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from os_ken import cfg
+from os_ken.base.app_manager import AppManager
+from os_ken.controller import controller as _ofp_listener  # noqa: F401  (registers --ofp-*)
+from os_ken.lib import hub
+
+from sdn.api import make_api
+
+LOG = logging.getLogger("sdn.service")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(state_dir: Path, verbose: bool) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_file = state_dir / "controller.log"
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
+                                       logging.FileHandler(log_file)]
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format=LOG_FORMAT, handlers=handlers, force=True)
+    for noisy in ("os_ken.base.app_manager", "os_ken.controller.controller"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return log_file
+
+
+def parse_address(value: str, default_port: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default_port
+    return host.strip("[]"), int(port)
+
+
+def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
+    cfg.CONF(args=["--ofp-tcp-listen-port", str(ofp_port), "--ofp-listen-host", ofp_host],
+             project="os_ken")
+    log_file = setup_logging(state_dir, verbose)
+
+    manager = AppManager.get_instance()
+    manager.load_apps(["sdn.app"])
+    contexts = manager.create_contexts()
+    services = list(manager.instantiate_apps(**contexts))
+    controller = manager.applications["SdnController"]
+
+    api_host, api_port = parse_address(api, 8080)
+    server = hub.WSGIServer((api_host, api_port), make_api(controller))
+    services.append(hub.spawn(server.serve_forever))
+    LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
+             ofp_host, ofp_port, api_host, api_port, log_file)
+
+    def stop(signum, _frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        hub.joinall(services)
+    except (KeyboardInterrupt, SystemExit):
+        LOG.info("controller stopping")
+    finally:
+        manager.close()

@@ -1,0 +1,174 @@
+"""The network model: switches, ports, links and hosts, kept as a networkx graph.
+
+The controller's event handlers mutate a `Topology`; everything downstream (routing,
+compilation) reads an immutable `Snapshot` of it, so the compiler never sees a model
+that changes under its feet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+# A port that has been up this long without LLDP arriving on it is trusted as an edge port
+# (where hosts live). Before that it might still turn out to face another switch.
+EDGE_SETTLE_SECONDS = 0.3
+
+
+@dataclass(frozen=True, order=True)
+class Link:
+    """One direction-free inter-switch link, stored with the lower dpid first."""
+
+    a: int
+    a_port: int
+    b: int
+    b_port: int
+
+    @staticmethod
+    def between(a: int, a_port: int, b: int, b_port: int) -> Link:
+        if (a, a_port) <= (b, b_port):
+            return Link(a, a_port, b, b_port)
+        return Link(b, b_port, a, a_port)
+
+    def port_at(self, dpid: int) -> int:
+        return self.a_port if dpid == self.a else self.b_port
+
+    def other(self, dpid: int) -> int:
+        return self.b if dpid == self.a else self.a
+
+
+@dataclass(frozen=True, order=True)
+class Host:
+    mac: str
+    dpid: int
+    port: int
+    ips: tuple[str, ...] = ()
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view handed to the pure compiler."""
+
+    switches: dict[int, frozenset[int]]  # dpid -> live port numbers
+    links: tuple[Link, ...]
+    hosts: tuple[Host, ...]
+    weights: dict[frozenset[int], float] = field(default_factory=dict)
+
+    def graph(self) -> nx.Graph:
+        """Switch graph; with parallel links the lowest-numbered one carries traffic."""
+        g = nx.Graph()
+        g.add_nodes_from(sorted(self.switches))
+        for link in sorted(self.links):
+            if g.has_edge(link.a, link.b):
+                continue
+            weight = self.weights.get(frozenset((link.a, link.b)), 1.0)
+            g.add_edge(link.a, link.b, weight=weight, link=link)
+        return g
+
+    def link_ports(self, dpid: int) -> set[int]:
+        ports = {lk.a_port for lk in self.links if lk.a == dpid}
+        return ports | {lk.b_port for lk in self.links if lk.b == dpid}
+
+
+class Topology:
+    """Mutable model fed by OpenFlow events. Not thread-safe: one eventlet loop owns it."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self.ports: dict[int, dict[int, float]] = {}  # dpid -> {port: time it came up}
+        self.links: set[Link] = set()
+        self.hosts: dict[str, Host] = {}
+        self.weights: dict[frozenset[int], float] = {}
+
+    # switches and ports
+    def add_switch(self, dpid: int, ports: Iterable[int]) -> None:
+        now = self._clock()
+        self.ports[dpid] = {p: now for p in ports}
+
+    def remove_switch(self, dpid: int) -> None:
+        self.ports.pop(dpid, None)
+        self.links = {lk for lk in self.links if dpid not in (lk.a, lk.b)}
+        self.hosts = {m: h for m, h in self.hosts.items() if h.dpid != dpid}
+
+    def port_up(self, dpid: int, port: int) -> None:
+        self.ports.setdefault(dpid, {}).setdefault(port, self._clock())
+
+    def port_down(self, dpid: int, port: int) -> bool:
+        """Forget a port and whatever hung off it; True if a link went with it."""
+        self.ports.get(dpid, {}).pop(port, None)
+        before = len(self.links)
+        self.links = {
+            lk for lk in self.links if (dpid, port) not in ((lk.a, lk.a_port), (lk.b, lk.b_port))
+        }
+        self.hosts = {
+            m: h for m, h in self.hosts.items() if (h.dpid, h.port) != (dpid, port)
+        }
+        return len(self.links) != before
+
+    # links
+    def add_link(self, a: int, a_port: int, b: int, b_port: int) -> bool:
+        """Record a link seen by LLDP; True if it is new. Hosts wrongly learned there go."""
+        if a not in self.ports or b not in self.ports:
+            return False
+        link = Link.between(a, a_port, b, b_port)
+        if link in self.links:
+            return False
+        stale = {lk for lk in self.links if {(lk.a, lk.a_port), (lk.b, lk.b_port)}
+                 & {(a, a_port), (b, b_port)}}
+        self.links -= stale
+        self.links.add(link)
+        self.hosts = {
+            m: h for m, h in self.hosts.items()
+            if (h.dpid, h.port) not in ((a, a_port), (b, b_port))
+        }
+        return True
+
+    def remove_link(self, link: Link) -> None:
+        self.links.discard(link)
+
+    def is_link_port(self, dpid: int, port: int) -> bool:
+        return any((dpid, port) in ((lk.a, lk.a_port), (lk.b, lk.b_port)) for lk in self.links)
+
+    def is_edge_port(self, dpid: int, port: int) -> bool:
+        """A live port that faces no switch and has been up long enough to trust that."""
+        since = self.ports.get(dpid, {}).get(port)
+        if since is None or self.is_link_port(dpid, port):
+            return False
+        return self._clock() - since >= EDGE_SETTLE_SECONDS
+
+    def edge_ports(self, dpid: int) -> list[int]:
+        return sorted(p for p in self.ports.get(dpid, {}) if self.is_edge_port(dpid, p))
+
+    # hosts
+    def learn_host(self, mac: str, dpid: int, port: int, ip: str | None = None) -> bool:
+        """Learn or move a host; True if what routing needs to know changed."""
+        if dpid not in self.ports or self.is_link_port(dpid, port):
+            return False
+        old = self.hosts.get(mac)
+        if (old is not None and (old.dpid, old.port) != (dpid, port)
+                and self.is_edge_port(old.dpid, old.port) and not self.is_edge_port(dpid, port)):
+            return False  # our own flood echoed back through a link not discovered yet
+        ips = tuple(old.ips) if old and (old.dpid, old.port) == (dpid, port) else ()
+        if ip and ip not in ips:
+            ips = (*ips, ip)
+        new = Host(mac=mac, dpid=dpid, port=port, ips=ips, name=old.name if old else "")
+        self.hosts[mac] = new
+        return old is None or (old.dpid, old.port) != (dpid, port)
+
+    def host_by_ip(self, ip: str) -> Host | None:
+        for host in self.hosts.values():
+            if ip in host.ips:
+                return host
+        return None
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            switches={d: frozenset(p) for d, p in self.ports.items()},
+            links=tuple(sorted(self.links)),
+            hosts=tuple(sorted(self.hosts.values())),
+            weights=dict(self.weights),
+        )
