@@ -1,0 +1,1 @@
+"""Benchmarks: each module's `run() -> dict` prints its figures and returns them."""

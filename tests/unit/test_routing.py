@@ -1,0 +1,157 @@
+"""Routing core: shortest paths, ECMP sets, backups, and delivery through compiled rules."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import networkx as nx
+import pytest
+
+from sdn import routing
+from sdn.compiler import Options, compile_network
+from tests.unit.flowsim import Network, fat_tree, snapshot_from_graph
+
+
+def random_connected_graph(seed: int, nodes: int = 9, extra_edges: int = 5) -> nx.Graph:
+    rng = random.Random(seed)
+    g = nx.random_labeled_tree(nodes, seed=seed) if hasattr(nx, "random_labeled_tree") \
+        else nx.random_tree(nodes, seed=seed)
+    g = nx.relabel_nodes(g, {n: n + 1 for n in g.nodes})
+    while extra_edges:
+        a, b = rng.sample(sorted(g.nodes), 2)
+        if not g.has_edge(a, b):
+            g.add_edge(a, b)
+            extra_edges -= 1
+    return g
+
+
+def deliveries(snapshot, rules, dead=frozenset(), flows=1):
+    """Trace every host pair; return (src, dst, trace) for each."""
+    net = Network(snapshot, rules, dead)
+    for src, dst in itertools.permutations(snapshot.hosts, 2):
+        for flow in range(flows):
+            pkt = {"eth_src": src.mac, "eth_dst": dst.mac, "eth_type": 0x0800, "flow": flow}
+            yield src, dst, net.send(src.dpid, src.port, pkt)
+
+
+def test_next_hops_are_on_shortest_paths():
+    for seed in range(20):
+        g = random_connected_graph(seed)
+        for u, v in g.edges:
+            g[u][v]["weight"] = 1.0
+        for dst in g.nodes:
+            dist = nx.single_source_shortest_path_length(g, dst)
+            for node, hop in routing.next_hops(g, dst).items():
+                assert hop.primary, node
+                assert all(dist[n] == dist[node] - 1 for n in hop.primary)
+                expected = sorted(n for n in g.neighbors(node) if dist[n] == dist[node] - 1)
+                assert list(hop.primary) == expected  # the whole ECMP set
+
+
+def test_backup_avoids_primary_and_prefers_loop_free():
+    ring = nx.cycle_graph(range(1, 5))
+    nx.set_edge_attributes(ring, 1.0, "weight")
+    hops = routing.next_hops(ring, 3, ecmp=False)
+    # 1 reaches 3 over 2 or 4: the other one is a loop-free backup.
+    assert hops[1].backup not in hops[1].primary and hops[1].loop_free
+    # 2 is next to 3: its only alternative (1) sends the packet back, a U-turn.
+    assert hops[2].primary == (3,) and hops[2].backup == 1 and not hops[2].loop_free
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_compiled_rules_deliver_every_pair_on_shortest_paths(seed):
+    g = random_connected_graph(seed)
+    snapshot = snapshot_from_graph(g)
+    rules = compile_network(snapshot)
+    graph = snapshot.graph()
+    for src, dst, trace in deliveries(snapshot, rules):
+        assert not trace.looped, (src, dst, trace.path)
+        assert trace.delivered == [(dst.dpid, dst.port)], (src, dst, trace)
+        assert trace.hops == nx.shortest_path_length(graph, src.dpid, dst.dpid) + 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_recompiled_rules_deliver_after_any_single_link_loss(seed):
+    g = random_connected_graph(seed)
+    snapshot = snapshot_from_graph(g)
+    for link in snapshot.links:
+        survivor = snapshot_from_graph(g)
+        survivor = type(survivor)(survivor.switches, tuple(lk for lk in survivor.links
+                                                           if lk != link),
+                                  survivor.hosts, survivor.weights)
+        if not nx.is_connected(survivor.graph()):
+            continue
+        rules = compile_network(survivor)
+        for src, dst, trace in deliveries(survivor, rules):
+            assert not trace.looped and trace.delivered == [(dst.dpid, dst.port)], (link, src, dst)
+
+
+@pytest.mark.parametrize("graph_name", ["ring4", "ring6", "fattree4", "mesh5", "grid3x3"])
+def test_fast_failover_alone_repairs_any_single_link_loss(graph_name):
+    """Before the controller reacts, the groups already in the switches route around a
+    dead link: every pair is still delivered exactly once, without loops."""
+    graph = {
+        "ring4": lambda: nx.cycle_graph(range(1, 5)),
+        "ring6": lambda: nx.cycle_graph(range(1, 7)),
+        "fattree4": lambda: fat_tree(4),
+        "mesh5": lambda: nx.complete_graph(range(1, 6)),
+        "grid3x3": lambda: nx.convert_node_labels_to_integers(nx.grid_2d_graph(3, 3), 1),
+    }[graph_name]()
+    snapshot = snapshot_from_graph(graph)
+    rules = compile_network(snapshot)
+    for link in snapshot.links:
+        for src, dst, trace in deliveries(snapshot, rules, frozenset({link})):
+            assert not trace.looped, (link, src.dpid, dst.dpid, trace.path)
+            assert trace.delivered == [(dst.dpid, dst.port)], (link, src.dpid, dst.dpid, trace)
+
+
+def test_without_protection_a_dead_link_drops():
+    snapshot = snapshot_from_graph(nx.cycle_graph(range(1, 5)))
+    rules = compile_network(snapshot, Options(protection=False, ecmp=False))
+    dead = frozenset({snapshot.links[0]})
+    lost = [t for _, _, t in deliveries(snapshot, rules, dead) if not t.delivered]
+    assert lost  # the protection test above is not passing by accident
+
+
+def test_ecmp_spreads_flows_over_several_core_switches():
+    g = fat_tree(4)
+    snapshot = snapshot_from_graph(g)
+    rules = compile_network(snapshot)
+    src, dst = snapshot.hosts[0], snapshot.hosts[-1]
+    net = Network(snapshot, rules)
+    cores = set()
+    for flow in range(32):
+        pkt = {"eth_src": f"00:00:00:00:{flow:02x}:01", "eth_dst": dst.mac, "flow": flow}
+        trace = net.send(src.dpid, src.port, pkt)
+        assert trace.delivered == [(dst.dpid, dst.port)]
+        cores |= set(trace.path) & set(range(1, 5))
+    assert len(cores) > 1
+
+
+def test_spanning_tree_is_deterministic_and_spans():
+    g = nx.complete_graph(range(1, 7))
+    nx.set_edge_attributes(g, 1.0, "weight")
+    t1, t2 = routing.spanning_tree(g), routing.spanning_tree(g.copy())
+    assert sorted(t1.edges) == sorted(t2.edges)
+    assert nx.is_tree(t1) and set(t1.nodes) == set(g.nodes)
+
+
+def test_broadcast_reaches_every_host_once_on_loopy_graphs():
+    for graph in (nx.cycle_graph(range(1, 6)), fat_tree(4), nx.complete_graph(range(1, 5))):
+        snapshot = snapshot_from_graph(graph)
+        rules = compile_network(snapshot)
+        net = Network(snapshot, rules)
+        src = snapshot.hosts[0]
+        trace = net.send(src.dpid, src.port,
+                         {"eth_src": src.mac, "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0800})
+        assert not trace.looped
+        expected = sorted((h.dpid, h.port) for h in snapshot.hosts if h != src)
+        assert sorted(trace.delivered) == expected
+
+
+def test_weights_steer_paths():
+    g = nx.cycle_graph(range(1, 5))
+    nx.set_edge_attributes(g, 1.0, "weight")
+    g[1][2]["weight"] = 10.0
+    assert routing.shortest_path(g, 1, 2) == [1, 4, 3, 2]
