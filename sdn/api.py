@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING
 
 import falcon
@@ -9,7 +10,10 @@ import networkx as nx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sdn import routing
+from sdn.engine import ApplyFailed
 from sdn.flows import FlowRule, Group
+from sdn.policy import PolicyError
+from sdn.store import RevisionNotFound
 
 if TYPE_CHECKING:
     from sdn.app import SdnController
@@ -115,17 +119,93 @@ class FlowsView(Resource):
         resp.media = out
 
 
+class PolicyView(Resource):
+    """GET the current revision; POST {text, filename, author, dry_run} to apply."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        current = self.ctl.engine.store.current()
+        if current is None:
+            raise falcon.HTTPNotFound(title="no policy", description="nothing applied yet")
+        resp.media = {**current.to_json(), "source": current.source,
+                      "canonical": current.canonical}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+            raise falcon.HTTPBadRequest(title="bad request",
+                                        description="expected JSON {text, filename?, dry_run?}")
+        try:
+            plan, revision = self.ctl.engine.apply(
+                body["text"], str(body.get("filename", "<policy>")),
+                str(body.get("author") or "api"), dry_run=bool(body.get("dry_run")))
+        except PolicyError as exc:
+            raise _invalid(exc) from exc
+        except ApplyFailed as exc:
+            raise falcon.HTTPConflict(title="apply failed, previous state restored",
+                                      description=str(exc)) from exc
+        current = self.ctl.engine.store.current()
+        resp.media = {**plan.to_json(), "dry_run": bool(body.get("dry_run")),
+                      "changed": revision is not None,
+                      "revision": (revision or current).to_json() if (revision or current)
+                      else None}
+
+
+class HistoryView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = req.get_param_as_int("limit", min_value=1, default=50)
+        resp.media = [r.to_json() for r in self.ctl.engine.store.history(limit)]
+
+
+class RollbackView(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        rev = body.get("rev") if isinstance(body, dict) else None
+        if not isinstance(rev, int):
+            raise falcon.HTTPBadRequest(title="bad request", description="expected {rev: N}")
+        try:
+            plan, revision = self.ctl.engine.rollback(rev, str(body.get("author") or "api"))
+        except RevisionNotFound as exc:
+            raise falcon.HTTPNotFound(title="unknown revision", description=str(exc)) from exc
+        except PolicyError as exc:
+            raise _invalid(exc) from exc
+        except ApplyFailed as exc:
+            raise falcon.HTTPConflict(title="rollback failed, previous state restored",
+                                      description=str(exc)) from exc
+        resp.media = {**plan.to_json(), "revision": revision.to_json()}
+
+
+def _invalid(exc: PolicyError) -> falcon.HTTPError:
+    return falcon.HTTPUnprocessableEntity(title="invalid policy", description=str(exc))
+
+
+class TokenAuth:
+    """Requests must carry `Authorization: Bearer <token>` when a token is configured
+    (it is, whenever the API listens beyond loopback)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = (req.get_header("Authorization") or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given, self.token):
+            raise falcon.HTTPUnauthorized(title="token required",
+                                          description="send Authorization: Bearer <token>")
+
+
 class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest()
 
 
-def make_api(controller: SdnController) -> falcon.App:
-    api = falcon.App()
+def make_api(controller: SdnController, token: str | None = None) -> falcon.App:
+    api = falcon.App(middleware=[TokenAuth(token)] if token else [])
     api.add_route("/v1/health", Health(controller))
     api.add_route("/v1/topology", TopologyView(controller))
     api.add_route("/v1/path", PathView(controller))
     api.add_route("/v1/flows", FlowsView(controller))
+    api.add_route("/v1/policy", PolicyView(controller))
+    api.add_route("/v1/policy/history", HistoryView(controller))
+    api.add_route("/v1/policy/rollback", RollbackView(controller))
     api.add_route("/metrics", Metrics())
     return api

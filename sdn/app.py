@@ -22,8 +22,12 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from prometheus_client import Counter, Gauge
 
 from sdn import arp, discovery
-from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP, Options, compile_network
-from sdn.flows import TABLE_FORWARD, TABLE_INGRESS, SwitchRules
+from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP
+from sdn.desired import desired_rules
+from sdn.engine import PolicyEngine
+from sdn.flows import TABLE_FORWARD, TABLE_INGRESS
+from sdn.policy import Policy
+from sdn.store import PolicyStore
 from sdn.switches import SwitchConnection
 from sdn.topology import Link, Topology
 
@@ -31,9 +35,9 @@ LOG = logging.getLogger("sdn.app")
 
 LLDP_INTERVAL = 1.0
 LINK_TIMEOUT = 3.5
+WARM_RESTART_GRACE = 2.5  # > LLDP_INTERVAL: every link is seen again before we reconcile
 
 PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
-FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
 SYNCS = Counter("sdn_syncs_total", "Compile-and-diff rounds")
 SWITCHES = Gauge("sdn_switches", "Connected switches")
 LINKS = Gauge("sdn_links", "Inter-switch links known")
@@ -51,12 +55,22 @@ class SdnController(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.topology = Topology()
         self.switches: dict[int, SwitchConnection] = {}
-        self.options = Options()
+        self.policy: Policy | None = None
+        self.lock = hub.Semaphore(1)  # one compile-and-push at a time
+        self.engine: PolicyEngine | None = None
         self.link_seen: dict[Link, float] = {}
         self.last_sync_changes = 0
         self._dirty = hub.Event()
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._lldp_loop))
+
+    def restore(self, store: PolicyStore) -> None:
+        """Take over the stored desired state, as after a controller restart."""
+        self.engine = PolicyEngine(self, store)
+        current = store.current()
+        if current is not None:
+            self.policy = current.policy()
+            LOG.info("restored policy revision %d", current.rev)
 
     # switches
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -106,22 +120,50 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _on_flow_stats(self, ev) -> None:
         conn = self.switches.get(ev.msg.datapath.id)
-        if conn is not None:
+        if conn is not None and not conn.ready:
             conn.on_flow_stats(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
-            self._changed()
+            self._tables_read(conn)
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     def _on_group_desc(self, ev) -> None:
         conn = self.switches.get(ev.msg.datapath.id)
-        if conn is not None:
+        if conn is not None and not conn.ready:
             conn.on_group_desc(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
-            self._changed()
+            self._tables_read(conn)
+
+    def _tables_read(self, conn: SwitchConnection) -> None:
+        """A switch that already holds our rules (we restarted, it did not) keeps them
+        untouched until discovery has caught up, then gets only the difference."""
+        if not conn.ready:
+            return
+        for host in conn.learned_hosts():
+            self.topology.learn_host(host.mac, conn.dpid, host.port)
+        if conn.held.flows:
+            conn.hold_until = time.monotonic() + WARM_RESTART_GRACE
+            LOG.info("switch %016x holds %d flows: reconciling after %.1fs", conn.dpid,
+                     len(conn.held.flows), WARM_RESTART_GRACE)
+            hub.spawn(self._changed_after, WARM_RESTART_GRACE)
+        self._changed()
+
+    def _changed_after(self, seconds: float) -> None:
+        hub.sleep(seconds)
+        self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _on_barrier(self, ev) -> None:
+        conn = self.switches.get(ev.msg.datapath.id)
+        if conn is not None:
+            conn.on_barrier_reply(ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _on_error(self, ev) -> None:
         msg = ev.msg
-        LOG.error("OpenFlow error from switch %016x: type=%d code=%d data=%s",
-                  msg.datapath.id or 0, msg.type, msg.code, bytes(msg.data[:64]).hex())
+        description = f"OpenFlow error type={msg.type} code={msg.code} xid={msg.xid}"
+        LOG.error("%s from switch %016x: data=%s", description, msg.datapath.id or 0,
+                  bytes(msg.data[:64]).hex())
+        conn = self.switches.get(msg.datapath.id)
+        if conn is not None:
+            conn.on_error(description)
 
     # packets
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -214,14 +256,15 @@ class SdnController(app_manager.OSKenApp):
 
     def sync(self) -> int:
         """Compile the wanted state and send every ready switch its difference."""
-        snapshot = self.topology.snapshot()
-        desired = compile_network(snapshot, self.options)
-        sent = 0
-        for dpid, conn in list(self.switches.items()):
-            if conn.ready and dpid in desired:
-                sent += conn.apply(desired.get(dpid, SwitchRules())).flow_mods
+        with self.lock:
+            snapshot = self.topology.snapshot()
+            desired = desired_rules(self.policy, snapshot)
+            sent = 0
+            now = time.monotonic()
+            for dpid, conn in list(self.switches.items()):
+                if conn.ready and dpid in desired and conn.hold_until <= now:
+                    sent += conn.apply(desired[dpid]).flow_mods
         SYNCS.inc()
-        FLOW_MODS.inc(sent)
         SWITCHES.set(len(self.switches))
         LINKS.set(len(snapshot.links))
         HOSTS.set(len(snapshot.hosts))

@@ -12,6 +12,9 @@ from typing import Annotated, Any
 import requests
 import typer
 
+from nfv.cli import app as vnf_app
+from sdn.policy import PolicyError, load_policy
+
 DEFAULT_API = "127.0.0.1:8080"
 
 
@@ -35,6 +38,10 @@ controller_app = typer.Typer(help="Run the controller.", no_args_is_help=True)
 topo_app = typer.Typer(help="Inspect the network the controller sees.", no_args_is_help=True)
 app.add_typer(controller_app, name="controller")
 app.add_typer(topo_app, name="topo")
+policy_app = typer.Typer(help="Apply, inspect and roll back the network policy.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(vnf_app, name="vnf", help="Run and inspect network functions.")
 
 ApiOpt = Annotated[str, typer.Option("--api", envvar="SDN_API",
                                      help="Controller REST address host:port.")]
@@ -59,9 +66,15 @@ def controller_run(
 
 
 def _get(api: str, path: str, **params: Any) -> Any:
-    url = f"http://{api}{path}"
+    return _call("GET", api, path, params={k: v for k, v in params.items() if v})
+
+
+def _call(method: str, api: str, path: str, **kwargs: Any) -> Any:
+    token = os.environ.get("SDN_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        resp = requests.get(url, params={k: v for k, v in params.items() if v}, timeout=10)
+        resp = requests.request(method, f"http://{api}{path}", headers=headers, timeout=60,
+                                **kwargs)
     except requests.ConnectionError as exc:
         raise typer.BadParameter(f"cannot reach the controller at {api}: is it running?",
                                  param_hint="--api") from exc
@@ -137,6 +150,82 @@ def flows(
                            + "; ".join(str(b["actions"]) for b in g["buckets"]))
 
     _emit(_get(api, "/v1/flows", switch=switch), output, render)
+
+
+FileOpt = Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,
+                                       readable=True, help="Policy file (YAML).")]
+
+
+def _read_policy(path: Path) -> str:
+    """Validate locally first, so mistakes are reported against the real file name."""
+    text = path.read_text()
+    try:
+        load_policy(text, str(path), hosts={})  # host names come from the policy only
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    return text
+
+
+def _render_plan(result: dict) -> None:
+    typer.echo(f"{result['summary']}: {result['flow_mods']} FlowMods")
+    for switch, c in result["switches"].items():
+        typer.echo(f"  {switch}: +{c['flows_added']} -{c['flows_removed']} flows, "
+                   f"+{c['groups_added']} ~{c['groups_changed']} -{c['groups_removed']} groups")
+    revision = result.get("revision")
+    if revision:
+        typer.echo(f"revision {revision['rev']} recorded")
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file: FileOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Validate FILE, send the switches only what changed, record a revision."""
+    text = _read_policy(file)
+    result = _call("POST", api, "/v1/policy", json={
+        "text": text, "filename": str(file), "dry_run": dry_run,
+        "author": os.environ.get("USER", "sdnctl")})
+    _emit(result, output, _render_plan)
+
+
+@policy_app.command("diff")
+def policy_diff(file: FileOpt, api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """What applying FILE would change: objects, and rules per switch."""
+    text = _read_policy(file)
+    result = _call("POST", api, "/v1/policy", json={
+        "text": text, "filename": str(file), "dry_run": True})
+    _emit(result, output, _render_plan)
+
+
+@policy_app.command("get")
+def policy_get(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """The policy in force (its source as applied)."""
+    _emit(_get(api, "/v1/policy"), output, lambda r: typer.echo(r["source"], nl=False))
+
+
+@policy_app.command("history")
+def policy_history(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """Applied revisions, newest first."""
+
+    def render(revs: list) -> None:
+        for r in revs:
+            typer.echo(f"r{r['rev']}  {r['created']}  {r['author']}  {r['summary']}")
+
+    _emit(_get(api, "/v1/policy/history"), output, render)
+
+
+@policy_app.command("rollback")
+def policy_rollback(
+    rev: Annotated[int, typer.Argument(help="Revision to go back to.")],
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Re-apply an earlier revision (recorded as a new revision)."""
+    result = _call("POST", api, "/v1/policy/rollback",
+                   json={"rev": rev, "author": os.environ.get("USER", "sdnctl")})
+    _emit(result, output, _render_plan)
 
 
 def main() -> None:

@@ -5,8 +5,12 @@ Import only from sdn.controller_main, after eventlet has patched the standard li
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from os_ken.controller import controller as _ofp_listener  # noqa: F401  (regist
 from os_ken.lib import hub
 
 from sdn.api import make_api
+from sdn.store import PolicyStore
 
 LOG = logging.getLogger("sdn.service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,6 +45,21 @@ def parse_address(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def api_token(host: str, state_dir: Path) -> str | None:
+    """No token on loopback; elsewhere $SDN_API_TOKEN, or one generated into the state dir."""
+    if ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        return None
+    token = os.environ.get("SDN_API_TOKEN")
+    if not token:
+        path = state_dir / "api-token"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        token = path.read_text().strip()
+        LOG.info("API token in %s (send it as Authorization: Bearer ...)", path)
+    return token
+
+
 def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool = False) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
     cfg.CONF(args=["--ofp-tcp-listen-port", str(ofp_port), "--ofp-listen-host", ofp_host],
@@ -51,9 +71,11 @@ def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool =
     contexts = manager.create_contexts()
     services = list(manager.instantiate_apps(**contexts))
     controller = manager.applications["SdnController"]
+    controller.restore(PolicyStore(state_dir))
 
     api_host, api_port = parse_address(api, 8080)
-    server = hub.WSGIServer((api_host, api_port), make_api(controller))
+    token = api_token(api_host, state_dir)
+    server = hub.WSGIServer((api_host, api_port), make_api(controller, token))
     services.append(hub.spawn(server.serve_forever))
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              ofp_host, ofp_port, api_host, api_port, log_file)

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
+from prometheus_client import Counter
 
 from sdn import ofp as codec
-from sdn.flows import Changes, SwitchRules, diff
+from sdn.flows import COOKIE_LEARN, TABLE_INGRESS, Changes, SwitchRules, cookie_kind, diff
+from sdn.topology import Host
 
 LOG = logging.getLogger("sdn.switches")
+FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
 
 
 @dataclass
@@ -27,6 +30,10 @@ class SwitchConnection:
     groups_read: bool = False
     flow_mods_sent: int = 0
     group_mods_sent: int = 0
+    barrier_xid: int | None = None
+    confirmed: bool = True
+    errors: list[str] = field(default_factory=list)
+    hold_until: float = 0.0
 
     @property
     def dpid(self) -> int:
@@ -56,11 +63,29 @@ class SwitchConnection:
             self.held.groups[group.group_id] = group
         self.groups_read = not more
 
+    def learned_hosts(self) -> list[Host]:
+        """Hosts this switch's table 0 already names: a restarted controller starts
+        from them instead of forgetting every route until the hosts speak again."""
+        hosts = []
+        for rule in self.held.flows.values():
+            fields = dict(rule.match)
+            if (rule.table == TABLE_INGRESS and cookie_kind(rule.cookie) == COOKIE_LEARN
+                    and "eth_src" in fields and "in_port" in fields):
+                hosts.append(Host(mac=fields["eth_src"], dpid=self.dpid, port=fields["in_port"]))
+        return hosts
+
+    def plan(self, desired: SwitchRules) -> Changes:
+        return diff(self.held, desired)
+
     def apply(self, desired: SwitchRules) -> Changes:
-        """Send the difference and remember the result as held. Returns what was sent."""
-        changes = diff(self.held, desired)
+        """Send the difference, closed by a barrier, and remember the result as held.
+        `confirmed` turns true when the barrier reply arrives; errors land in `errors`."""
+        changes = self.plan(desired)
+        self.errors = []
         if not changes:
+            self.confirmed = True
             return changes
+        self.confirmed = False
         dp = self.datapath
         for group in changes.group_adds:
             dp.send_msg(codec.group_mod(dp, group, ofp.OFPGC_ADD))
@@ -72,8 +97,11 @@ class SwitchConnection:
             dp.send_msg(codec.flow_delete(dp, rule))
         for group in changes.group_deletes:
             dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, 0, group.group_id, []))
-        dp.send_msg(parser.OFPBarrierRequest(dp))
+        barrier = parser.OFPBarrierRequest(dp)
+        dp.send_msg(barrier)
+        self.barrier_xid = barrier.xid
         self.flow_mods_sent += changes.flow_mods
+        FLOW_MODS.inc(changes.flow_mods)
         self.group_mods_sent += (len(changes.group_adds) + len(changes.group_mods)
                                  + len(changes.group_deletes))
         self.held = SwitchRules(dict(desired.flows), dict(desired.groups))
@@ -81,6 +109,13 @@ class SwitchConnection:
                  len(changes.flow_adds), len(changes.flow_deletes), len(changes.group_adds),
                  len(changes.group_mods), len(changes.group_deletes))
         return changes
+
+    def on_barrier_reply(self, xid: int) -> None:
+        if xid == self.barrier_xid:
+            self.confirmed = True
+
+    def on_error(self, description: str) -> None:
+        self.errors.append(description)
 
     def packet_out(self, port: int, data: bytes) -> None:
         dp = self.datapath

@@ -51,6 +51,7 @@ class Controller:
     """`sdnctl controller run` as a child process on free ports."""
 
     state_dir: Path
+    api_host: str = "127.0.0.1"
     ofp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
@@ -68,7 +69,7 @@ class Controller:
         out = open(self.state_dir / "stdout.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [str(SDNCTL), "controller", "run", "--ofp-host", "127.0.0.1",
-             "--ofp-port", str(self.ofp_port), "--api", self.api,
+             "--ofp-port", str(self.ofp_port), "--api", f"{self.api_host}:{self.api_port}",
              "--state-dir", str(self.state_dir)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
@@ -81,9 +82,10 @@ class Controller:
             raise RuntimeError(f"controller exited with {self.proc.returncode}:\n"
                                + (self.state_dir / "stdout.log").read_text()[-3000:])
         try:
-            return requests.get(f"http://{self.api}/v1/health", timeout=1).ok
+            requests.get(f"http://{self.api}/v1/health", timeout=1)
         except requests.ConnectionError:
             return False
+        return True
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -1,0 +1,56 @@
+"""What every switch should hold, from the policy and the topology. Pure.
+
+This is where the policy's sections meet the compiler: routing preferences become
+compile options and link weights; traffic classes and chains add their own rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sdn.compiler import Options, compile_network
+from sdn.flows import SwitchRules
+from sdn.policy import Policy
+from sdn.topology import Snapshot
+
+DEFAULT_LATENCY_SECONDS = 0.001
+DEFAULT_CAPACITY_BPS = 1_000_000_000
+
+
+def options_for(policy: Policy | None) -> Options:
+    if policy is None:
+        return Options()
+    return Options(ecmp=policy.routing.ecmp,
+                   protection=policy.routing.protection == "fast-failover")
+
+
+def link_weights(policy: Policy | None, snapshot: Snapshot) -> dict[frozenset[int], float]:
+    """Weight of every known link under the policy's metric; explicit weights win."""
+    if policy is None:
+        return {}
+    configured = {}
+    for link in policy.topology.links:
+        a, b = (policy.dpid_of(name) for name in link.between)
+        if a is not None and b is not None:
+            configured[frozenset((a, b))] = link
+    metric = policy.routing.metric
+    weights = {}
+    for lk in snapshot.links:
+        pair = frozenset((lk.a, lk.b))
+        attrs = configured.get(pair)
+        if attrs is not None and attrs.weight is not None:
+            weights[pair] = float(attrs.weight)
+        elif metric == "latency":
+            latency = attrs.latency if attrs and attrs.latency else DEFAULT_LATENCY_SECONDS
+            weights[pair] = latency * 1000.0
+        elif metric == "capacity":
+            capacity = attrs.capacity if attrs and attrs.capacity else DEFAULT_CAPACITY_BPS
+            weights[pair] = 1e9 / capacity
+        else:
+            weights[pair] = 1.0
+    return weights
+
+
+def desired_rules(policy: Policy | None, snapshot: Snapshot) -> dict[int, SwitchRules]:
+    weighted = replace(snapshot, weights=link_weights(policy, snapshot))
+    return compile_network(weighted, options_for(policy))

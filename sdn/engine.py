@@ -1,0 +1,126 @@
+"""Apply a policy like `kubectl apply`: validate, diff, send only the difference, wait for
+every switch to confirm (barrier), record a revision — or put everything back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from os_ken.lib import hub
+
+from sdn.desired import desired_rules
+from sdn.flows import Changes, SwitchRules
+from sdn.policy import Policy, load_policy
+from sdn.store import PolicyStore, Revision, summarize
+
+if TYPE_CHECKING:
+    from sdn.app import SdnController
+
+LOG = logging.getLogger("sdn.engine")
+BARRIER_TIMEOUT = 5.0
+# Hosts are learned by address, never by name: names come only from the policy itself.
+NO_LIVE_HOST_NAMES: dict[str, object] = {}
+
+
+class ApplyFailed(Exception):
+    """Some switch rejected or did not confirm the change; the old state was restored."""
+
+    def __init__(self, failures: dict[int, str]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"switch {d:016x}: {why}" for d, why in failures.items()))
+
+
+@dataclass
+class Plan:
+    policy: Policy
+    summary: str
+    changes: dict[int, Changes] = field(default_factory=dict)
+
+    @property
+    def flow_mods(self) -> int:
+        return sum(c.flow_mods for c in self.changes.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "flow_mods": self.flow_mods,
+            "switches": {
+                f"{dpid:016x}": {
+                    "flows_added": len(c.flow_adds), "flows_removed": len(c.flow_deletes),
+                    "groups_added": len(c.group_adds), "groups_changed": len(c.group_mods),
+                    "groups_removed": len(c.group_deletes),
+                }
+                for dpid, c in sorted(self.changes.items()) if c
+            },
+        }
+
+
+class PolicyEngine:
+    def __init__(self, controller: SdnController, store: PolicyStore) -> None:
+        self.ctl = controller
+        self.store = store
+
+    def load(self, text: str, filename: str) -> Policy:
+        """Validate against the live network too: switch names must exist."""
+        switches = {f"s{dpid}": dpid for dpid in self.ctl.switches}
+        return load_policy(text, filename, switches=switches, hosts=NO_LIVE_HOST_NAMES)
+
+    def plan(self, policy: Policy) -> Plan:
+        desired = desired_rules(policy, self.ctl.topology.snapshot())
+        changes = {
+            dpid: conn.plan(desired.get(dpid, SwitchRules()))
+            for dpid, conn in self.ctl.switches.items() if conn.ready
+        }
+        return Plan(policy, summarize(self.ctl.policy, policy), changes)
+
+    def apply(self, text: str, filename: str, author: str, dry_run: bool = False
+              ) -> tuple[Plan, Revision | None]:
+        """Returns the plan and the new revision (None for a dry run or no change)."""
+        policy = self.load(text, filename)
+        with self.ctl.lock:
+            plan = self.plan(policy)
+            unchanged = self.ctl.policy is not None and self.ctl.policy.digest() == policy.digest()
+            if dry_run or (unchanged and not plan.flow_mods):
+                return plan, None
+            self._switch_to(policy)
+            revision = self.store.commit(text, policy, author, plan.summary)
+        LOG.info("policy r%d applied by %s: %s (%d FlowMods)", revision.rev, author,
+                 plan.summary, plan.flow_mods)
+        return plan, revision
+
+    def rollback(self, rev: int, author: str) -> tuple[Plan, Revision]:
+        old = self.store.get(rev)
+        policy = self.load(old.source, f"revision {rev}")
+        with self.ctl.lock:
+            plan = self.plan(policy)
+            self._switch_to(policy)
+            revision = self.store.rollback(rev, author)
+        return plan, revision
+
+    def _switch_to(self, policy: Policy) -> None:
+        """Install `policy` everywhere and wait for confirmation; on any failure go back."""
+        previous = self.ctl.policy
+        self.ctl.policy = policy
+        failures = self._push()
+        if failures:
+            self.ctl.policy = previous
+            self._push()
+            raise ApplyFailed(failures)
+
+    def _push(self) -> dict[int, str]:
+        desired = desired_rules(self.ctl.policy, self.ctl.topology.snapshot())
+        pending = {}
+        for dpid, conn in self.ctl.switches.items():
+            if conn.ready:
+                conn.apply(desired.get(dpid, SwitchRules()))
+                pending[dpid] = conn
+        deadline = time.monotonic() + BARRIER_TIMEOUT
+        while any(not c.confirmed for c in pending.values()) and time.monotonic() < deadline:
+            hub.sleep(0.005)
+        failures = {d: c.errors[0] for d, c in pending.items() if c.errors}
+        failures.update({d: f"no barrier reply within {BARRIER_TIMEOUT:.0f}s"
+                         for d, c in pending.items() if not c.confirmed and d not in failures})
+        return failures
