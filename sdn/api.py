@@ -192,6 +192,11 @@ class TokenAuth:
                                           description="send Authorization: Bearer <token>")
 
 
+class VnfsView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"vnfs": self.ctl.vnfs.status() if self.ctl.vnfs else []}
+
+
 class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
@@ -207,5 +212,6 @@ def make_api(controller: SdnController, token: str | None = None) -> falcon.App:
     api.add_route("/v1/policy", PolicyView(controller))
     api.add_route("/v1/policy/history", HistoryView(controller))
     api.add_route("/v1/policy/rollback", RollbackView(controller))
+    api.add_route("/v1/vnfs", VnfsView(controller))
     api.add_route("/metrics", Metrics())
     return api

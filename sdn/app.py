@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -26,10 +27,11 @@ from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP
 from sdn.desired import desired_rules
 from sdn.engine import PolicyEngine
 from sdn.flows import TABLE_FORWARD, TABLE_INGRESS
-from sdn.policy import Policy
+from sdn.policy import LoadBalancer, Policy
 from sdn.store import PolicyStore
 from sdn.switches import SwitchConnection
 from sdn.topology import Link, Topology
+from sdn.vnfs import VnfManager
 
 LOG = logging.getLogger("sdn.app")
 
@@ -58,15 +60,17 @@ class SdnController(app_manager.OSKenApp):
         self.policy: Policy | None = None
         self.lock = hub.Semaphore(1)  # one compile-and-push at a time
         self.engine: PolicyEngine | None = None
+        self.vnfs: VnfManager | None = None
         self.link_seen: dict[Link, float] = {}
         self.last_sync_changes = 0
         self._dirty = hub.Event()
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._lldp_loop))
 
-    def restore(self, store: PolicyStore) -> None:
+    def restore(self, store: PolicyStore, state_dir: Path) -> None:
         """Take over the stored desired state, as after a controller restart."""
         self.engine = PolicyEngine(self, store)
+        self.vnfs = VnfManager(self.topology, state_dir, self._changed)
         current = store.current()
         if current is not None:
             self.policy = current.policy()
@@ -99,6 +103,9 @@ class SdnController(app_manager.OSKenApp):
         dp = ev.msg.datapath
         ports = [p.port_no for p in ev.msg.body if _is_live(p)]
         self.topology.add_switch(dp.id, ports)
+        self.topology.name_ports(
+            dp.id, {p.port_no: _name(p) for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX},
+            bridge=next((_name(p) for p in ev.msg.body if p.port_no == ofp.OFPP_LOCAL), None))
         for port in ports:
             self._probe(dp.id, port)
         self._changed()
@@ -109,6 +116,7 @@ class SdnController(app_manager.OSKenApp):
         dpid, port = msg.datapath.id, msg.desc.port_no
         if port > ofp.OFPP_MAX:
             return
+        self.topology.name_ports(dpid, {port: _name(msg.desc)})
         if msg.reason == ofp.OFPPR_DELETE or not _is_live(msg.desc):
             if self.topology.port_down(dpid, port):
                 LOG.info("link at %016x port %d went down", dpid, port)
@@ -208,8 +216,9 @@ class SdnController(app_manager.OSKenApp):
             return
         if msg.opcode == arp.REQUEST:
             target = self.topology.host_by_ip(msg.dst_ip)
-            if target is not None:
-                self._send(dpid, in_port, arp.reply(msg, target.mac))
+            answer = target.mac if target is not None else self.vip_mac(msg.dst_ip)
+            if answer is not None:
+                self._send(dpid, in_port, arp.reply(msg, answer))
                 return
         self._deliver(dpid, in_port, msg.dst_mac, data)
 
@@ -257,6 +266,7 @@ class SdnController(app_manager.OSKenApp):
     def sync(self) -> int:
         """Compile the wanted state and send every ready switch its difference."""
         with self.lock:
+            self._place_vnfs()
             snapshot = self.topology.snapshot()
             desired = desired_rules(self.policy, snapshot)
             sent = 0
@@ -271,6 +281,28 @@ class SdnController(app_manager.OSKenApp):
         self.last_sync_changes = sent
         return sent
 
+    def _place_vnfs(self) -> None:
+        """VNFs of a restored policy start once their switches have connected."""
+        if self.vnfs is None:
+            return
+        try:
+            self.vnfs.reconcile(self.policy)
+        except LookupError as exc:
+            LOG.debug("VNFs wait for their switches: %s", exc)
+
+    def vip_mac(self, ip: str) -> str | None:
+        """The MAC the controller answers ARP with for a load balancer's virtual IP."""
+        if self.policy is None:
+            return None
+        for name, vnf in self.policy.vnfs.items():
+            if isinstance(vnf, LoadBalancer) and str(vnf.vip) == ip:
+                return vnf.mac_for(name)
+        return None
+
+    def close(self) -> None:
+        if self.vnfs is not None:
+            self.vnfs.close()
+
     def _lldp_loop(self) -> None:
         while True:
             hub.sleep(LLDP_INTERVAL)
@@ -284,6 +316,11 @@ class SdnController(app_manager.OSKenApp):
                     self.topology.remove_link(link)
                     self.link_seen.pop(link, None)
                     self._changed()
+
+
+def _name(port) -> str:
+    name = port.name
+    return name.decode(errors="replace") if isinstance(name, bytes) else name
 
 
 def _is_live(port) -> bool:

@@ -28,9 +28,9 @@ NO_LIVE_HOST_NAMES: dict[str, object] = {}
 class ApplyFailed(Exception):
     """Some switch rejected or did not confirm the change; the old state was restored."""
 
-    def __init__(self, failures: dict[int, str]) -> None:
-        self.failures = failures
-        super().__init__("; ".join(f"switch {d:016x}: {why}" for d, why in failures.items()))
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = failures  # what failed ("switch 00..01", "VNF placement") -> why
+        super().__init__("; ".join(f"{what}: {why}" for what, why in failures.items()))
 
 
 @dataclass
@@ -101,16 +101,29 @@ class PolicyEngine:
         return plan, revision
 
     def _switch_to(self, policy: Policy) -> None:
-        """Install `policy` everywhere and wait for confirmation; on any failure go back."""
+        """Place the policy's VNFs, install its rules everywhere and wait for confirmation;
+        on any failure go back to the previous state."""
         previous = self.ctl.policy
         self.ctl.policy = policy
+        try:
+            self.ctl.vnfs.reconcile(policy)
+        except (LookupError, OSError, RuntimeError, ValueError) as exc:
+            self._restore(previous)
+            raise ApplyFailed({"VNF placement": str(exc)}) from exc
         failures = self._push()
         if failures:
-            self.ctl.policy = previous
-            self._push()
+            self._restore(previous)
             raise ApplyFailed(failures)
 
-    def _push(self) -> dict[int, str]:
+    def _restore(self, previous: Policy | None) -> None:
+        self.ctl.policy = previous
+        try:
+            self.ctl.vnfs.reconcile(previous)
+        except (LookupError, OSError, RuntimeError, ValueError):
+            LOG.exception("could not restore the previous VNFs")
+        self._push()
+
+    def _push(self) -> dict[str, str]:
         desired = desired_rules(self.ctl.policy, self.ctl.topology.snapshot())
         pending = {}
         for dpid, conn in self.ctl.switches.items():
@@ -120,7 +133,10 @@ class PolicyEngine:
         deadline = time.monotonic() + BARRIER_TIMEOUT
         while any(not c.confirmed for c in pending.values()) and time.monotonic() < deadline:
             hub.sleep(0.005)
-        failures = {d: c.errors[0] for d, c in pending.items() if c.errors}
-        failures.update({d: f"no barrier reply within {BARRIER_TIMEOUT:.0f}s"
-                         for d, c in pending.items() if not c.confirmed and d not in failures})
+        failures = {}
+        for dpid, conn in pending.items():
+            if conn.errors:
+                failures[f"switch {dpid:016x}"] = conn.errors[0]
+            elif not conn.confirmed:
+                failures[f"switch {dpid:016x}"] = f"no barrier reply within {BARRIER_TIMEOUT:.0f}s"
         return failures

@@ -71,7 +71,7 @@ def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool =
     contexts = manager.create_contexts()
     services = list(manager.instantiate_apps(**contexts))
     controller = manager.applications["SdnController"]
-    controller.restore(PolicyStore(state_dir))
+    controller.restore(PolicyStore(state_dir), state_dir)
 
     api_host, api_port = parse_address(api, 8080)
     token = api_token(api_host, state_dir)
@@ -89,4 +89,5 @@ def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool =
     except (KeyboardInterrupt, SystemExit):
         LOG.info("controller stopping")
     finally:
+        controller.close()
         manager.close()

@@ -83,6 +83,17 @@ class Topology:
         self.links: set[Link] = set()
         self.hosts: dict[str, Host] = {}
         self.weights: dict[frozenset[int], float] = {}
+        self.port_names: dict[int, dict[int, str]] = {}  # dpid -> {port: interface name}
+        self.bridge_names: dict[int, str] = {}  # dpid -> OVS bridge name (its LOCAL port)
+        self.service_port_names: set[str] = set()  # VNF arms: neither hosts nor links
+
+    def name_ports(self, dpid: int, names: dict[int, str], bridge: str | None = None) -> None:
+        self.port_names.setdefault(dpid, {}).update(names)
+        if bridge:
+            self.bridge_names[dpid] = bridge
+
+    def is_service_port(self, dpid: int, port: int) -> bool:
+        return self.port_names.get(dpid, {}).get(port) in self.service_port_names
 
     # switches and ports
     def add_switch(self, dpid: int, ports: Iterable[int]) -> None:
@@ -136,7 +147,7 @@ class Topology:
     def is_edge_port(self, dpid: int, port: int) -> bool:
         """A live port that faces no switch and has been up long enough to trust that."""
         since = self.ports.get(dpid, {}).get(port)
-        if since is None or self.is_link_port(dpid, port):
+        if since is None or self.is_link_port(dpid, port) or self.is_service_port(dpid, port):
             return False
         return self._clock() - since >= EDGE_SETTLE_SECONDS
 
@@ -146,7 +157,8 @@ class Topology:
     # hosts
     def learn_host(self, mac: str, dpid: int, port: int, ip: str | None = None) -> bool:
         """Learn or move a host; True if what routing needs to know changed."""
-        if dpid not in self.ports or self.is_link_port(dpid, port):
+        if (dpid not in self.ports or self.is_link_port(dpid, port)
+                or self.is_service_port(dpid, port)):
             return False
         old = self.hosts.get(mac)
         if (old is not None and (old.dpid, old.port) != (dpid, port)
@@ -166,8 +178,10 @@ class Topology:
         return None
 
     def snapshot(self) -> Snapshot:
+        """VNF arms are left out: the compiler never floods or routes to them by itself."""
         return Snapshot(
-            switches={d: frozenset(p) for d, p in self.ports.items()},
+            switches={d: frozenset(p for p in ports if not self.is_service_port(d, p))
+                      for d, ports in self.ports.items()},
             links=tuple(sorted(self.links)),
             hosts=tuple(sorted(self.hosts.values())),
             weights=dict(self.weights),

@@ -1,0 +1,133 @@
+"""The policy's network functions, run by nfv.runtime on the switches the policy names.
+
+The controller asks for the VNFs a policy wants (`reconcile`) and learns where their arms
+are plugged in and whether they are alive (`instances`), which is what chain steering
+and fail-open/fail-closed need.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nfv.netns import arm_names
+from nfv.runtime import Runtime, VnfSpec, VnfStatus
+from sdn.policy import LoadBalancer, Policy
+from sdn.topology import Topology
+
+LOG = logging.getLogger("sdn.vnfs")
+ALIVE_STATES = ("running",)
+PLACEMENT_KEYS = ("switch", "replicas", "failure_mode", "cpu", "memory", "type")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one VNF instance is plugged in, as the steering compiler needs it."""
+
+    vnf: str
+    instance: str
+    dpid: int
+    ingress_port: int
+    egress_port: int
+    alive: bool
+    failure_mode: str
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def specs_for(policy: Policy | None, topology: Topology) -> dict[str, VnfSpec]:
+    """One spec per instance. Pure: bridge names come from the switches' LOCAL ports."""
+    if policy is None:
+        return {}
+    canonical = policy.canonical()["vnfs"]
+    specs = {}
+    for name, vnf in policy.vnfs.items():
+        dpid = policy.dpid_of(vnf.switch)
+        bridge = topology.bridge_names.get(dpid) if dpid is not None else None
+        if bridge is None:
+            raise LookupError(f"vnfs.{name}.switch: switch {vnf.switch} is not connected")
+        config = {k: v for k, v in _without_nulls(canonical[name]).items()
+                  if k not in PLACEMENT_KEYS}
+        config["name"] = name
+        if isinstance(vnf, LoadBalancer):
+            config["vip_mac"] = vnf.mac_for(name)
+        for replica in range(vnf.replicas):
+            spec = VnfSpec(name=name, kind=vnf.type, switch=bridge, config=config,
+                           cpu=vnf.cpu, memory=vnf.memory, failure_mode=vnf.failure_mode,
+                           replica=replica if vnf.replicas > 1 else None)
+            specs[spec.instance] = spec
+    return specs
+
+
+class VnfManager:
+    def __init__(self, topology: Topology, state_dir: Path, on_change: Callable[[], None]
+                 ) -> None:
+        self.topology = topology
+        self.runtime = Runtime(status_file=state_dir / "vnfs.json")
+        reaped = self.runtime.reap()
+        if any(reaped.values()):
+            LOG.info("removed VNF leftovers of an earlier run: %s", reaped)
+        self.runtime.on_state_change(lambda status, previous: self._state_changed(
+            status, previous, on_change))
+        self.specs: dict[str, VnfSpec] = {}
+
+    def _state_changed(self, status: VnfStatus, previous, on_change) -> None:
+        LOG.info("VNF %s: %s -> %s", status.name, previous, status.state)
+        on_change()
+
+    def reconcile(self, policy: Policy | None) -> None:
+        """Start what the policy adds or changes, stop what it drops; leave the rest."""
+        wanted = specs_for(policy, self.topology)
+        for instance, spec in list(self.specs.items()):
+            if wanted.get(instance) != spec:
+                self.runtime.stop(instance)
+                del self.specs[instance]
+        for instance, spec in wanted.items():
+            if instance in self.specs:
+                continue
+            for side in ("ingress", "egress"):
+                self.topology.service_port_names.add(arm_names(instance, side).outside)
+            self.runtime.start(spec)
+            self.specs[instance] = spec
+            LOG.info("VNF %s (%s) placed on %s", instance, spec.kind, spec.switch)
+
+    def placements(self) -> list[Placement]:
+        dpids = {name: dpid for dpid, name in self.topology.bridge_names.items()}
+        out = []
+        for status in self.runtime.list():
+            spec = self.specs.get(status.name)
+            dpid = dpids.get(status.switch)
+            if spec is None or dpid is None or len(status.ports) < 2:
+                continue
+            out.append(Placement(spec.name, status.name, dpid, status.ports["ingress"],
+                                 status.ports["egress"],
+                                 status.state in ALIVE_STATES and status.healthy,
+                                 spec.failure_mode))
+        return sorted(out, key=lambda p: p.instance)
+
+    def settled(self) -> list[tuple]:
+        """Flows the VNFs declared settled (5-tuples), read from their stats files."""
+        flows = []
+        for status in self.runtime.list():
+            try:
+                stats = json.loads(Path(status.stats_file).read_text())
+            except (OSError, ValueError):
+                continue
+            flows += [tuple(entry[1:]) for entry in stats.get("settled", ())]
+        return flows
+
+    def status(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.runtime.list()]
+
+    def close(self) -> None:
+        self.runtime.close()
