@@ -53,8 +53,9 @@ class Health(Resource):
 class TopologyView(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         snap = self.ctl.topology.snapshot()
+        names = self.ctl.topology.bridge_names
         resp.media = {
-            "switches": [{"dpid": dpid_name(d), "ports": sorted(p),
+            "switches": [{"dpid": dpid_name(d), "name": names.get(d, ""), "ports": sorted(p),
                           "connected": d in self.ctl.switches}
                          for d, p in sorted(snap.switches.items())],
             "links": [{"a": dpid_name(lk.a), "a_port": lk.a_port, "b": dpid_name(lk.b),
@@ -83,7 +84,8 @@ class PathView(Resource):
             else:
                 edge = graph[here][nxt]
                 out_port, weight = edge["link"].port_at(here), edge["weight"]
-            hops.append({"switch": dpid_name(here), "in_port": in_port,
+            hops.append({"switch": dpid_name(here),
+                         "name": self.ctl.topology.bridge_names.get(here, ""), "in_port": in_port,
                          "out_port": out_port, "weight": weight})
             if nxt is not None:
                 in_port = graph[here][nxt]["link"].port_at(nxt)

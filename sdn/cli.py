@@ -102,7 +102,7 @@ def topo_show(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
         typer.echo(f"switches ({len(topo['switches'])}):")
         for sw in topo["switches"]:
             state = "" if sw["connected"] else "  (disconnected)"
-            typer.echo(f"  {sw['dpid']}  ports {sw['ports']}{state}")
+            typer.echo(f"  {sw['name'] or '-':8} {sw['dpid']}  ports {sw['ports']}{state}")
         typer.echo(f"links ({len(topo['links'])}):")
         for lk in topo["links"]:
             typer.echo(f"  {lk['a']}:{lk['a_port']} <-> {lk['b']}:{lk['b_port']}"
@@ -125,7 +125,8 @@ def path(
     def render(p: dict) -> None:
         typer.echo(f"{p['src']} -> {p['dst']}  cost {p['cost']:g}")
         for hop in p["hops"]:
-            typer.echo(f"  {hop['switch']}  in {hop['in_port']} -> out {hop['out_port']}"
+            typer.echo(f"  {hop['name'] or '-':8} {hop['switch']}  in {hop['in_port']} -> "
+                       f"out {hop['out_port']}"
                        f"  weight {hop['weight']:g}")
 
     _emit(_get(api, "/v1/path", src=src, dst=dst), output, render)
