@@ -1,0 +1,94 @@
+"""The network model: links, edge ports, host learning and what a snapshot shows."""
+
+from __future__ import annotations
+
+from sdn.topology import EDGE_SETTLE_SECONDS, Link, Topology
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def two_switches(clock: Clock) -> Topology:
+    topo = Topology(clock=clock)
+    topo.add_switch(1, [1, 2, 3])
+    topo.add_switch(2, [1, 2])
+    return topo
+
+
+def test_link_is_stored_once_whatever_the_direction():
+    assert Link.between(2, 1, 1, 3) == Link.between(1, 3, 2, 1) == Link(1, 3, 2, 1)
+
+
+def test_link_ports_are_not_edge_ports_and_purge_hosts_learned_there():
+    clock = Clock()
+    topo = two_switches(clock)
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    assert topo.learn_host("00:00:00:00:00:09", 1, 3)
+    assert topo.add_link(1, 3, 2, 1)
+    assert "00:00:00:00:00:09" not in topo.hosts
+    assert not topo.is_edge_port(1, 3)
+    assert topo.edge_ports(1) == [1, 2]
+    assert not topo.learn_host("00:00:00:00:00:09", 1, 3)
+
+
+def test_ports_settle_before_they_count_as_edge():
+    clock = Clock()
+    topo = two_switches(clock)
+    assert topo.edge_ports(1) == []
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    assert topo.edge_ports(1) == [1, 2, 3]
+
+
+def test_a_flood_echo_does_not_move_a_host():
+    clock = Clock()
+    topo = two_switches(clock)
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    topo.port_up(2, 3)  # a fresh port, maybe an undiscovered link
+    assert not topo.learn_host("00:00:00:00:00:01", 2, 3)
+    assert topo.hosts["00:00:00:00:00:01"].dpid == 1
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    assert topo.learn_host("00:00:00:00:00:01", 2, 3)  # a real move, once settled
+
+
+def test_host_keeps_its_addresses_and_is_found_by_ip():
+    topo = two_switches(Clock())
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    assert not topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.11")
+    assert topo.hosts["00:00:00:00:00:01"].ips == ("10.0.0.1", "10.0.0.11")
+    assert topo.host_by_ip("10.0.0.11").mac == "00:00:00:00:00:01"
+
+
+def test_port_down_removes_link_and_hosts_there():
+    topo = two_switches(Clock())
+    topo.add_link(1, 3, 2, 1)
+    topo.learn_host("00:00:00:00:00:02", 2, 2)
+    assert topo.port_down(1, 3)
+    assert not topo.links
+    topo.port_down(2, 2)
+    assert not topo.hosts
+
+
+def test_switch_removal_takes_its_links_and_hosts():
+    topo = two_switches(Clock())
+    topo.add_link(1, 3, 2, 1)
+    topo.learn_host("00:00:00:00:00:02", 2, 2)
+    topo.remove_switch(2)
+    assert not topo.links and not topo.hosts and 2 not in topo.snapshot().switches
+
+
+def test_vnf_arms_are_hidden_from_snapshots_and_learning():
+    clock = Clock()
+    topo = two_switches(clock)
+    topo.name_ports(1, {1: "s1-eth1", 2: "vfw-i", 3: "vfw-e"}, bridge="s1")
+    topo.service_port_names |= {"vfw-i", "vfw-e"}
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    assert topo.snapshot().switches[1] == frozenset({1})
+    assert not topo.learn_host("00:00:00:00:00:01", 1, 2)
+    assert topo.edge_ports(1) == [1]
+    assert topo.bridge_names[1] == "s1"
