@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench import routing_scale
+from bench import (
+    failover,
+    first_packet,
+    lb_analyzer,
+    policy_apply,
+    routing_scale,
+    vnf_pps,
+    vnf_runtime,
+)
 
-BENCHMARKS = {"routing_scale": routing_scale.run}
+
+def _root_only(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """Namespaces and raw sockets need root: without it say so instead of failing `make bench`."""
+
+    def guarded() -> dict[str, Any]:
+        if os.geteuid() != 0:
+            print("skipped: needs root")
+            return {"skipped": "needs root"}
+        return run()
+
+    return guarded
+
+
+def _echo(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """Print the figures of a benchmark whose run() only returns them."""
+
+    def echoed() -> dict[str, Any]:
+        figures = run()
+        for name, value in figures.items():
+            print(f"{name:32s} {value}")
+        return figures
+
+    return echoed
+
+
+BENCHMARKS = {
+    "routing_scale": routing_scale.run,
+    "lb_analyzer": lb_analyzer.run,
+    "vnf_pps": _root_only(vnf_pps.run),
+    "vnf_runtime": _root_only(_echo(vnf_runtime.run)),
+    "failover": _root_only(failover.run),
+    "first_packet": _root_only(first_packet.run),
+    "policy_apply": _root_only(policy_apply.run),
+}
 
 
 def main(names: list[str]) -> int:

@@ -1,44 +1,92 @@
 """Time to compile every switch's rules for large fat trees, and to recompute after a link
-failure (pure: no switches involved)."""
+failure and its recovery (pure: no switches involved).
+
+`python -m bench routing_scale` prints the figures; `run()` returns them as a dict.
+A recompute is `NetworkCompiler.update` on the snapshot without (or with again) one
+link, after a compile of the snapshot before: new routes, and the complete new rule set
+of every switch whose rules changed (what the controller must diff and send). For
+comparison `full_recompute_*` is `compile`, which also copies out the rules of every
+unchanged switch, as `compile_network` does. Both kinds of fat-tree link are cut
+(core-aggregation and aggregation-edge), several of each; figures are median and worst.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
-from sdn.compiler import compile_network
+from sdn.compiler import NetworkCompiler
+from sdn.topology import Link, Snapshot
 from tests.unit.flowsim import fat_tree, snapshot_from_graph
 
+CUTS_PER_KIND = 4
 
-def _timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _cuts(snapshot: Snapshot, k: int) -> list[Link]:
+    """Links to cut: the first few with a core switch at one end, then the first few
+    between aggregation and edge switches (cores are numbered first)."""
+    cores = (k // 2) ** 2
+    upper = [lk for lk in snapshot.links if lk.a <= cores][:CUTS_PER_KIND]
+    lower = [lk for lk in snapshot.links if lk.a > cores][:CUTS_PER_KIND]
+    return upper + lower
+
+
+def measure(k: int) -> dict:
+    snapshot = snapshot_from_graph(fat_tree(k), hosts_per_switch=k // 2)
+    compiler = NetworkCompiler()
+    start = time.perf_counter()
+    rules = compiler.compile(snapshot)
+    full = time.perf_counter() - start
+    losses, recoveries, touched, full_losses = [], [], [], []
+    for link in _cuts(snapshot, k):
+        failed = dataclasses.replace(snapshot, links=tuple(lk for lk in snapshot.links
+                                                           if lk != link))
         start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        compiler.update(failed)
+        losses.append(time.perf_counter() - start)
+        touched.append(len(compiler.changed))
+        start = time.perf_counter()
+        compiler.update(snapshot)
+        recoveries.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        compiler.compile(failed)
+        full_losses.append(time.perf_counter() - start)
+        compiler.compile(snapshot)
+    per_switch = [len(r.flows) for r in rules.values()]
+    groups = [len(r.groups) for r in rules.values()]
+    return {
+        "switches": len(snapshot.switches), "links": len(snapshot.links),
+        "hosts": len(snapshot.hosts), "compile_ms": _ms(full),
+        "recompute_after_link_loss_ms": _ms(statistics.median(losses)),
+        "recompute_after_link_loss_max_ms": _ms(max(losses)),
+        "recompute_after_recovery_ms": _ms(statistics.median(recoveries)),
+        "recompute_after_recovery_max_ms": _ms(max(recoveries)),
+        "full_recompute_after_link_loss_ms": _ms(statistics.median(full_losses)),
+        "switches_changed_by_link_loss_max": max(touched),
+        "rules_per_switch_max": max(per_switch),
+        "rules_per_switch_mean": round(statistics.mean(per_switch), 1),
+        "groups_per_switch_max": max(groups),
+        "rebuilds": compiler.rebuilds,
+    }
 
 
 def run(ks: tuple[int, ...] = (4, 8, 16)) -> dict:
     figures = {}
     for k in ks:
-        snapshot = snapshot_from_graph(fat_tree(k), hosts_per_switch=k // 2)
-        repeat = 3 if k <= 8 else 1
-        full, rules = _timed(lambda s=snapshot: compile_network(s), repeat)
-        failed = type(snapshot)(snapshot.switches, snapshot.links[1:], snapshot.hosts,
-                                snapshot.weights)
-        recompute, _ = _timed(lambda s=failed: compile_network(s), repeat)
-        per_switch = [len(r.flows) for r in rules.values()]
-        groups = [len(r.groups) for r in rules.values()]
-        figures[f"fattree_k{k}"] = {
-            "switches": len(snapshot.switches), "hosts": len(snapshot.hosts),
-            "compile_ms": round(full * 1000, 1), "recompute_after_link_loss_ms":
-            round(recompute * 1000, 1), "rules_per_switch_max": max(per_switch),
-            "rules_per_switch_mean": round(statistics.mean(per_switch), 1),
-            "groups_per_switch_max": max(groups),
-        }
-        print(f"fat-tree k={k}: {len(snapshot.switches)} switches, {len(snapshot.hosts)} hosts;"
-              f" compile {full * 1000:.0f} ms, recompute after a link loss "
-              f"{recompute * 1000:.0f} ms; rules/switch max {max(per_switch)} "
-              f"mean {statistics.mean(per_switch):.0f}; groups/switch max {max(groups)}")
+        f = figures[f"fattree_k{k}"] = measure(k)
+        print(f"fat-tree k={k}: {f['switches']} switches, {f['links']} links, "
+              f"{f['hosts']} hosts; compile {f['compile_ms']:.0f} ms; recompute after a "
+              f"link loss median {f['recompute_after_link_loss_ms']:.1f} ms, max "
+              f"{f['recompute_after_link_loss_max_ms']:.1f} ms; after recovery median "
+              f"{f['recompute_after_recovery_ms']:.1f} ms, max "
+              f"{f['recompute_after_recovery_max_ms']:.1f} ms (every switch's rules: "
+              f"{f['full_recompute_after_link_loss_ms']:.1f} ms); rules/switch max "
+              f"{f['rules_per_switch_max']} mean {f['rules_per_switch_mean']:.0f}; "
+              f"groups/switch max {f['groups_per_switch_max']}; switches changed by a "
+              f"loss <= {f['switches_changed_by_link_loss_max']}")
     return figures

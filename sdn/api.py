@@ -103,6 +103,11 @@ class PathView(Resource):
         return host
 
 
+def _by_table(rule: FlowRule) -> tuple:
+    """Table by table, highest priority first; matches mix ints and masked tuples."""
+    return rule.table, -rule.priority, repr(rule.match)
+
+
 class FlowsView(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         wanted = req.get_param("switch")
@@ -112,7 +117,7 @@ class FlowsView(Resource):
             if wanted and wanted not in (name, str(dpid), f"s{dpid}"):
                 continue
             out[name] = {
-                "flows": [rule_json(r) for r in sorted(conn.held.flows.values())],
+                "flows": [rule_json(r) for r in sorted(conn.held.flows.values(), key=_by_table)],
                 "groups": [group_json(g) for g in sorted(conn.held.groups.values())],
                 "flow_mods_sent": conn.flow_mods_sent,
             }

@@ -26,11 +26,12 @@ from sdn import arp, discovery
 from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP
 from sdn.desired import desired_rules
 from sdn.engine import PolicyEngine
-from sdn.flows import TABLE_FORWARD, TABLE_INGRESS
+from sdn.flows import TABLE_FORWARD, TABLE_INGRESS, SwitchRules
 from sdn.policy import LoadBalancer, Policy
+from sdn.queues import QueueError, QueuePlan, apply_queues, plan_queues, port_capacities
 from sdn.store import PolicyStore
 from sdn.switches import SwitchConnection
-from sdn.topology import Link, Topology
+from sdn.topology import EDGE_SETTLE_SECONDS, Link, Snapshot, Topology
 from sdn.vnfs import VnfManager
 
 LOG = logging.getLogger("sdn.app")
@@ -64,7 +65,10 @@ class SdnController(app_manager.OSKenApp):
         self.link_seen: dict[Link, float] = {}
         self.last_sync_changes = 0
         self._dirty = hub.Event()
+        self._queues_dirty = hub.Event()
+        self._queue_plan: QueuePlan | None = None
         self.threads.append(hub.spawn(self._sync_loop))
+        self.threads.append(hub.spawn(self._queues_loop))
         self.threads.append(hub.spawn(self._lldp_loop))
 
     def restore(self, store: PolicyStore, state_dir: Path) -> None:
@@ -109,6 +113,7 @@ class SdnController(app_manager.OSKenApp):
         for port in ports:
             self._probe(dp.id, port)
         self._changed()
+        hub.spawn(self._changed_after, EDGE_SETTLE_SECONDS + 0.05)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _on_port_status(self, ev) -> None:
@@ -123,6 +128,7 @@ class SdnController(app_manager.OSKenApp):
         else:
             self.topology.port_up(dpid, port)
             self._probe(dpid, port)
+            hub.spawn(self._changed_after, EDGE_SETTLE_SECONDS + 0.05)
         self._changed()
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
@@ -156,6 +162,12 @@ class SdnController(app_manager.OSKenApp):
     def _changed_after(self, seconds: float) -> None:
         hub.sleep(seconds)
         self._changed()
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def _on_meter_config(self, ev) -> None:
+        conn = self.switches.get(ev.msg.datapath.id)
+        if conn is not None and not conn.meters_read:
+            conn.on_meter_config(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _on_barrier(self, ev) -> None:
@@ -247,7 +259,8 @@ class SdnController(app_manager.OSKenApp):
             conn.packet_out(port, data)
 
     def _probe(self, dpid: int, port: int) -> None:
-        self._send(dpid, port, discovery.build_probe(dpid, port))
+        if not self.topology.is_service_port(dpid, port):  # VNF arms see only their traffic
+            self._send(dpid, port, discovery.build_probe(dpid, port))
 
     # loops
     def _changed(self) -> None:
@@ -268,18 +281,25 @@ class SdnController(app_manager.OSKenApp):
         with self.lock:
             self._place_vnfs()
             snapshot = self.topology.snapshot()
-            desired = desired_rules(self.policy, snapshot)
+            desired = self.desired(self.policy, snapshot)
             sent = 0
             now = time.monotonic()
             for dpid, conn in list(self.switches.items()):
                 if conn.ready and dpid in desired and conn.hold_until <= now:
                     sent += conn.apply(desired[dpid]).flow_mods
+        self._queues_dirty.set()
         SYNCS.inc()
         SWITCHES.set(len(self.switches))
         LINKS.set(len(snapshot.links))
         HOSTS.set(len(snapshot.hosts))
         self.last_sync_changes = sent
         return sent
+
+    def desired(self, policy: Policy | None, snapshot: Snapshot | None = None
+                ) -> dict[int, SwitchRules]:
+        """What every switch should hold under `policy`, with the VNFs where they are."""
+        instances = self.vnfs.instances() if self.vnfs else []
+        return desired_rules(policy, snapshot or self.topology.snapshot(), instances)
 
     def _place_vnfs(self) -> None:
         """VNFs of a restored policy start once their switches have connected."""
@@ -302,6 +322,26 @@ class SdnController(app_manager.OSKenApp):
     def close(self) -> None:
         if self.vnfs is not None:
             self.vnfs.close()
+
+    def _queues_loop(self) -> None:
+        """Egress HTB queues follow the policy's classes and the switch ports. tc runs in
+        a helper process (netlink does not work under eventlet), so only on a change."""
+        while True:
+            self._queues_dirty.wait()
+            self._queues_dirty.clear()
+            snapshot = self.topology.snapshot()
+            names = {(dpid, port): self.topology.port_names[dpid][port]
+                     for dpid, ports in snapshot.switches.items() for port in ports
+                     if port in self.topology.port_names.get(dpid, {})}
+            plan = plan_queues(self.policy, port_capacities(self.policy, snapshot, names))
+            if plan == self._queue_plan:
+                continue
+            try:
+                report = apply_queues(plan)
+                self._queue_plan = plan
+                LOG.info("egress queues: %s", {k: len(v) for k, v in report.items()})
+            except QueueError as exc:
+                LOG.warning("egress queues not applied: %s", exc)
 
     def _lldp_loop(self) -> None:
         while True:

@@ -6,11 +6,14 @@ compile options and link weights; traffic classes and chains add their own rules
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from sdn.chains import SettledFlow, VnfInstance, compile_chains, vnf_ports
 from sdn.compiler import Options, compile_network
 from sdn.flows import SwitchRules
 from sdn.policy import Policy
+from sdn.qos import add_class_rules
 from sdn.topology import Snapshot
 
 DEFAULT_LATENCY_SECONDS = 0.001
@@ -51,6 +54,19 @@ def link_weights(policy: Policy | None, snapshot: Snapshot) -> dict[frozenset[in
     return weights
 
 
-def desired_rules(policy: Policy | None, snapshot: Snapshot) -> dict[int, SwitchRules]:
+def desired_rules(
+    policy: Policy | None, snapshot: Snapshot, instances: Sequence[VnfInstance] = (),
+    settled: Iterable[SettledFlow] = (),
+) -> dict[int, SwitchRules]:
+    """`snapshot` leaves VNF arms out (routing and flooding must never use them); chain
+    steering sees them, for the instances that are placed."""
     weighted = replace(snapshot, weights=link_weights(policy, snapshot))
-    return compile_network(weighted, options_for(policy))
+    rules = compile_network(weighted, options_for(policy))
+    add_class_rules(rules, policy, snapshot)
+    arms = vnf_ports(instances)
+    with_arms = replace(weighted, switches={
+        dpid: ports | arms.get(dpid, frozenset()) for dpid, ports in weighted.switches.items()})
+    for dpid, extra in compile_chains(policy, with_arms, instances, settled).items():
+        if dpid in rules:
+            rules[dpid].add_flows(extra)
+    return rules

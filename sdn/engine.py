@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from os_ken.lib import hub
 
-from sdn.desired import desired_rules
+from sdn.chains import ChainError
 from sdn.flows import Changes, SwitchRules
-from sdn.policy import Policy, load_policy
+from sdn.policy import Policy, PolicyError, Problem, format_path, load_policy
 from sdn.store import PolicyStore, Revision, summarize
 
 if TYPE_CHECKING:
@@ -68,8 +68,12 @@ class PolicyEngine:
         switches = {f"s{dpid}": dpid for dpid in self.ctl.switches}
         return load_policy(text, filename, switches=switches, hosts=NO_LIVE_HOST_NAMES)
 
-    def plan(self, policy: Policy) -> Plan:
-        desired = desired_rules(policy, self.ctl.topology.snapshot())
+    def plan(self, policy: Policy, filename: str = "<policy>") -> Plan:
+        try:
+            desired = self.ctl.desired(policy)
+        except ChainError as exc:
+            raise PolicyError([Problem(filename, 0, 0, format_path(exc.path), exc.message)]
+                              ) from exc
         changes = {
             dpid: conn.plan(desired.get(dpid, SwitchRules()))
             for dpid, conn in self.ctl.switches.items() if conn.ready
@@ -81,7 +85,7 @@ class PolicyEngine:
         """Returns the plan and the new revision (None for a dry run or no change)."""
         policy = self.load(text, filename)
         with self.ctl.lock:
-            plan = self.plan(policy)
+            plan = self.plan(policy, filename)
             unchanged = self.ctl.policy is not None and self.ctl.policy.digest() == policy.digest()
             if dry_run or (unchanged and not plan.flow_mods):
                 return plan, None
@@ -124,7 +128,7 @@ class PolicyEngine:
         self._push()
 
     def _push(self) -> dict[str, str]:
-        desired = desired_rules(self.ctl.policy, self.ctl.topology.snapshot())
+        desired = self.ctl.desired(self.ctl.policy)
         pending = {}
         for dpid, conn in self.ctl.switches.items():
             if conn.ready:

@@ -7,16 +7,21 @@ re-applying the same state a no-op and a controller restart free of flow churn.
 
 from __future__ import annotations
 
+import struct
+from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from sdn.flows import Action, Bucket, FlowRule, Group
+from sdn.flows import Action, Bucket, FlowRule, Group, Meter
 
 GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
                "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 GROUP_NAMES = {v: k for k, v in GROUP_TYPES.items()}
+METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+XID_OFFSET = 4  # in the OpenFlow header: version, type, length, xid
 
 
 def encode_actions(actions: tuple[Action, ...]) -> list:
@@ -76,6 +81,8 @@ def instructions(rule: FlowRule) -> list:
     if rule.actions:
         inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                                  encode_actions(rule.actions)))
+    if rule.write_metadata is not None:
+        inst.append(parser.OFPInstructionWriteMetadata(*rule.write_metadata))
     if rule.goto is not None:
         inst.append(parser.OFPInstructionGotoTable(rule.goto))
     return inst
@@ -90,6 +97,29 @@ def flow_add(datapath, rule: FlowRule) -> parser.OFPFlowMod:
     )
 
 
+class _Encoder:
+    """Stands in for a datapath when a message is only serialized."""
+
+    ofproto = ofp
+    ofproto_parser = parser
+
+
+def flow_add_bytes(rule: FlowRule, xid: int) -> bytearray:
+    """`flow_add` serialized. Most rules differ between switches only in their dpid (which
+    the message does not carry), so each distinct rule is serialized once and copied."""
+    buf = bytearray(_flow_add_template(replace(rule, dpid=0)))
+    struct.pack_into("!I", buf, XID_OFFSET, xid)
+    return buf
+
+
+@lru_cache(maxsize=1 << 16)
+def _flow_add_template(rule: FlowRule) -> bytes:
+    msg = flow_add(_Encoder(), rule)
+    msg.set_xid(0)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
 def flow_delete(datapath, rule: FlowRule) -> parser.OFPFlowMod:
     return parser.OFPFlowMod(
         datapath, table_id=rule.table, command=ofp.OFPFC_DELETE_STRICT,
@@ -100,7 +130,7 @@ def flow_delete(datapath, rule: FlowRule) -> parser.OFPFlowMod:
 
 def decode_flow(dpid: int, stat) -> FlowRule:
     actions: tuple[Action, ...] = ()
-    goto = meter = None
+    goto = meter = metadata = None
     for inst in stat.instructions:
         if isinstance(inst, parser.OFPInstructionActions):
             actions = decode_actions(inst.actions)
@@ -108,9 +138,11 @@ def decode_flow(dpid: int, stat) -> FlowRule:
             goto = inst.table_id
         elif isinstance(inst, parser.OFPInstructionMeter):
             meter = inst.meter_id
+        elif isinstance(inst, parser.OFPInstructionWriteMetadata):
+            metadata = (inst.metadata, inst.metadata_mask)
     fields = tuple(sorted((k, _plain(v)) for k, v in stat.match.items()))
     return FlowRule(dpid, stat.table_id, stat.priority, fields, actions, goto,
-                    stat.cookie, meter)
+                    stat.cookie, meter, metadata)
 
 
 def group_mod(datapath, group: Group, command: int) -> parser.OFPGroupMod:
@@ -138,3 +170,26 @@ def decode_group(dpid: int, desc) -> Group:
         for b in desc.buckets
     )
     return Group(dpid, desc.group_id, GROUP_NAMES.get(desc.type, str(desc.type)), buckets)
+
+
+def meter_mod(datapath, meter: Meter, command: int) -> parser.OFPMeterMod:
+    """OFPMC_ADD or OFPMC_MODIFY of a one-band drop meter in kbit/s."""
+    band = parser.OFPMeterBandDrop(rate=meter.rate_kbps, burst_size=meter.burst_kbits)
+    return parser.OFPMeterMod(datapath, command=command, flags=METER_FLAGS,
+                              meter_id=meter.meter_id, bands=[band])
+
+
+def meter_delete(datapath, meter: Meter) -> parser.OFPMeterMod:
+    return parser.OFPMeterMod(datapath, command=ofp.OFPMC_DELETE, flags=0,
+                              meter_id=meter.meter_id, bands=[])
+
+
+def decode_meter(dpid: int, config) -> Meter:
+    """A meter config as held by a switch; anything but our one-band form keeps a `band`
+    description that differs from "drop", so the diff replaces it."""
+    bands = config.bands
+    if (config.flags == METER_FLAGS and len(bands) == 1
+            and isinstance(bands[0], parser.OFPMeterBandDrop)):
+        return Meter(dpid, config.meter_id, bands[0].rate, bands[0].burst_size)
+    described = ",".join(f"{type(b).__name__}:{b.rate}:{b.burst_size}" for b in bands)
+    return Meter(dpid, config.meter_id, 0, 0, f"flags={config.flags} {described}")

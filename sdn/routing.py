@@ -2,16 +2,21 @@
 
 Routes are computed per destination switch (every host behind one switch shares them):
 one Dijkstra from the destination gives each switch its equal-cost next hops, and the
-same distances pick a backup next hop for fast failover.
+same distances pick a backup next hop for fast failover. `DestinationRoutes` keeps that
+result and repairs it when links come and go, touching only the switches whose distance
+or next hops can change, so a link failure in a large network costs milliseconds.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import networkx as nx
 
 EPSILON = 1e-9
+COST_DIGITS = 9  # backup costs are compared rounded, so float summation order cannot matter
 
 
 @dataclass(frozen=True)
@@ -23,41 +28,192 @@ class Hops:
     loop_free: bool  # the backup never sends the packet straight back to us
 
 
-def distances_to(graph: nx.Graph, dst: int) -> dict[int, float]:
-    return nx.single_source_dijkstra_path_length(graph, dst, weight="weight")
+Adjacency = Mapping[int, Mapping[int, float]]
+"""switch -> neighbour -> link weight: what path computation reads, cheaper than networkx."""
+
+
+def adjacency(graph: nx.Graph) -> dict[int, dict[int, float]]:
+    return {n: {m: data["weight"] for m, data in nbrs.items()} for n, nbrs in graph.adjacency()}
+
+
+def distances_to(adj: Adjacency, dst: int) -> dict[int, float]:
+    """Dijkstra from `dst`; a distance is always its predecessor's plus one weight, the
+    same sum the incremental repairs form."""
+    dist: dict[int, float] = {}
+    heap = [(0.0, dst)]
+    while heap:
+        d, node = heapq.heappop(heap)
+        if node in dist:
+            continue
+        dist[node] = d
+        for n, weight in adj[node].items():
+            if n not in dist:
+                heapq.heappush(heap, (d + weight, n))
+    return dist
 
 
 def next_hops(graph: nx.Graph, dst: int, *, ecmp: bool = True) -> dict[int, Hops]:
     """Primary and backup next hops toward `dst` for every switch that can reach it."""
-    dist = distances_to(graph, dst)
-    primaries: dict[int, tuple[int, ...]] = {}
-    for node, d in dist.items():
-        if node == dst:
-            continue
-        equal = sorted(
-            n for n in graph.neighbors(node)
-            if n in dist and abs(graph[node][n]["weight"] + dist[n] - d) < EPSILON
-        )
-        primaries[node] = tuple(equal if ecmp else equal[:1])
-    hops: dict[int, Hops] = {}
-    for node, primary in primaries.items():
-        backup, loop_free = _backup(graph, dist, primaries, node)
-        hops[node] = Hops(primary, backup, loop_free)
-    return hops
+    return dict(DestinationRoutes(adjacency(graph), dst, ecmp=ecmp).hops)
+
+
+class DestinationRoutes:
+    """Distances and next hops of every switch toward one destination switch.
+
+    After the adjacency loses edges call `lose_edges`, after it gains edges `gain_edges`
+    (a changed weight is a loss then a gain). Only switches near the change are
+    recomputed; `take_changed` then says whose `Hops` differ from before. The result is
+    always what a fresh `DestinationRoutes` on the new graph would hold. Weights must be
+    positive.
+    """
+
+    def __init__(self, adj: Adjacency, dst: int, *, ecmp: bool = True) -> None:
+        self.dst, self.ecmp = dst, ecmp
+        self.dist: dict[int, float] = distances_to(adj, dst)
+        self.primary: dict[int, tuple[int, ...]] = {
+            n: self._primary_of(adj, n) for n in self.dist if n != dst
+        }
+        self.hops: dict[int, Hops] = {n: self._hops_of(adj, n) for n in self.primary}
+        self._before: dict[int, Hops | None] = {}
+
+    def take_changed(self) -> dict[int, Hops | None]:
+        """Switches whose hops changed since the last call, with their previous hops
+        (None: it could not reach the destination before)."""
+        changed = {n: old for n, old in self._before.items() if self.hops.get(n) != old}
+        self._before = {}
+        return changed
+
+    def lose_edges(self, adj: Adjacency, edges: Iterable[tuple[int, int, float]]) -> None:
+        """`adj` no longer has these (u, v, old weight) edges."""
+        dist = self.dist
+        seeds, touched = [], set()
+        for u, v, weight in edges:
+            touched |= {u, v}
+            for a, b in ((u, v), (v, u)):
+                if a in dist and b in dist and abs(weight + dist[b] - dist[a]) < EPSILON:
+                    seeds.append((dist[a], a))
+        affected = self._affected(adj, seeds)
+        self._resettle(adj, affected)
+        self._repair(adj, touched, affected)
+
+    def gain_edges(self, adj: Adjacency, edges: Iterable[tuple[int, int]]) -> None:
+        """`adj` has these (u, v) edges now, with their weights."""
+        dist = self.dist
+        heap, touched = [], set()
+        for u, v in edges:
+            touched |= {u, v}
+            weight = adj[u][v]
+            for a, b in ((u, v), (v, u)):
+                if b in dist and (a not in dist or dist[b] + weight < dist[a] - EPSILON):
+                    heap.append((dist[b] + weight, a))
+        heapq.heapify(heap)
+        moved = set()
+        while heap:
+            d, node = heapq.heappop(heap)
+            if node in dist and d >= dist[node] - EPSILON:
+                continue
+            dist[node] = d
+            moved.add(node)
+            for n, weight in adj[node].items():
+                nd = d + weight
+                if n not in dist or nd < dist[n] - EPSILON:
+                    heapq.heappush(heap, (nd, n))
+        self._repair(adj, touched, moved)
+
+    def _affected(self, adj: Adjacency, seeds: list[tuple[float, int]]) -> set[int]:
+        """Switches every shortest path of which used a lost edge: their distance grows.
+        Visited nearest first, so a switch is judged after all its downstream ones."""
+        dist, affected = self.dist, set()
+        heapq.heapify(seeds)
+        while seeds:
+            d, node = heapq.heappop(seeds)
+            if node in affected or node == self.dst:
+                continue
+            if any(n in dist and n not in affected and abs(weight + dist[n] - d) < EPSILON
+                   for n, weight in adj[node].items()):
+                continue
+            affected.add(node)
+            for n, weight in adj[node].items():
+                if n in dist and n not in affected and abs(weight + d - dist[n]) < EPSILON:
+                    heapq.heappush(seeds, (dist[n], n))
+        return affected
+
+    def _resettle(self, adj: Adjacency, affected: set[int]) -> None:
+        """Dijkstra over the affected switches only, starting from their unaffected
+        neighbours; those it cannot reach are cut off from the destination."""
+        dist = self.dist
+        for node in affected:
+            del dist[node]
+        heap = []
+        for node in affected:
+            costs = [weight + dist[n] for n, weight in adj[node].items() if n in dist]
+            if costs:
+                heap.append((min(costs), node))
+        heapq.heapify(heap)
+        while heap:
+            d, node = heapq.heappop(heap)
+            if node in dist:
+                continue
+            dist[node] = d
+            for n, weight in adj[node].items():
+                if n in affected and n not in dist:
+                    heapq.heappush(heap, (d + weight, n))
+
+    def _repair(self, adj: Adjacency, touched: set[int], moved: set[int]) -> None:
+        """Recompute next hops where they can have changed: at the ends of changed edges,
+        at switches whose distance moved and their neighbours; then backups wherever a
+        neighbour's distance or primaries (as seen by `_backup`) changed."""
+        dist, primary = self.dist, self.primary
+        candidates = touched | moved
+        for node in moved:
+            candidates.update(adj[node])
+        backups = set(candidates)
+        for node in candidates:
+            old = primary.get(node)
+            new = self._primary_of(adj, node) if node in dist and node != self.dst else None
+            if new == old:
+                continue
+            if new is None:
+                del primary[node]
+            else:
+                primary[node] = new
+            old_set, new_set = set(old or ()), set(new or ())
+            backups |= (old_set | new_set) if (len(old_set) > 1) != (len(new_set) > 1) \
+                else (old_set ^ new_set)
+        for node in backups:
+            new_hops = self._hops_of(adj, node) if node in primary else None
+            old_hops = self.hops.get(node)
+            if new_hops == old_hops:
+                continue
+            self._before.setdefault(node, old_hops)
+            if new_hops is None:
+                del self.hops[node]
+            else:
+                self.hops[node] = new_hops
+
+    def _primary_of(self, adj: Adjacency, node: int) -> tuple[int, ...]:
+        dist, d = self.dist, self.dist[node]
+        equal = sorted(n for n, weight in adj[node].items()
+                       if n in dist and abs(weight + dist[n] - d) < EPSILON)
+        return tuple(equal if self.ecmp else equal[:1])
+
+    def _hops_of(self, adj: Adjacency, node: int) -> Hops:
+        backup, loop_free = _backup(adj, self.dist, self.primary, node)
+        return Hops(self.primary[node], backup, loop_free)
 
 
 def _backup(
-    graph: nx.Graph, dist: dict[int, float], primaries: dict[int, tuple[int, ...]], node: int
+    adj: Adjacency, dist: dict[int, float], primaries: dict[int, tuple[int, ...]], node: int
 ) -> tuple[int | None, bool]:
     """Choose the neighbour to hand packets to when all primaries are gone. Best is a
     loop-free alternate (its shortest paths avoid us); next, a neighbour that routes via us
     but has other equal-cost next hops, which its U-turn rule then uses; last, any other
     neighbour."""
     candidates = []
-    for n in graph.neighbors(node):
-        if n in primaries[node] or n not in dist:
+    mine = primaries[node]
+    for n, weight in adj[node].items():
+        if n in mine or n not in dist:
             continue
-        w = graph[node][n]["weight"]
         theirs = primaries.get(n, ())
         if node not in theirs:
             rank = 0
@@ -65,7 +221,7 @@ def _backup(
             rank = 1
         else:
             rank = 2
-        candidates.append((rank, w + dist[n], n))
+        candidates.append((rank, round(weight + dist[n], COST_DIGITS), n))
     if not candidates:
         return None, False
     rank, _, best = min(candidates)
@@ -74,11 +230,31 @@ def _backup(
 
 def spanning_tree(graph: nx.Graph) -> nx.Graph:
     """Minimum spanning forest, deterministic for equal weights (ties by dpid)."""
-    ordered = nx.Graph()
-    ordered.add_nodes_from(sorted(graph.nodes))
-    for a, b, data in sorted(graph.edges(data=True), key=lambda e: (min(e[:2]), max(e[:2]))):
-        ordered.add_edge(a, b, **data)
-    return nx.minimum_spanning_tree(ordered, weight="weight", algorithm="kruskal")
+    edges = {(min(a, b), max(a, b)): data["weight"] for a, b, data in graph.edges(data=True)}
+    tree = nx.Graph()
+    tree.add_nodes_from(sorted(graph.nodes))
+    tree.add_edges_from((a, b, graph[a][b]) for a, b in sorted(tree_edges(edges)))
+    return tree
+
+
+def tree_edges(weights: Mapping[tuple[int, int], float]) -> set[tuple[int, int]]:
+    """Kruskal over (lower, higher) dpid pairs: the minimum spanning forest that is unique
+    once ties are broken by (weight, lower dpid, higher dpid)."""
+    parent: dict[int, int] = {}
+
+    def root(node: int) -> int:
+        while parent.get(node, node) != node:
+            parent[node] = parent.get(parent[node], parent[node])
+            node = parent[node]
+        return node
+
+    tree = set()
+    for _, a, b in sorted((w, a, b) for (a, b), w in weights.items()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[ra] = rb
+            tree.add((a, b))
+    return tree
 
 
 def shortest_path(graph: nx.Graph, src: int, dst: int) -> list[int]:

@@ -69,25 +69,27 @@ def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool =
     manager = AppManager.get_instance()
     manager.load_apps(["sdn.app"])
     contexts = manager.create_contexts()
-    services = list(manager.instantiate_apps(**contexts))
+    manager.instantiate_apps(**contexts)
     controller = manager.applications["SdnController"]
     controller.restore(PolicyStore(state_dir), state_dir)
 
     api_host, api_port = parse_address(api, 8080)
     token = api_token(api_host, state_dir)
     server = hub.WSGIServer((api_host, api_port), make_api(controller, token))
-    services.append(hub.spawn(server.serve_forever))
+    hub.spawn(server.serve_forever)
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              ofp_host, ofp_port, api_host, api_port, log_file)
 
+    stopping = hub.Event()
+
     def stop(signum, _frame):
-        raise SystemExit(0)
+        LOG.info("signal %d: controller stopping", signum)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
-        hub.joinall(services)
-    except (KeyboardInterrupt, SystemExit):
-        LOG.info("controller stopping")
+        stopping.wait()
     finally:
         controller.close()
         manager.close()

@@ -1,6 +1,6 @@
 """The OpenFlow side of each connected switch: what it holds, and bringing it to what we want.
 
-On connect the switch's flow and group tables are read, not wiped, so a restarted
+On connect the switch's meter, flow and group tables are read, not wiped, so a restarted
 controller reconciles instead of interrupting traffic. Afterwards every change is a
 minimal diff, sent in a safe order and closed by a barrier.
 """
@@ -15,11 +15,20 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from prometheus_client import Counter
 
 from sdn import ofp as codec
-from sdn.flows import COOKIE_LEARN, TABLE_INGRESS, Changes, SwitchRules, cookie_kind, diff
+from sdn.flows import (
+    COOKIE_LEARN,
+    TABLE_INGRESS,
+    Changes,
+    Meter,
+    SwitchRules,
+    cookie_kind,
+    diff,
+)
 from sdn.topology import Host
 
 LOG = logging.getLogger("sdn.switches")
 FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
+METER_MODS = Counter("sdn_meter_mods_total", "MeterMods sent to switches")
 
 
 @dataclass
@@ -28,12 +37,15 @@ class SwitchConnection:
     held: SwitchRules = field(default_factory=SwitchRules)
     flows_read: bool = False
     groups_read: bool = False
+    meters_read: bool = False
     flow_mods_sent: int = 0
     group_mods_sent: int = 0
+    meter_mods_sent: int = 0
     barrier_xid: int | None = None
     confirmed: bool = True
     errors: list[str] = field(default_factory=list)
     hold_until: float = 0.0
+    xid: int = 0  # of batched FlowMods (errors are told apart by switch, not by xid)
 
     @property
     def dpid(self) -> int:
@@ -46,7 +58,10 @@ class SwitchConnection:
     def request_tables(self) -> None:
         dp = self.datapath
         self.held = SwitchRules()
-        self.flows_read = self.groups_read = False
+        self.flows_read = self.groups_read = self.meters_read = False
+        # Meters first: replies come back in order, so they are known by the time the
+        # flows and groups are, when the application passes them to on_meter_config.
+        dp.send_msg(parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL))
         dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
                                                ofp.OFPG_ANY, 0, 0, parser.OFPMatch()))
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
@@ -63,6 +78,12 @@ class SwitchConnection:
             self.held.groups[group.group_id] = group
         self.groups_read = not more
 
+    def on_meter_config(self, body: list, more: bool) -> None:
+        for config in body:
+            meter = codec.decode_meter(self.dpid, config)
+            self.held.meters[meter.meter_id] = meter
+        self.meters_read = not more
+
     def learned_hosts(self) -> list[Host]:
         """Hosts this switch's table 0 already names: a restarted controller starts
         from them instead of forgetting every route until the hosts speak again."""
@@ -75,7 +96,20 @@ class SwitchConnection:
         return hosts
 
     def plan(self, desired: SwitchRules) -> Changes:
-        return diff(self.held, desired)
+        return diff(self._held_meters_known(desired), desired)
+
+    def _held_meters_known(self, desired: SwitchRules) -> SwitchRules:
+        """What the switch holds, with its meters inferred when their config has not been
+        read: a switch holds every meter its flows use (it refuses flows naming a missing
+        meter), and a meter's id names its content (sdn.qos), so a used meter we still want
+        is taken to be as we want it."""
+        if self.meters_read:
+            return self.held
+        used = {r.meter for r in self.held.flows.values() if r.meter is not None}
+        meters = dict(self.held.meters)
+        for mid in used - meters.keys():
+            meters[mid] = desired.meters.get(mid) or Meter(self.dpid, mid, 0, 0, "unknown")
+        return SwitchRules(self.held.flows, self.held.groups, meters)
 
     def apply(self, desired: SwitchRules) -> Changes:
         """Send the difference, closed by a barrier, and remember the result as held.
@@ -87,27 +121,40 @@ class SwitchConnection:
             return changes
         self.confirmed = False
         dp = self.datapath
+        for meter in changes.meter_adds:
+            dp.send_msg(codec.meter_mod(dp, meter, ofp.OFPMC_ADD))
+        for meter in changes.meter_mods:
+            dp.send_msg(codec.meter_mod(dp, meter, ofp.OFPMC_MODIFY))
         for group in changes.group_adds:
             dp.send_msg(codec.group_mod(dp, group, ofp.OFPGC_ADD))
         for group in changes.group_mods:
             dp.send_msg(codec.group_mod(dp, group, ofp.OFPGC_MODIFY))
-        for rule in changes.flow_adds:
-            dp.send_msg(codec.flow_add(dp, rule))
+        if changes.flow_adds:  # one write for them all: thousands of class rules add up
+            batch = bytearray()
+            for rule in changes.flow_adds:
+                self.xid = (self.xid + 1) & ofp.MAX_XID
+                batch += codec.flow_add_bytes(rule, self.xid)
+            dp.send(bytes(batch))
         for rule in changes.flow_deletes:
             dp.send_msg(codec.flow_delete(dp, rule))
         for group in changes.group_deletes:
             dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, 0, group.group_id, []))
+        for meter in changes.meter_deletes:
+            dp.send_msg(codec.meter_delete(dp, meter))
         barrier = parser.OFPBarrierRequest(dp)
         dp.send_msg(barrier)
         self.barrier_xid = barrier.xid
         self.flow_mods_sent += changes.flow_mods
         FLOW_MODS.inc(changes.flow_mods)
-        self.group_mods_sent += (len(changes.group_adds) + len(changes.group_mods)
-                                 + len(changes.group_deletes))
-        self.held = SwitchRules(dict(desired.flows), dict(desired.groups))
-        LOG.info("switch %016x: +%d -%d flows, +%d ~%d -%d groups", self.dpid,
-                 len(changes.flow_adds), len(changes.flow_deletes), len(changes.group_adds),
-                 len(changes.group_mods), len(changes.group_deletes))
+        self.group_mods_sent += changes.group_messages
+        self.meter_mods_sent += changes.meter_messages
+        METER_MODS.inc(changes.meter_messages)
+        self.held = SwitchRules(dict(desired.flows), dict(desired.groups), dict(desired.meters))
+        self.meters_read = True
+        LOG.info("switch %016x: +%d -%d flows, +%d ~%d -%d groups, +%d ~%d -%d meters",
+                 self.dpid, len(changes.flow_adds), len(changes.flow_deletes),
+                 len(changes.group_adds), len(changes.group_mods), len(changes.group_deletes),
+                 len(changes.meter_adds), len(changes.meter_mods), len(changes.meter_deletes))
         return changes
 
     def on_barrier_reply(self, xid: int) -> None:

@@ -57,6 +57,8 @@ class Snapshot:
     links: tuple[Link, ...]
     hosts: tuple[Host, ...]
     weights: dict[frozenset[int], float] = field(default_factory=dict)
+    # Ports up too briefly to be sure no switch is behind them: nothing floods there yet.
+    unsettled: dict[int, frozenset[int]] = field(default_factory=dict)
 
     def graph(self) -> nx.Graph:
         """Switch graph; with parallel links the lowest-numbered one carries traffic."""
@@ -185,4 +187,7 @@ class Topology:
             links=tuple(sorted(self.links)),
             hosts=tuple(sorted(self.hosts.values())),
             weights=dict(self.weights),
+            unsettled={d: frozenset(p for p, since in ports.items()
+                                    if self._clock() - since < EDGE_SETTLE_SECONDS)
+                       for d, ports in self.ports.items()},
         )

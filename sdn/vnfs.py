@@ -2,7 +2,7 @@
 
 The controller asks for the VNFs a policy wants (`reconcile`) and learns where their arms
 are plugged in and whether they are alive (`instances`), which is what chain steering
-and fail-open/fail-closed need.
+(sdn.chains) and fail-open/fail-closed need.
 """
 
 from __future__ import annotations
@@ -10,31 +10,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nfv.netns import arm_names
 from nfv.runtime import Runtime, VnfSpec, VnfStatus
+from sdn.chains import VnfInstance
 from sdn.policy import LoadBalancer, Policy
 from sdn.topology import Topology
 
 LOG = logging.getLogger("sdn.vnfs")
 ALIVE_STATES = ("running",)
 PLACEMENT_KEYS = ("switch", "replicas", "failure_mode", "cpu", "memory", "type")
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one VNF instance is plugged in, as the steering compiler needs it."""
-
-    vnf: str
-    instance: str
-    dpid: int
-    ingress_port: int
-    egress_port: int
-    alive: bool
-    failure_mode: str
 
 
 def _without_nulls(value: Any) -> Any:
@@ -101,7 +88,8 @@ class VnfManager:
             self.specs[instance] = spec
             LOG.info("VNF %s (%s) placed on %s", instance, spec.kind, spec.switch)
 
-    def placements(self) -> list[Placement]:
+    def instances(self) -> list[VnfInstance]:
+        """Every placed instance; alive only when its worker runs and both arms are up."""
         dpids = {name: dpid for dpid, name in self.topology.bridge_names.items()}
         out = []
         for status in self.runtime.list():
@@ -109,11 +97,12 @@ class VnfManager:
             dpid = dpids.get(status.switch)
             if spec is None or dpid is None or len(status.ports) < 2:
                 continue
-            out.append(Placement(spec.name, status.name, dpid, status.ports["ingress"],
-                                 status.ports["egress"],
-                                 status.state in ALIVE_STATES and status.healthy,
-                                 spec.failure_mode))
-        return sorted(out, key=lambda p: p.instance)
+            ingress, egress = status.ports["ingress"], status.ports["egress"]
+            live = self.topology.ports.get(dpid, {})
+            alive = (status.state in ALIVE_STATES and status.healthy
+                     and ingress in live and egress in live)
+            out.append(VnfInstance(spec.name, status.name, dpid, ingress, egress, alive))
+        return sorted(out, key=lambda i: i.instance)
 
     def settled(self) -> list[tuple]:
         """Flows the VNFs declared settled (5-tuples), read from their stats files."""

@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import requests
+from mininet.node import RemoteController
 
 REPO = Path(__file__).resolve().parent.parent
 SDNCTL = Path(sys.executable).parent / "sdnctl"
@@ -121,6 +123,15 @@ class Controller:
                 if ERROR_PATTERN.search(line)]
 
 
+class ListeningController(RemoteController):
+    """Mininet checks a remote controller with telnet through a shell and now and then
+    chokes on telnet's binary output; a plain connect says the same."""
+
+    def checkListening(self) -> None:
+        with socket.create_connection((self.ip, self.port), timeout=5):
+            pass
+
+
 @contextlib.contextmanager
 def mininet_lock() -> Iterator[None]:
     """Mininet names (s1, h1-eth0) are global: one network on the machine at a time."""
@@ -142,7 +153,7 @@ def network(topo, controller: Controller, wait: bool = True) -> Iterator:
     """A started Mininet network on `controller`, stopped and removed afterwards."""
     from mininet.log import setLogLevel
     from mininet.net import Mininet
-    from mininet.node import OVSSwitch, RemoteController
+    from mininet.node import OVSSwitch
 
     setLogLevel("error")
     switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13",
@@ -150,7 +161,7 @@ def network(topo, controller: Controller, wait: bool = True) -> Iterator:
     with mininet_lock():
         net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=True,
                       waitConnected=False, build=False)
-        net.addController(RemoteController("c0", ip="127.0.0.1", port=controller.ofp_port))
+        net.addController(ListeningController("c0", ip="127.0.0.1", port=controller.ofp_port))
         try:
             net.build()
             net.start()
@@ -217,6 +228,20 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+class Netns:
+    """A network namespace (a VNF's, say) with the bits of Mininet's node API the helpers
+    here use, so captures work the same in hosts and in VNFs."""
+
+    def __init__(self, name: str, intf: str) -> None:
+        self.name, self.intf = name, intf
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+
+    def defaultIntf(self) -> SimpleNamespace:  # Mininet's spelling
+        return SimpleNamespace(name=self.intf)
+
+
 class Capture:
     """tcpdump inside a host's namespace: start, run traffic, then read parsed packets."""
 
@@ -259,6 +284,14 @@ def dump_flows(switch) -> list[str]:
     """The switch's flow table, counters stripped, sorted, for comparisons."""
     out = switch.cmd("ovs-ofctl -O OpenFlow13 --no-stats dump-flows", switch.name)
     return sorted(line.strip() for line in out.splitlines() if "priority" in line)
+
+
+def http_get(host, url: str, timeout: float = 3) -> str | None:
+    """The body of a GET from inside a host, or None when it fails."""
+    code = ("import urllib.request as u; "
+            f"print(u.urlopen({url!r}, timeout={timeout}).read().decode())")
+    out = host.cmd(f"{sys.executable} -c {shlex.quote(code)} 2>/dev/null").strip()
+    return out or None
 
 
 def scapy_send(host, code: str) -> str:

@@ -1,22 +1,52 @@
 """A small OpenFlow 1.3 pipeline simulator for compiled rules (test support, pure).
 
 It follows a packet through tables, goto, groups (ff/select/all) and links, so the tests
-can say where a packet ends up, and whether it loops, without a switch.
+can say where a packet ends up, and whether it loops, without a switch. Actions that change
+the packet (set_field, push_vlan, pop_vlan) travel with it to the next switch; a packet
+without a VLAN tag has vlan_vid 0 (OFPVID_NONE). Two-arm VNFs (`VnfModel`) send what they
+get on one arm back out of the other, optionally rewritten (NAT).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sdn.flows import IN_PORT, FlowRule, Group, SwitchRules
 from sdn.topology import Link, Snapshot
 
 MAX_HOPS = 64
+VLAN_PRESENT = 0x1000
+PER_SWITCH = ("in_port", "metadata")  # pipeline state that does not leave a switch
+
+Rewrite = Callable[[dict, str], "dict | None"]
+"""(packet, arm it arrived on: 'ingress'|'egress') -> packet leaving the other arm, or None
+to drop it."""
+
+
+@dataclass(frozen=True)
+class VnfModel:
+    """A two-arm VNF plugged into `dpid`: ingress faces the chain's source."""
+
+    dpid: int
+    ingress: int
+    egress: int
+    rewrite: Rewrite | None = None
 
 
 def _mac_int(mac: str) -> int:
     return int(mac.replace(":", ""), 16)
+
+
+def _int(value: int | str) -> int:
+    """A match value as a number: ints as they are, MACs and IPv4 addresses parsed."""
+    if isinstance(value, int):
+        return value
+    if ":" in value:
+        return _mac_int(value)
+    return int(ipaddress.IPv4Address(value))
 
 
 def _matches(rule: FlowRule, pkt: dict) -> bool:
@@ -25,8 +55,8 @@ def _matches(rule: FlowRule, pkt: dict) -> bool:
         if have is None:
             return False
         if isinstance(want, tuple):
-            value, mask = (_mac_int(want[0]), _mac_int(want[1]))
-            if _mac_int(have) & mask != value & mask:
+            value, mask = (_int(want[0]), _int(want[1]))
+            if _int(have) & mask != value & mask:
                 return False
         elif have != want:
             return False
@@ -40,12 +70,22 @@ class Trace:
     hops: int = 0
     looped: bool = False
     path: list[int] = field(default_factory=list)
+    set_fields: list[tuple[int, str, object]] = field(default_factory=list)  # (dpid, f, v)
+    meters: list[tuple[int, int]] = field(default_factory=list)  # (dpid, meter id)
+    packets: list[dict] = field(default_factory=list)  # as delivered, in `delivered` order
+    visits: list[tuple[int, int]] = field(default_factory=list)  # VNF arms, in order
+    visit_packets: list[dict] = field(default_factory=list)  # as each VNF arm got them
 
 
 class Network:
     def __init__(self, snapshot: Snapshot, rules: dict[int, SwitchRules],
-                 dead_links: frozenset[Link] = frozenset()) -> None:
+                 dead_links: frozenset[Link] = frozenset(),
+                 vnfs: Iterable[VnfModel] = ()) -> None:
         self.rules = rules
+        self.arms: dict[tuple[int, int], tuple[VnfModel, str]] = {}
+        for vnf in vnfs:
+            self.arms[(vnf.dpid, vnf.ingress)] = (vnf, "ingress")
+            self.arms[(vnf.dpid, vnf.egress)] = (vnf, "egress")
         self.peer: dict[tuple[int, int], tuple[int, int]] = {}
         self.dead: set[tuple[int, int]] = set()
         for lk in snapshot.links:
@@ -59,15 +99,15 @@ class Network:
 
     def send(self, dpid: int, in_port: int, pkt: dict) -> Trace:
         trace = Trace()
-        queue = [(dpid, in_port)]
+        queue = [(dpid, in_port, {"vlan_vid": 0, **pkt})]
         while queue:
-            here, port = queue.pop()
+            here, port, pkt = queue.pop()
             trace.hops += 1
             trace.path.append(here)
             if trace.hops > MAX_HOPS:
                 trace.looped = True
                 return trace
-            for out in self._pipeline(here, {**pkt, "in_port": port}, trace):
+            for out, sent in self._pipeline(here, {**pkt, "in_port": port}, trace):
                 if out == IN_PORT:
                     out = port
                 elif out == port:
@@ -75,30 +115,57 @@ class Network:
                 if not self.live(here, out):
                     continue
                 if (here, out) in self.peer:
-                    queue.append(self.peer[(here, out)])
+                    queue.append((*self.peer[(here, out)], sent))
+                elif (here, out) in self.arms:
+                    queue += self._through_vnf(here, out, sent, trace)
                 else:
                     trace.delivered.append((here, out))
+                    trace.packets.append(sent)
         return trace
 
-    def _pipeline(self, dpid: int, pkt: dict, trace: Trace) -> list[int]:
+    def _through_vnf(self, dpid: int, port: int, pkt: dict, trace: Trace) -> list[tuple]:
+        trace.visits.append((dpid, port))
+        trace.visit_packets.append(pkt)
+        vnf, side = self.arms[(dpid, port)]
+        out = vnf.rewrite(dict(pkt), side) if vnf.rewrite else pkt
+        if out is None:
+            return []
+        return [(dpid, vnf.egress if side == "ingress" else vnf.ingress, out)]
+
+    def _pipeline(self, dpid: int, pkt: dict, trace: Trace) -> list[tuple[int, dict]]:
+        """Tables in order; metadata starts at zero in every switch."""
         table, outs = 0, []
+        pkt = {**pkt, "metadata": 0}
         switch = self.rules[dpid]
         while table is not None:
             candidates = [r for r in switch.flows.values() if r.table == table and _matches(r, pkt)]
             if not candidates:
                 return outs
             rule = max(candidates, key=lambda r: r.priority)
+            if rule.meter is not None:
+                trace.meters.append((dpid, rule.meter))
             outs += self._actions(switch, rule.actions, pkt, trace, dpid)
+            if rule.write_metadata is not None:
+                value, mask = rule.write_metadata
+                pkt["metadata"] = (pkt["metadata"] & ~mask) | (value & mask)
             table = rule.goto
         return outs
 
-    def _actions(self, switch: SwitchRules, actions, pkt, trace, dpid) -> list[int]:
+    def _actions(self, switch: SwitchRules, actions, pkt, trace, dpid) -> list[tuple[int, dict]]:
+        """Apply-actions in order; each output takes the packet as it is at that point."""
         outs = []
         for action in actions:
             if action[0] == "output":
-                outs.append(action[1])
+                outs.append((action[1], {k: v for k, v in pkt.items() if k not in PER_SWITCH}))
+            elif action[0] == "push_vlan":
+                pkt["vlan_vid"] = pkt["vlan_vid"] or VLAN_PRESENT
+            elif action[0] == "pop_vlan":
+                pkt["vlan_vid"] = 0
             elif action[0] == "controller":
                 trace.to_controller.append(dpid)
+            elif action[0] == "set_field":
+                pkt[action[1]] = action[2]
+                trace.set_fields.append((dpid, action[1], action[2]))
             elif action[0] == "group":
                 outs += self._group(switch, switch.groups[action[1]], pkt, trace, dpid)
         return outs
@@ -111,7 +178,8 @@ class Network:
             return any(self._bucket_live(switch, b, dpid) for b in group.buckets)
         return True
 
-    def _group(self, switch: SwitchRules, group: Group, pkt, trace, dpid) -> list[int]:
+    def _group(self, switch: SwitchRules, group: Group, pkt, trace, dpid
+               ) -> list[tuple[int, dict]]:
         live = [b for b in group.buckets if self._bucket_live(switch, b, dpid)]
         if not live:
             return []
@@ -124,7 +192,7 @@ class Network:
             chosen = live
         outs = []
         for bucket in chosen:
-            outs += self._actions(switch, bucket.actions, pkt, trace, dpid)
+            outs += self._actions(switch, bucket.actions, dict(pkt), trace, dpid)
         return outs
 
 

@@ -1,0 +1,143 @@
+"""Service chains on real switches: client -> firewall -> load balancer -> analyzer ->
+web backends, and the replies back through the same instances, asserted on captures taken
+inside the VNFs' and hosts' namespaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    SDNCTL,
+    Capture,
+    Netns,
+    http_get,
+    network,
+    ping,
+    wait_until,
+)
+from topologies.sdn_topos import LinearTopo
+
+VIP, CLIENT, INTRUDER, BACKENDS = "10.0.0.100", "10.0.0.1", "10.0.0.2", ("10.0.0.5", "10.0.0.6")
+POLICY = f"""\
+version: 1
+vnfs:
+  fw:  {{type: firewall, switch: s1, failure_mode: closed, default: drop,
+        rules: [{{action: allow, proto: tcp, src: {CLIENT}, dst: {VIP}, dst_port: 80}}]}}
+  lb:  {{type: loadbalancer, switch: s2, vip: {VIP}, port: 80,
+        backends: [{BACKENDS[0]}, {BACKENDS[1]}]}}
+  mon: {{type: analyzer, switch: s3, failure_mode: open}}
+chains:
+  - {{name: web, match: {{proto: tcp, dst: {VIP}, dst_port: 80}}, through: [fw, lb, mon]}}
+"""
+
+
+def vnf_stats(controller, name: str) -> dict:
+    status = next(v for v in controller.get("/v1/vnfs")["vnfs"] if v["name"] == name)
+    return json.loads(Path(status["stats_file"]).read_text())
+
+
+def backends_healthy(controller) -> bool:
+    lb = vnf_stats(controller, "lb")["function"]
+    return all(b.get("healthy") for b in lb["backends"].values()) if "backends" in lb else False
+
+
+@pytest.fixture
+def web(controller, tmp_path):
+    """Linear s1-s2-s3, two hosts each; web servers on h5 and h6; the chain applied."""
+    with network(LinearTopo(n=3, hosts_per_switch=2), controller) as net:
+        servers = []
+        for name in ("h5", "h6"):
+            root = tmp_path / name
+            root.mkdir()
+            (root / "id").write_text(name)
+            servers.append(net.get(name).popen(
+                ["python3", "-m", "http.server", "80", "--directory", str(root)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        try:
+            policy = tmp_path / "chain.yaml"
+            policy.write_text(POLICY)
+            applied = subprocess.run([str(SDNCTL), "policy", "apply", "-f", str(policy),
+                                      "--api", controller.api], capture_output=True, text=True,
+                                     timeout=120)
+            assert applied.returncode == 0, applied.stderr
+            wait_until(lambda: all(v["state"] == "running"
+                                   for v in controller.get("/v1/vnfs")["vnfs"]), 20,
+                       what="VNFs running")
+            for host in net.hosts:  # every host known to the controller
+                ping(host, "10.0.0.3")
+            wait_until(lambda: backends_healthy(controller), 20, what="backends healthy")
+            yield net
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(5)
+
+
+def captures(tmp_path: Path, bpf: str) -> dict[str, Capture]:
+    return {name: Capture(Netns(f"vnf-{name}", "ingress"), bpf, tmp_path / f"{name}.pcap")
+            for name in ("fw", "lb", "mon")}
+
+
+def test_chain_order_nat_and_spread(web, controller, tmp_path):
+    client = web.get("h1")
+    caps = captures(tmp_path, "tcp port 80")
+    at_client = Capture(client, "tcp port 80", tmp_path / "client.pcap")
+    bodies = [http_get(client, f"http://{VIP}/id") for _ in range(16)]
+    assert None not in bodies, bodies
+    assert set(bodies) == {"h5", "h6"}  # both backends serve
+
+    packets = {name: cap.packets() for name, cap in caps.items()}
+    first_syn = {}
+    for name, pkts in packets.items():
+        syns = [p for p in pkts if p["TCP"].flags == "S"]
+        assert syns, f"no SYN seen in {name}"
+        first_syn[name] = float(syns[0].time)
+    assert first_syn["fw"] <= first_syn["lb"] <= first_syn["mon"], first_syn
+    # Before the load balancer the destination is the VIP, after it a backend.
+    assert {p["IP"].dst for p in packets["fw"] if p["TCP"].dport == 80} == {VIP}
+    assert {p["IP"].dst for p in packets["mon"] if p["TCP"].dport == 80} <= set(BACKENDS)
+    # Replies came back through the VNFs: the analyzer and the firewall saw them too.
+    assert any(p["TCP"].sport == 80 for p in packets["mon"])
+    assert any(p["TCP"].sport == 80 and p["IP"].src == VIP for p in packets["fw"])
+    # The client only ever talks to the VIP.
+    replies = [p for p in at_client.packets() if p["TCP"].sport == 80]
+    assert replies and {p["IP"].src for p in replies} == {VIP}
+
+
+def test_denied_and_unchained_traffic(web, controller, tmp_path):
+    intruder, backend = web.get("h2"), web.get("h5")
+    at_backend = Capture(backend, f"host {INTRUDER}", tmp_path / "backend.pcap")
+    caps = captures(tmp_path, "icmp")
+    assert http_get(intruder, f"http://{VIP}/id", timeout=2) is None
+    assert ping(web.get("h1"), "10.0.0.5", count=3).received == 3  # no chain: plain route
+    assert [p for p in at_backend.packets() if p.haslayer("TCP")] == []
+    for name, cap in caps.items():
+        assert cap.packets() == [], f"unchained ICMP reached {name}"
+    assert vnf_stats(controller, "fw")["function"]["dropped"] >= 1
+
+
+def port_state(net, switch: str, port: str, up: bool) -> None:
+    net.get(switch).cmd(f"ovs-ofctl -O OpenFlow13 mod-port {switch} {port} "
+                        f"{'up' if up else 'down'}")
+
+
+def test_fail_open_bypasses_fail_closed_blocks(web, controller):
+    client = web.get("h1")
+    assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
+
+    port_state(web, "s3", "vmon-i", up=False)  # the analyzer is fail-open
+    time.sleep(1.0)
+    assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
+    port_state(web, "s3", "vmon-i", up=True)
+
+    port_state(web, "s1", "vfw-i", up=False)  # the firewall is fail-closed
+    time.sleep(1.0)
+    assert http_get(client, f"http://{VIP}/id", timeout=2) is None
+    port_state(web, "s1", "vfw-i", up=True)
+    assert wait_until(lambda: http_get(client, f"http://{VIP}/id") in ("h5", "h6"), 10,
+                      what="chain restored")
