@@ -403,6 +403,13 @@ class LoadBalancer:
                 if now >= b.next_probe and self._check_port(b):
                     b.next_probe = now + self.interval
                     out.append((Side.EGRESS, self._probe(b, now)))
+        for b in self.backends:
+            # Without health checks (UDP, or no port to check) nothing else would ever
+            # ask for a backend's MAC, and NATed frames would leave with the VIP's.
+            if b.mac is None and now >= b.next_probe and not (
+                    self.health_enabled and self._check_port(b)):
+                b.next_probe = now + self.interval
+                out.append((Side.EGRESS, arp_request(self.vip_mac, self.vip, b.ip)))
         if self._dirty:
             self.rebuild()
         self.ct.tick(now)

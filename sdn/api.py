@@ -28,6 +28,8 @@ def rule_json(rule: FlowRule) -> dict:
         "table": rule.table, "priority": rule.priority, "cookie": f"{rule.cookie:#018x}",
         "match": {k: list(v) if isinstance(v, tuple) else v for k, v in rule.match},
         "actions": [list(a) for a in rule.actions], "goto": rule.goto, "meter": rule.meter,
+        "write_metadata": [f"{v:#x}" for v in rule.write_metadata] if rule.write_metadata
+        else None,
     }
 
 

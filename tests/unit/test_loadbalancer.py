@@ -371,3 +371,18 @@ def test_backends_sharing_a_host_all_learn_its_mac() -> None:
     assert all(b["probes_failed"] == 0 for b in lb.counters()["backends"].values())
     ports = {Ether(raw)[TCP].dport for _, raw in lb.tick(1.0)}
     assert ports == {8080, 8081}
+
+
+def test_backend_macs_are_asked_for_without_health_checks():
+    """A UDP VIP has no health checks, yet its backends' MACs must still be learned."""
+    from scapy.layers.l2 import ARP, Ether
+
+    from nfv.function import Side
+    from nfv.loadbalancer import LoadBalancer
+
+    lb = LoadBalancer({"vip": "10.9.0.100", "port": 53, "proto": "udp",
+                       "backends": ["10.9.0.5", "10.9.0.6"]})
+    frames = list(lb.tick(100.0))
+    asked = {Ether(f)[ARP].pdst for side, f in frames if side == Side.EGRESS}
+    assert asked == {"10.9.0.5", "10.9.0.6"}
+    assert list(lb.tick(100.01)) == []  # once per interval, not per tick
