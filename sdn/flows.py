@@ -80,6 +80,13 @@ def chain_sub_kind(value: int) -> int | None:
     return value >> _CHAIN_SUB_SHIFT & 0xFF
 
 
+def chain_cookie_mask(sub_kind: int) -> tuple[int, int]:
+    """(cookie, mask) that select every chain rule of one CHAIN_* sub-kind, as a flow-stats
+    request or a delete filters them."""
+    value = cookie(COOKIE_CHAIN, sub_kind << _CHAIN_SUB_SHIFT)
+    return value, (1 << 64) - (1 << _CHAIN_SUB_SHIFT)
+
+
 def match(**fields: Any) -> MatchItems:
     """Canonical, hashable form of OpenFlow match fields (sorted by name)."""
     return tuple(sorted(fields.items()))
@@ -96,6 +103,9 @@ class FlowRule:
     cookie: int = 0
     meter: int | None = None
     write_metadata: tuple[int, int] | None = None  # (value, mask)
+    # Seconds without a matching packet before the switch removes the rule and says so
+    # (OFPFF_SEND_FLOW_REM); 0: permanent. Offloaded flows' bypasses use it.
+    idle_timeout: int = 0
 
     @property
     def key(self) -> tuple[int, int, MatchItems]:
@@ -207,10 +217,12 @@ class Changes:
 
 
 def _rule_order(item: tuple[tuple[int, int, MatchItems], FlowRule]) -> tuple[int, int, str]:
-    """A total order on rule keys: one field may be exact (int) in one match and masked
-    (tuple) in another, which Python cannot compare."""
+    """Later tables first: a rule that sends packets on to a table is only installed after
+    the rules waiting for them there (and removed before them, see `diff`). Also a total
+    order: one field may be exact (int) in one match and masked (tuple) in another, which
+    Python cannot compare."""
     table, priority, items = item[0]
-    return table, priority, repr(items)
+    return -table, priority, repr(items)
 
 
 def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
@@ -231,8 +243,8 @@ def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
     for key, rule in sorted(desired.flows.items(), key=_rule_order):
         if current.flows.get(key) != rule:
             changes.flow_adds.append(rule)
-    changes.flow_deletes = [r for k, r in sorted(current.flows.items(), key=_rule_order)
-                            if k not in desired.flows]
+    changes.flow_deletes = [r for k, r in sorted(current.flows.items(), key=_rule_order,
+                                                 reverse=True) if k not in desired.flows]
     changes.group_deletes = [
         g for gid, g in sorted(current.groups.items()) if gid not in desired.groups
     ]

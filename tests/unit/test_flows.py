@@ -71,3 +71,15 @@ def test_cookie_names_kind_and_object():
     assert cookie_kind(value) == COOKIE_ROUTE
     assert value == cookie(COOKIE_ROUTE, "00:00:00:00:00:01")
     assert value != cookie(COOKIE_ROUTE, "00:00:00:00:00:02")
+
+
+def test_adds_fill_later_tables_first_and_deletes_empty_earlier_tables_first():
+    """A packet must never be sent on to a table whose rule for it is not there yet."""
+    def two_stage(mac: str) -> list[FlowRule]:
+        return [FlowRule(1, 2, 200, match(eth_dst=mac), goto=3, cookie=1),
+                FlowRule(1, 3, 200, match(metadata=7), (("output", 1),), cookie=1)]
+
+    changes = diff(SwitchRules(), state(*two_stage("00:00:00:00:00:05")))
+    assert [r.table for r in changes.flow_adds] == [3, 2]
+    changes = diff(state(*two_stage("00:00:00:00:00:05")), SwitchRules())
+    assert [r.table for r in changes.flow_deletes] == [2, 3]
