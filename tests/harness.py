@@ -205,14 +205,15 @@ def ping_all(net, count: int = 1) -> list[tuple[str, str, PingResult]]:
     return failures
 
 
-def iperf3_tcp(client, server, seconds: float = 3) -> float:
-    """TCP goodput client -> server in bit/s, measured by iperf3 at the receiver."""
+def iperf3_tcp(client, server, seconds: float = 3, omit: int = 0) -> float:
+    """TCP goodput client -> server in bit/s, measured by iperf3 at the receiver, leaving
+    out the first `omit` seconds (slow start, a meter's initial burst)."""
     port = 5201
     srv = server.popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: f":{port}" in server.cmd("ss -ltn"), 5, what="iperf3 server")
-        out = client.cmd(f"iperf3 -c {server.IP()} -p {port} -t {seconds} -J")
+        out = client.cmd(f"iperf3 -c {server.IP()} -p {port} -t {seconds} -O {omit} -J")
         return json.loads(out)["end"]["sum_received"]["bits_per_second"]
     finally:
         _stop(srv)
