@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.harness import (  # noqa: E402
-    SDNCTL,
     Controller,
     http_get,
     iperf3_tcp,
@@ -30,6 +29,7 @@ from tests.harness import (  # noqa: E402
     ping,
     ping_all,
     wait_until,
+    web_servers,
 )
 from topologies.sdn_topos import RingTopo  # noqa: E402
 
@@ -56,8 +56,7 @@ class Report:
 
 
 def sdnctl(controller: Controller, *args: str) -> str:
-    result = subprocess.run([str(SDNCTL), *args, "--api", controller.api],
-                            capture_output=True, text=True, timeout=120)
+    result = controller.sdnctl(*args)
     if result.returncode != 0:
         raise RuntimeError(f"sdnctl {' '.join(args)} failed:\n{result.stderr}")
     return result.stdout
@@ -94,29 +93,12 @@ def run(controller: Controller, report: Report, tmp: Path) -> None:
         topo = controller.get("/v1/topology")
         report.line(f"the controller sees {len(topo['switches'])} switches and "
                     f"{len(topo['links'])} links")
-        servers = start_web_servers(net, tmp)
-        try:
+        with web_servers(net, WEB_SERVERS, tmp / "www"):
             connectivity(controller, net, report)
             apply_policy(controller, net, report)
             web_traffic(controller, net, report)
             classes(net, report)
             vnf_report(controller, report)
-        finally:
-            for server in servers:
-                server.terminate()
-                server.wait(5)
-
-
-def start_web_servers(net, tmp: Path) -> list[subprocess.Popen]:
-    servers = []
-    for name in WEB_SERVERS:
-        root = tmp / name
-        root.mkdir()
-        (root / "id").write_text(name)
-        servers.append(net.get(name).popen(
-            ["python3", "-m", "http.server", "80", "--directory", str(root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return servers
 
 
 def connectivity(controller: Controller, net, report: Report) -> None:

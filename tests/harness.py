@@ -99,6 +99,18 @@ class Controller:
             self.proc.kill()
             return self.proc.wait(5)
 
+    def sdnctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """The CLI, pointed at this controller."""
+        return subprocess.run([str(SDNCTL), *args, "--api", self.api], capture_output=True,
+                              text=True, timeout=timeout)
+
+    def apply(self, policy: Path) -> str:
+        """`sdnctl policy apply -f POLICY`; raises with the CLI's message when it fails."""
+        result = self.sdnctl("policy", "apply", "-f", str(policy))
+        if result.returncode:
+            raise RuntimeError(f"policy apply failed:\n{result.stderr}")
+        return result.stdout
+
     def get(self, path: str, **params) -> dict:
         resp = requests.get(f"http://{self.api}{path}", params=params, timeout=10)
         resp.raise_for_status()
@@ -285,6 +297,24 @@ def dump_flows(switch) -> list[str]:
     """The switch's flow table, counters stripped, sorted, for comparisons."""
     out = switch.cmd("ovs-ofctl -O OpenFlow13 --no-stats dump-flows", switch.name)
     return sorted(line.strip() for line in out.splitlines() if "priority" in line)
+
+
+@contextlib.contextmanager
+def web_servers(net, names: tuple[str, ...], root: Path) -> Iterator[None]:
+    """Python's http.server on port 80 of each named host, serving `/id` = the host name."""
+    procs = []
+    try:
+        for name in names:
+            docs = root / name
+            docs.mkdir(parents=True, exist_ok=True)
+            (docs / "id").write_text(name)
+            procs.append(net.get(name).popen(
+                ["python3", "-m", "http.server", "80", "--directory", str(docs)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield
+    finally:
+        for proc in procs:
+            _stop(proc)
 
 
 def http_get(host, url: str, timeout: float = 3) -> str | None:

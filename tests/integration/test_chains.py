@@ -5,20 +5,19 @@ inside the VNFs' and hosts' namespaces."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.harness import (
-    SDNCTL,
     Capture,
     Netns,
     http_get,
     network,
     ping,
     wait_until,
+    web_servers,
 )
 from topologies.sdn_topos import LinearTopo
 
@@ -49,33 +48,18 @@ def backends_healthy(controller) -> bool:
 @pytest.fixture
 def web(controller, tmp_path):
     """Linear s1-s2-s3, two hosts each; web servers on h5 and h6; the chain applied."""
-    with network(LinearTopo(n=3, hosts_per_switch=2), controller) as net:
-        servers = []
-        for name in ("h5", "h6"):
-            root = tmp_path / name
-            root.mkdir()
-            (root / "id").write_text(name)
-            servers.append(net.get(name).popen(
-                ["python3", "-m", "http.server", "80", "--directory", str(root)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        try:
-            policy = tmp_path / "chain.yaml"
-            policy.write_text(POLICY)
-            applied = subprocess.run([str(SDNCTL), "policy", "apply", "-f", str(policy),
-                                      "--api", controller.api], capture_output=True, text=True,
-                                     timeout=120)
-            assert applied.returncode == 0, applied.stderr
-            wait_until(lambda: all(v["state"] == "running"
-                                   for v in controller.get("/v1/vnfs")["vnfs"]), 20,
-                       what="VNFs running")
-            for host in net.hosts:  # every host known to the controller
-                ping(host, "10.0.0.3")
-            wait_until(lambda: backends_healthy(controller), 20, what="backends healthy")
-            yield net
-        finally:
-            for server in servers:
-                server.terminate()
-                server.wait(5)
+    with (network(LinearTopo(n=3, hosts_per_switch=2), controller) as net,
+          web_servers(net, ("h5", "h6"), tmp_path / "www")):
+        policy = tmp_path / "chain.yaml"
+        policy.write_text(POLICY)
+        controller.apply(policy)
+        wait_until(lambda: all(v["state"] == "running"
+                               for v in controller.get("/v1/vnfs")["vnfs"]), 20,
+                   what="VNFs running")
+        for host in net.hosts:  # every host known to the controller
+            ping(host, "10.0.0.3")
+        wait_until(lambda: backends_healthy(controller), 20, what="backends healthy")
+        yield net
 
 
 def captures(tmp_path: Path, bpf: str) -> dict[str, Capture]:

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import requests
 
-from tests.harness import REPO, SDNCTL, Controller, dump_flows, network, ping, ping_all
+from tests.harness import REPO, Controller, dump_flows, network, ping, ping_all
 from topologies.sdn_topos import RingTopo
 
 BAD = sorted((REPO / "tests/unit/bad_policies").glob("*.yaml"))
-
-
-def sdnctl(controller, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SDNCTL), *args, "--api", controller.api], capture_output=True,
-                          text=True, timeout=60)
 
 
 def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
@@ -34,46 +29,46 @@ def test_apply_is_minimal_and_recorded(controller, tmp_path):
     with network(RingTopo(n=4), controller) as net:
         assert ping_all(net) == []
         minimal = REPO / "examples/minimal.yaml"
-        first = sdnctl(controller, "policy", "apply", "-f", str(minimal), "-o", "json")
+        first = controller.sdnctl("policy", "apply", "-f", str(minimal), "-o", "json")
         assert first.returncode == 0, first.stderr
-        again = sdnctl(controller, "policy", "apply", "-f", str(minimal), "-o", "json")
+        again = controller.sdnctl("policy", "apply", "-f", str(minimal), "-o", "json")
         assert again.returncode == 0, again.stderr
         assert '"flow_mods": 0' in again.stdout and '"changed": false' in again.stdout
 
         other = write_policy(tmp_path, NO_PROTECTION)
-        diff = sdnctl(controller, "policy", "diff", "-f", str(other), "-o", "json")
+        diff = controller.sdnctl("policy", "diff", "-f", str(other), "-o", "json")
         assert diff.returncode == 0 and '"flow_mods": 0' not in diff.stdout, diff.stdout
         before_dry = {s.name: dump_flows(s) for s in net.switches}
-        dry = sdnctl(controller, "policy", "apply", "-f", str(other), "--dry-run")
+        dry = controller.sdnctl("policy", "apply", "-f", str(other), "--dry-run")
         assert dry.returncode == 0
         assert {s.name: dump_flows(s) for s in net.switches} == before_dry
 
-        applied = sdnctl(controller, "policy", "apply", "-f", str(other))
+        applied = controller.sdnctl("policy", "apply", "-f", str(other))
         assert applied.returncode == 0, applied.stderr
         groups = net.get("s1").cmd("ovs-ofctl -O OpenFlow13 dump-groups s1")
         assert "type=ff" not in groups  # protection off: no fast-failover groups left
         assert ping_all(net) == []
 
-        history = sdnctl(controller, "policy", "history")
+        history = controller.sdnctl("policy", "history")
         assert history.stdout.count("\nr") + history.stdout.startswith("r") == 2, history.stdout
-        back = sdnctl(controller, "policy", "rollback", "1")
+        back = controller.sdnctl("policy", "rollback", "1")
         assert back.returncode == 0, back.stderr
         assert "type=ff" in net.get("s1").cmd("ovs-ofctl -O OpenFlow13 dump-groups s1")
-        got = sdnctl(controller, "policy", "get")
+        got = controller.sdnctl("policy", "get")
         assert "fast-failover" in got.stdout
 
 
 def test_rejected_policies_change_nothing(controller, tmp_path):
     assert len(BAD) >= 30
     with network(RingTopo(n=4), controller) as net:
-        assert sdnctl(controller, "policy", "apply", "-f",
+        assert controller.sdnctl("policy", "apply", "-f",
                       str(REPO / "examples/minimal.yaml")).returncode == 0
         assert ping_all(net) == []  # every host known: nothing left to learn
         before = {s.name: dump_flows(s) for s in net.switches}
         for path in BAD:
             expect = path.read_text().splitlines()[0].removeprefix("# expect:").strip()
             field, _, line = expect.partition(" @ ")
-            result = sdnctl(controller, "policy", "apply", "-f", str(path))
+            result = controller.sdnctl("policy", "apply", "-f", str(path))
             assert result.returncode != 0, path.name
             assert f"{path}:{line}:" in result.stderr, (path.name, result.stderr)
             if field != "-":
@@ -81,10 +76,10 @@ def test_rejected_policies_change_nothing(controller, tmp_path):
         # the server validates too: a switch the network does not have
         unknown = write_policy(tmp_path, "version: 1\nvnfs:\n  fw: {type: firewall, "
                                "switch: s99, default: allow}\n", "unknown-switch.yaml")
-        result = sdnctl(controller, "policy", "apply", "-f", str(unknown))
+        result = controller.sdnctl("policy", "apply", "-f", str(unknown))
         assert result.returncode != 0 and "s99" in result.stderr, result.stderr
         assert {s.name: dump_flows(s) for s in net.switches} == before
-        history = sdnctl(controller, "policy", "history", "-o", "json")
+        history = controller.sdnctl("policy", "history", "-o", "json")
         assert history.stdout.count('"rev"') == 1
 
 

@@ -4,11 +4,13 @@ and untouched by traffic that no chain sends them."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tests.harness import SDNCTL, network, ping_all, wait_until
+from tests.harness import network, ping_all, wait_until
 from topologies.sdn_topos import LinearTopo
 
 POLICY = """\
@@ -32,9 +34,7 @@ def test_policy_places_supervises_and_removes_vnfs(controller, tmp_path):
     policy = tmp_path / "vnfs.yaml"
     policy.write_text(POLICY)
     with network(LinearTopo(n=2), controller) as net:
-        applied = subprocess.run([str(SDNCTL), "policy", "apply", "-f", str(policy), "--api",
-                                  controller.api], capture_output=True, text=True, timeout=120)
-        assert applied.returncode == 0, applied.stderr
+        controller.apply(policy)
         running = wait_until(
             lambda: (v := vnfs(controller)) and all(x["state"] == "running" for x in v.values())
             and v, 20, what="VNFs running")
@@ -59,15 +59,13 @@ def test_policy_places_supervises_and_removes_vnfs(controller, tmp_path):
 
         # A VNF that dies is restarted.
         pid = vnfs(controller)["fw"]["pid"]
-        subprocess.run(["kill", "-9", str(pid)], check=True)
+        os.kill(pid, signal.SIGKILL)
         wait_until(lambda: vnfs(controller)["fw"]["restarts"] >= 1
                    and vnfs(controller)["fw"]["state"] == "running", 15, what="fw restarted")
 
         # Dropping them from the policy removes every trace.
         policy.write_text("version: 1\n")
-        applied = subprocess.run([str(SDNCTL), "policy", "apply", "-f", str(policy), "--api",
-                                  controller.api], capture_output=True, text=True, timeout=120)
-        assert applied.returncode == 0, applied.stderr
+        controller.apply(policy)
         assert vnfs(controller) == {}
         assert not {"vnf-fw", "vnf-mon-0", "vnf-mon-1"} & netns_list()
         assert not {"vfw-i", "vfw-e"} & set(net.get("s1").cmd("ovs-vsctl list-ports s1").split())
@@ -77,9 +75,7 @@ def test_controller_stop_removes_its_vnfs(controller, tmp_path):
     policy = tmp_path / "vnfs.yaml"
     policy.write_text(POLICY)
     with network(LinearTopo(n=2), controller):
-        applied = subprocess.run([str(SDNCTL), "policy", "apply", "-f", str(policy), "--api",
-                                  controller.api], capture_output=True, text=True, timeout=120)
-        assert applied.returncode == 0, applied.stderr
+        controller.apply(policy)
         assert "vnf-fw" in netns_list()
         controller.stop()
         assert not {"vnf-fw", "vnf-mon-0", "vnf-mon-1"} & netns_list()

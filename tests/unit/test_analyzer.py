@@ -17,6 +17,7 @@ from scapy.packet import Packet, Raw
 
 from nfv.analyzer import CLOSE_LINGER, Analyzer
 from nfv.function import Side, Verdict
+from tests.unit.fuzzing import mutate
 
 C, S = "10.0.0.1", "10.0.0.2"
 CMAC, SMAC = "00:00:00:00:00:01", "00:00:00:00:00:02"
@@ -222,19 +223,6 @@ def test_flow_table_limit_counts_untracked() -> None:
     assert (c["tracked"], c["untracked"], c["flows_active"]) == (2, 3, 2)
 
 
-def mutate(rng: random.Random, templates: list[bytes]) -> bytes:
-    """A malformed or odd frame: random bytes, truncations, or header bytes flipped."""
-    kind = rng.randrange(4)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(0, 80))
-    base = bytearray(rng.choice(templates))
-    if kind == 1:
-        return bytes(base[: rng.randrange(0, len(base))])
-    for _ in range(rng.randrange(1, 6)):
-        base[rng.randrange(min(len(base), 60))] = rng.randrange(256)
-    if kind == 3:
-        base = base[: rng.randrange(14, len(base) + 1)]
-    return bytes(base)
 
 
 def fuzz_templates() -> list[bytes]:

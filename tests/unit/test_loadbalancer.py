@@ -15,6 +15,7 @@ from scapy.packet import Packet, Raw
 
 from nfv.function import Side, Verdict
 from nfv.loadbalancer import OUTCOMES, LoadBalancer, tcp_syn
+from tests.unit.fuzzing import mutate
 
 VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"
 CLIENT, CLIENT_MAC = "10.0.0.1", "00:00:00:00:00:01"
@@ -312,18 +313,6 @@ def test_probe_frame_is_a_valid_syn() -> None:
     assert pkt[TCP].flags == "S" and pkt[TCP].seq == 12345 and checksums_valid(raw)
 
 
-def mutate(rng: random.Random, templates: list[bytes]) -> bytes:
-    kind = rng.randrange(4)
-    if kind == 0:
-        return rng.randbytes(rng.randrange(0, 80))
-    base = bytearray(rng.choice(templates))
-    if kind == 1:
-        return bytes(base[: rng.randrange(0, len(base))])
-    for _ in range(rng.randrange(1, 6)):
-        base[rng.randrange(min(len(base), 60))] = rng.randrange(256)
-    if kind == 3:
-        base = base[: rng.randrange(14, len(base) + 1)]
-    return bytes(base)
 
 
 def test_fuzz_never_raises_and_accounts_for_every_frame() -> None:
