@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    chain,
+    chains_scale,
     failover,
     first_packet,
     lb_analyzer,
     policy_apply,
     routing_scale,
+    update_loss,
     vnf_pps,
     vnf_runtime,
 )
@@ -48,27 +51,39 @@ def _echo(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
 
 BENCHMARKS = {
     "routing_scale": routing_scale.run,
+    "chains_scale": chains_scale.run,
     "lb_analyzer": lb_analyzer.run,
     "vnf_pps": _root_only(vnf_pps.run),
     "vnf_runtime": _root_only(_echo(vnf_runtime.run)),
     "failover": _root_only(failover.run),
     "first_packet": _root_only(first_packet.run),
     "policy_apply": _root_only(policy_apply.run),
+    "update_loss": _root_only(update_loss.run),
+    "chain": _root_only(chain.run),
 }
 
 
+RESULTS = Path("results/bench.json")
+
+
 def main(names: list[str]) -> int:
-    results = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": platform.node(), "python": platform.python_version()}
+    """Run all benchmarks, or the named ones; their figures replace earlier ones in the
+    results file, the others' stay."""
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+        return 2
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.update({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "machine": platform.node(), "python": platform.python_version()})
     for name, run in BENCHMARKS.items():
         if names and name not in names:
             continue
         print(f"== {name}")
         results[name] = run()
-    out = Path("results/bench.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {out}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {RESULTS}")
     return 0
 
 

@@ -10,6 +10,7 @@ import networkx as nx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sdn import routing
+from sdn.chains import BYPASS_IDLE_TIMEOUT
 from sdn.engine import ApplyFailed
 from sdn.flows import FlowRule, Group
 from sdn.policy import PolicyError
@@ -206,6 +207,16 @@ class VnfsView(Resource):
         resp.media = {"vnfs": self.ctl.vnfs.status() if self.ctl.vnfs else []}
 
 
+class OffloadView(Resource):
+    """Offloaded flows, active and recently ended, with what their bypass rules counted
+    (OpenFlow flow statistics; an ended bypass keeps its rules' final counts)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        offload = self.ctl.offload
+        resp.media = {"idle_timeout": BYPASS_IDLE_TIMEOUT, "settled": len(offload.flows),
+                      "flows": offload.to_json()}
+
+
 class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
@@ -222,5 +233,6 @@ def make_api(controller: SdnController, token: str | None = None) -> falcon.App:
     api.add_route("/v1/policy/history", HistoryView(controller))
     api.add_route("/v1/policy/rollback", RollbackView(controller))
     api.add_route("/v1/vnfs", VnfsView(controller))
+    api.add_route("/v1/offload", OffloadView(controller))
     api.add_route("/metrics", Metrics())
     return api

@@ -22,15 +22,24 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from prometheus_client import Counter, Gauge
 
-from sdn import arp, discovery
+from sdn import arp, chains, discovery
+from sdn import ofp as codec
 from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP
 from sdn.desired import desired_rules
 from sdn.engine import PolicyEngine
-from sdn.flows import TABLE_FORWARD, TABLE_INGRESS, SwitchRules
+from sdn.flows import (
+    CHAIN_BYPASS,
+    TABLE_FORWARD,
+    TABLE_INGRESS,
+    SwitchRules,
+    chain_cookie_mask,
+    chain_sub_kind,
+)
+from sdn.offload import OffloadTable
 from sdn.policy import LoadBalancer, Policy
 from sdn.queues import QueueError, QueuePlan, apply_queues, plan_queues, port_capacities
 from sdn.store import PolicyStore
-from sdn.switches import SwitchConnection
+from sdn.switches import BEST_EFFORT_TIMEOUT, SwitchConnection, push
 from sdn.topology import EDGE_SETTLE_SECONDS, Link, Snapshot, Topology
 from sdn.vnfs import VnfManager
 
@@ -39,6 +48,8 @@ LOG = logging.getLogger("sdn.app")
 LLDP_INTERVAL = 1.0
 LINK_TIMEOUT = 3.5
 WARM_RESTART_GRACE = 2.5  # > LLDP_INTERVAL: every link is seen again before we reconcile
+OFFLOAD_INTERVAL = 0.5  # workers rewrite their stats files every second
+STATS_REPLY_TIMEOUT = 5.0
 
 PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
 SYNCS = Counter("sdn_syncs_total", "Compile-and-diff rounds")
@@ -67,9 +78,12 @@ class SdnController(app_manager.OSKenApp):
         self._dirty = hub.Event()
         self._queues_dirty = hub.Event()
         self._queue_plan: QueuePlan | None = None
+        self.offload = OffloadTable()
+        self._bypass_requests: dict[tuple[int, int], float] = {}  # (dpid, xid) -> sent at
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._queues_loop))
         self.threads.append(hub.spawn(self._lldp_loop))
+        self.threads.append(hub.spawn(self._offload_loop))
 
     def restore(self, store: PolicyStore, state_dir: Path) -> None:
         """Take over the stored desired state, as after a controller restart."""
@@ -134,7 +148,9 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _on_flow_stats(self, ev) -> None:
         conn = self.switches.get(ev.msg.datapath.id)
-        if conn is not None and not conn.ready:
+        if (ev.msg.datapath.id, ev.msg.xid) in self._bypass_requests:
+            self._on_bypass_stats(ev.msg)
+        elif conn is not None and not conn.ready:
             conn.on_flow_stats(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
             self._tables_read(conn)
 
@@ -282,11 +298,15 @@ class SdnController(app_manager.OSKenApp):
             self._place_vnfs()
             snapshot = self.topology.snapshot()
             desired = self.desired(self.policy, snapshot)
-            sent = 0
             now = time.monotonic()
-            for dpid, conn in list(self.switches.items()):
-                if conn.ready and dpid in desired and conn.hold_until <= now:
-                    sent += conn.apply(desired[dpid]).flow_mods
+            ready = {dpid: conn for dpid, conn in list(self.switches.items())
+                     if conn.ready and dpid in desired and conn.hold_until <= now}
+            # Best effort: a switch that fails or is slow must not hold the others back.
+            result = push(ready, desired, snapshot.links, BEST_EFFORT_TIMEOUT,
+                          stop_on_failure=False)
+            sent = result.flow_mods
+        for dpid, why in result.failures.items():
+            LOG.warning("switch %016x did not take the update: %s", dpid, why)
         self._queues_dirty.set()
         SYNCS.inc()
         SWITCHES.set(len(self.switches))
@@ -299,7 +319,8 @@ class SdnController(app_manager.OSKenApp):
                 ) -> dict[int, SwitchRules]:
         """What every switch should hold under `policy`, with the VNFs where they are."""
         instances = self.vnfs.instances() if self.vnfs else []
-        return desired_rules(policy, snapshot or self.topology.snapshot(), instances)
+        return desired_rules(policy, snapshot or self.topology.snapshot(), instances,
+                             self.offload.flows)
 
     def _place_vnfs(self) -> None:
         """VNFs of a restored policy start once their switches have connected."""
@@ -342,6 +363,78 @@ class SdnController(app_manager.OSKenApp):
                 LOG.info("egress queues: %s", {k: len(v) for k, v in report.items()})
             except QueueError as exc:
                 LOG.warning("egress queues not applied: %s", exc)
+
+    # flow offload
+    def _offload_loop(self) -> None:
+        """Settled flows come from the workers' stats files; a change recompiles. While
+        bypasses are wanted, their counters are read from the switches."""
+        while True:
+            hub.sleep(OFFLOAD_INTERVAL)
+            try:
+                self._collect_settled()
+                self._request_bypass_stats()
+            except Exception:
+                LOG.exception("flow offload round failed")
+
+    def _collect_settled(self) -> None:
+        if self.vnfs is None:
+            return
+        policy = self.policy
+        offloading = {n for n, v in policy.vnfs.items() if v.offload} if policy else set()
+        if self.offload.update(self.vnfs.settled(), offloading):
+            LOG.info("offload: %d settled flows", len(self.offload.flows))
+            self._changed()
+        try:
+            wanted = chains.bypasses(policy, self.topology.snapshot(), self.offload.flows)
+        except chains.ChainError as exc:  # sync reports it: the rules cannot compile either
+            LOG.debug("offload: bypasses unknown for now: %s", exc)
+            return
+        self.offload.set_bypasses(wanted)
+
+    def _request_bypass_stats(self) -> None:
+        now = time.monotonic()
+        self._bypass_requests = {k: t for k, t in self._bypass_requests.items()
+                                 if now - t < STATS_REPLY_TIMEOUT}
+        if not self.offload.active:
+            return
+        cookie, mask = chain_cookie_mask(CHAIN_BYPASS)
+        for dpid, conn in list(self.switches.items()):
+            if conn.ready:
+                dp = conn.datapath
+                request = codec.flow_stats_request(dp, cookie, mask)
+                dp.set_xid(request)  # known before the reply can arrive
+                self._bypass_requests[(dpid, request.xid)] = now
+                dp.send_msg(request)
+
+    def _on_bypass_stats(self, msg) -> None:
+        dpid = msg.datapath.id
+        for stat in msg.body:
+            self.offload.record(stat.cookie, dpid, stat.table_id, stat.priority,
+                                codec.match_items(stat.match), stat.packet_count,
+                                stat.byte_count)
+        if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+            self._bypass_requests.pop((dpid, msg.xid), None)
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    def _on_flow_removed(self, ev) -> None:
+        """A bypass rule idled out: its flow is over (or paused), so the flow leaves the
+        held state (the next diff must not put the rule back) and the wanted one (its
+        other rules go too; the flow's next packets take the whole chain). Rules we
+        deleted ourselves only bring their final counters."""
+        msg = ev.msg
+        if chain_sub_kind(msg.cookie) != CHAIN_BYPASS:
+            return
+        dpid, items = msg.datapath.id, codec.match_items(msg.match)
+        self.offload.record(msg.cookie, dpid, msg.table_id, msg.priority, items,
+                            msg.packet_count, msg.byte_count)
+        if msg.reason == ofp.OFPRR_DELETE:
+            return
+        conn = self.switches.get(dpid)
+        if conn is not None:
+            conn.held.flows.pop((msg.table_id, msg.priority, items), None)
+        if self.offload.expire(msg.cookie):
+            LOG.info("offload: bypass %#018x idled out", msg.cookie)
+            self._changed()
 
     def _lldp_loop(self) -> None:
         while True:

@@ -32,8 +32,10 @@ How a chained packet travels (tables as in `sdn.flows`):
   is dropped where it would enter it when `closed`.
 - Offload: a flow a VNF with `offload: true` declared settled (`SettledFlow`) skips that
   VNF: exact-match rules above the chain rules, at the points where its next hop differs,
-  with a CHAIN_BYPASS cookie per flow whose stats are the flow's. Never for a load
-  balancer (its NAT must keep running).
+  with a CHAIN_BYPASS cookie per flow whose stats are the flow's, and an idle timeout
+  (BYPASS_IDLE_TIMEOUT): the switch removes a bypass its flow no longer uses and tells the
+  controller, which then stops asking for it (sdn.offload). Never for a load balancer (its
+  NAT must keep running).
 - Safety: a tagged packet is only honoured when it came over an inter-switch link; any
   other 802.1Q frame is dropped in table 2 (a host could otherwise forge a tag and reach a
   VNF arm past the earlier hops). Multicast from a VNF arm is dropped (a transparent VNF
@@ -91,6 +93,9 @@ PRIO_PORT = 150  # table 0, above known hosts (100) and the learning miss, below
 PRIO_TAG = 60000
 PRIO_TAG_DROP = 59000
 PRIO_BYPASS = 50000
+# Seconds a bypass outlives the last packet of its flow in either direction: the switch then
+# removes it (and says so), and the flow's next packet goes through the chain again.
+BYPASS_IDLE_TIMEOUT = 10
 PRIO_CHAIN_TOP = 40000
 
 FROM_VNF = METADATA_FROM_LINK | METADATA_FROM_VNF
@@ -452,13 +457,13 @@ class _Builder:
                 ("output", link_port))
 
     def decide(self, here: int, fields: Fields, priority: int, cookie: int, target: Target,
-               chain: _Chain, direction: int) -> None:
+               chain: _Chain, direction: int, idle_timeout: int = 0) -> None:
         """Rules at `here` sending `fields` traffic to `target`, split over replicas."""
         kind, j = target
         if kind != "hop":
             goto = TABLE_FORWARD if kind == "dest" else None
             self.add(FlowRule(here, TABLE_CHAIN, priority, match(**fields), goto=goto,
-                              cookie=cookie))
+                              cookie=cookie, idle_timeout=idle_timeout))
             return
         instances = chain.hops[j].instances
         side = INGRESS if direction == FORWARD else EGRESS
@@ -470,7 +475,8 @@ class _Builder:
                 continue
             inst = instances[bucket % len(instances)]
             self.add(FlowRule(here, TABLE_CHAIN, priority, match(**split),
-                              self.steer(here, inst, side), cookie=cookie))
+                              self.steer(here, inst, side), cookie=cookie,
+                              idle_timeout=idle_timeout))
 
     # rules independent of chains
 
@@ -551,7 +557,7 @@ class _Builder:
                 places = self._bypass_places(chain, direction, point, five, skipped)
                 for here, where in places:
                     self.decide(here, fields | where, PRIO_BYPASS, cookie, target, chain,
-                                direction)
+                                direction, BYPASS_IDLE_TIMEOUT)
 
     def _bypass_places(self, chain: _Chain, direction: int, point: int, five: Five,
                        skipped: frozenset[int]) -> list[tuple[int, Fields]]:
@@ -647,6 +653,36 @@ def compile_chains(policy: Policy | None, snapshot: Snapshot,
             _settled_groups(policy, chains, settled).items(), key=lambda kv: kv[0]):
         builder.bypass_rules(chains[index], pre, post, frozenset(skipped))
     return {dpid: list(rules.values()) for dpid, rules in builder.rules.items()}
+
+
+@dataclass(frozen=True)
+class Bypass:
+    """The bypass of one offloaded flow: every rule of it carries `cookie`."""
+
+    chain: str
+    flow: Five  # as the chain's classifier sees it (before any load balancer)
+    settled: frozenset[SettledFlow]  # the reports it comes from (one per settling VNF)
+
+    @property
+    def cookie(self) -> int:
+        return bypass_cookie(self.chain, self.flow)
+
+
+def bypasses(policy: Policy | None, snapshot: Snapshot, settled: Iterable[SettledFlow]
+             ) -> list[Bypass]:
+    """The bypasses `compile_chains` derives from `settled`, grouped as it groups them: what
+    a switch's bypass rule (known by its cookie) stands for. A flow whose skipped hop has no
+    live instance may have no rule on any switch."""
+    settled = tuple(settled)
+    if policy is None or not settled:
+        return []
+    chains = [_build_chain(policy, snapshot, i, c, {}) for i, c in enumerate(policy.chains)]
+    groups: dict[tuple[int, Five], set[SettledFlow]] = {}
+    for flow in settled:
+        for key in _settled_groups(policy, chains, (flow,)):
+            groups.setdefault(key, set()).add(flow)
+    return [Bypass(chains[index].chain.name, pre, frozenset(flows))
+            for (index, pre), flows in sorted(groups.items(), key=lambda kv: kv[0])]
 
 
 def bypass_cookie(chain: str, flow: Five) -> int:

@@ -5,22 +5,19 @@ every switch to confirm (barrier), record a revision — or put everything back.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from os_ken.lib import hub
 
 from sdn.chains import ChainError
 from sdn.flows import Changes, SwitchRules
 from sdn.policy import Policy, PolicyError, Problem, format_path, load_policy
 from sdn.store import PolicyStore, Revision, summarize
+from sdn.switches import push
 
 if TYPE_CHECKING:
     from sdn.app import SdnController
 
 LOG = logging.getLogger("sdn.engine")
-BARRIER_TIMEOUT = 5.0
 # Hosts are learned by address, never by name: names come only from the policy itself.
 NO_LIVE_HOST_NAMES: dict[str, object] = {}
 
@@ -128,19 +125,11 @@ class PolicyEngine:
         self._push()
 
     def _push(self) -> dict[str, str]:
-        desired = self.ctl.desired(self.ctl.policy)
-        pending = {}
-        for dpid, conn in self.ctl.switches.items():
-            if conn.ready:
-                conn.apply(desired.get(dpid, SwitchRules()))
-                pending[dpid] = conn
-        deadline = time.monotonic() + BARRIER_TIMEOUT
-        while any(not c.confirmed for c in pending.values()) and time.monotonic() < deadline:
-            hub.sleep(0.005)
-        failures = {}
-        for dpid, conn in pending.items():
-            if conn.errors:
-                failures[f"switch {dpid:016x}"] = conn.errors[0]
-            elif not conn.confirmed:
-                failures[f"switch {dpid:016x}"] = f"no barrier reply within {BARRIER_TIMEOUT:.0f}s"
-        return failures
+        """Send every ready switch its difference in ordered rounds (`switches.push`), so
+        traffic rerouted by the change is neither dropped nor looped on the way."""
+        snapshot = self.ctl.topology.snapshot()
+        desired = self.ctl.desired(self.ctl.policy, snapshot)
+        ready = {dpid: conn for dpid, conn in self.ctl.switches.items() if conn.ready}
+        wanted = {dpid: desired.get(dpid, SwitchRules()) for dpid in ready}
+        result = push(ready, wanted, snapshot.links)
+        return {f"switch {dpid:016x}": why for dpid, why in result.failures.items()}

@@ -15,7 +15,7 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from sdn.flows import Action, Bucket, FlowRule, Group, Meter
+from sdn.flows import Action, Bucket, FlowRule, Group, MatchItems, Meter
 
 GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
                "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
@@ -89,9 +89,12 @@ def instructions(rule: FlowRule) -> list:
 
 
 def flow_add(datapath, rule: FlowRule) -> parser.OFPFlowMod:
-    """ADD replaces a rule with the same table, priority and match, cookie included."""
+    """ADD replaces a rule with the same table, priority and match, cookie included. A rule
+    that can time out asks for a flow-removed message, so the held state can follow."""
     return parser.OFPFlowMod(
         datapath, cookie=rule.cookie, table_id=rule.table, command=ofp.OFPFC_ADD,
+        idle_timeout=rule.idle_timeout,
+        flags=ofp.OFPFF_SEND_FLOW_REM if rule.idle_timeout else 0,
         priority=rule.priority, match=parser.OFPMatch(**dict(rule.match)),
         instructions=instructions(rule),
     )
@@ -128,6 +131,17 @@ def flow_delete(datapath, rule: FlowRule) -> parser.OFPFlowMod:
     )
 
 
+def flow_stats_request(datapath, cookie: int, cookie_mask: int) -> parser.OFPFlowStatsRequest:
+    """Every table's rules whose cookie has `cookie` under `cookie_mask`, with counters."""
+    return parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      cookie, cookie_mask, parser.OFPMatch())
+
+
+def match_items(ofp_match) -> MatchItems:
+    """An OpenFlow match as `sdn.flows.match` spells it (rule keys compare equal)."""
+    return tuple(sorted((k, _plain(v)) for k, v in ofp_match.items()))
+
+
 def decode_flow(dpid: int, stat) -> FlowRule:
     actions: tuple[Action, ...] = ()
     goto = meter = metadata = None
@@ -140,9 +154,10 @@ def decode_flow(dpid: int, stat) -> FlowRule:
             meter = inst.meter_id
         elif isinstance(inst, parser.OFPInstructionWriteMetadata):
             metadata = (inst.metadata, inst.metadata_mask)
-    fields = tuple(sorted((k, _plain(v)) for k, v in stat.match.items()))
-    return FlowRule(dpid, stat.table_id, stat.priority, fields, actions, goto,
-                    stat.cookie, meter, metadata)
+    # A stats entry without idle_timeout (a hand-built one) holds a permanent rule.
+    idle = getattr(stat, "idle_timeout", None) or 0
+    return FlowRule(dpid, stat.table_id, stat.priority, match_items(stat.match), actions, goto,
+                    stat.cookie, meter, metadata, idle)
 
 
 def group_mod(datapath, group: Group, command: int) -> parser.OFPGroupMod:

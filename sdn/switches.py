@@ -8,13 +8,17 @@ minimal diff, sent in a safe order and closed by a barrier.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from prometheus_client import Counter
 
 from sdn import ofp as codec
+from sdn import ordering
 from sdn.flows import (
     COOKIE_LEARN,
     TABLE_INGRESS,
@@ -24,9 +28,16 @@ from sdn.flows import (
     cookie_kind,
     diff,
 )
-from sdn.topology import Host
+from sdn.topology import Host, Link
 
 LOG = logging.getLogger("sdn.switches")
+BARRIER_TIMEOUT = 5.0  # for all the rounds of one update
+# Topology updates wait this long at most (over all rounds), then send the rest at once:
+# under a packet-in storm (a loop through a link LLDP has not found yet) every barrier
+# reply queues behind the packet-ins, and the update that ends the storm must not.
+BEST_EFFORT_TIMEOUT = 0.25
+BARRIER_POLL = 0.0005  # seconds between looks at the barrier replies of a round
+ROUNDS = Counter("sdn_update_rounds_total", "Rounds of ordered rule updates sent")
 FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
 METER_MODS = Counter("sdn_meter_mods_total", "MeterMods sent to switches")
 
@@ -111,14 +122,28 @@ class SwitchConnection:
             meters[mid] = desired.meters.get(mid) or Meter(self.dpid, mid, 0, 0, "unknown")
         return SwitchRules(self.held.flows, self.held.groups, meters)
 
+    def start_update(self, desired: SwitchRules) -> SwitchRules:
+        """Adopt what the switch holds, its meters inferred when unread, as `held`: the
+        state an update toward `desired` starts from. From here on only `apply_changes`
+        changes it."""
+        self.held = self._held_meters_known(desired)
+        self.meters_read = True
+        return self.held
+
     def apply(self, desired: SwitchRules) -> Changes:
-        """Send the difference, closed by a barrier, and remember the result as held.
-        `confirmed` turns true when the barrier reply arrives; errors land in `errors`."""
-        changes = self.plan(desired)
+        """Send the whole difference to `desired` at once (see `push` for several switches
+        in a safe order)."""
+        changes = diff(self.start_update(desired), desired)
+        self.apply_changes(changes)
+        return changes
+
+    def apply_changes(self, changes: Changes) -> None:
+        """Send `changes`, closed by a barrier, and count them as held. `confirmed` turns
+        true when the barrier reply arrives; errors land in `errors`."""
         self.errors = []
         if not changes:
             self.confirmed = True
-            return changes
+            return
         self.confirmed = False
         dp = self.datapath
         for meter in changes.meter_adds:
@@ -149,13 +174,17 @@ class SwitchConnection:
         self.group_mods_sent += changes.group_messages
         self.meter_mods_sent += changes.meter_messages
         METER_MODS.inc(changes.meter_messages)
-        self.held = SwitchRules(dict(desired.flows), dict(desired.groups), dict(desired.meters))
-        self.meters_read = True
+        ordering.apply_changes(self.held, changes)
         LOG.info("switch %016x: +%d -%d flows, +%d ~%d -%d groups, +%d ~%d -%d meters",
                  self.dpid, len(changes.flow_adds), len(changes.flow_deletes),
                  len(changes.group_adds), len(changes.group_mods), len(changes.group_deletes),
                  len(changes.meter_adds), len(changes.meter_mods), len(changes.meter_deletes))
-        return changes
+
+    @property
+    def settled(self) -> bool:
+        """Nothing sent is left to confirm, or there is no one left to confirm it."""
+        return self.confirmed or bool(self.errors) or not getattr(
+            self.datapath, "is_active", True)
 
     def on_barrier_reply(self, xid: int) -> None:
         if xid == self.barrier_xid:
@@ -169,3 +198,44 @@ class SwitchConnection:
         dp.send_msg(parser.OFPPacketOut(
             dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
             actions=[parser.OFPActionOutput(port, 0)], data=data))
+
+
+@dataclass
+class PushResult:
+    flow_mods: int = 0
+    rounds: int = 0
+    failures: dict[int, str] = field(default_factory=dict)  # dpid -> why
+
+
+def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRules],
+         links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, stop_on_failure: bool = True
+         ) -> PushResult:
+    """Bring every switch of `conns` to its `desired` rules in the rounds of
+    `sdn.ordering`, each round sent once every switch has confirmed the previous one (or
+    none is left that could). A switch that reports an error or has not confirmed by
+    `timeout` (over all rounds) fails the push: with `stop_on_failure` nothing more is
+    sent, otherwise the remaining rounds follow without waiting. Yields to other green
+    threads while it waits; one round costs a barrier round trip."""
+    held = {dpid: conn.start_update(desired[dpid]) for dpid, conn in conns.items()}
+    rounds = ordering.plan_rounds(held, {dpid: desired[dpid] for dpid in conns}, links)
+    result = PushResult()
+    deadline = time.monotonic() + timeout
+    for per_switch in rounds:
+        for dpid, changes in per_switch.items():
+            conns[dpid].apply_changes(changes)
+            result.flow_mods += changes.flow_mods
+        result.rounds += 1
+        ROUNDS.inc()
+        sent = [conns[dpid] for dpid in per_switch]
+        while not all(c.settled for c in sent) and time.monotonic() < deadline:
+            hub.sleep(BARRIER_POLL)
+        for conn in sent:
+            if conn.errors:
+                result.failures[conn.dpid] = conn.errors[0]
+            elif not conn.confirmed:
+                result.failures[conn.dpid] = (
+                    f"no barrier reply within {timeout:g}s" if getattr(
+                        conn.datapath, "is_active", True) else "disconnected")
+        if result.failures and stop_on_failure:
+            break
+    return result

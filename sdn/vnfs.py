@@ -16,6 +16,7 @@ from typing import Any
 from nfv.netns import arm_names
 from nfv.runtime import Runtime, VnfSpec, VnfStatus
 from sdn.chains import VnfInstance
+from sdn.offload import WorkerReport
 from sdn.policy import LoadBalancer, Policy
 from sdn.topology import Topology
 
@@ -104,16 +105,23 @@ class VnfManager:
             out.append(VnfInstance(spec.name, status.name, dpid, ingress, egress, alive))
         return sorted(out, key=lambda i: i.instance)
 
-    def settled(self) -> list[tuple]:
-        """Flows the VNFs declared settled (5-tuples), read from their stats files."""
-        flows = []
+    def settled(self) -> list[WorkerReport]:
+        """The settled-flow lists of the running workers, read from their stats files (a
+        file some earlier process of the instance wrote does not count)."""
+        reports = []
         for status in self.runtime.list():
+            spec = self.specs.get(status.name)
+            if spec is None or status.state not in ALIVE_STATES:
+                continue
             try:
                 stats = json.loads(Path(status.stats_file).read_text())
             except (OSError, ValueError):
                 continue
-            flows += [tuple(entry[1:]) for entry in stats.get("settled", ())]
-        return flows
+            if stats.get("pid") != status.pid or "settled" not in stats:
+                continue
+            reports.append(WorkerReport(spec.name, status.name, float(stats.get("started", 0)),
+                                        tuple(stats["settled"])))
+        return reports
 
     def status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.runtime.list()]

@@ -33,3 +33,34 @@ def test_every_compiled_rule_and_group_round_trips():
             assert ofp.decode_group(dpid, as_desc(group)) == group
             groups += 1
     assert flows > 500 and groups > 20
+
+
+def parsed_flow_mod(rule):
+    """The FlowMod bytes we send for `rule`, parsed back as a switch would read them."""
+    from os_ken.ofproto import ofproto_v1_3 as ofproto
+
+    buf = bytes(ofp.flow_add_bytes(rule, 7))
+    return parser.OFPFlowMod.parser(None, ofproto.OFP_VERSION, ofproto.OFPT_FLOW_MOD,
+                                    len(buf), 7, buf)
+
+
+def test_idle_timeout_is_sent_with_flow_removed_and_read_back():
+    from os_ken.ofproto import ofproto_v1_3 as ofproto
+
+    from sdn.flows import FlowRule, match
+
+    rule = FlowRule(1, 2, 50000, match(eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.1",
+                                       ipv4_dst="10.0.0.5", tcp_src=40000, tcp_dst=80),
+                    goto=3, cookie=0x0604000012345678, idle_timeout=10)
+    mod = parsed_flow_mod(rule)
+    assert mod.idle_timeout == 10 and mod.hard_timeout == 0
+    assert mod.flags & ofproto.OFPFF_SEND_FLOW_REM
+    stat = parser.OFPFlowStats(table_id=mod.table_id, priority=mod.priority,
+                               idle_timeout=mod.idle_timeout, flags=mod.flags,
+                               cookie=mod.cookie, match=mod.match,
+                               instructions=mod.instructions)
+    assert ofp.decode_flow(1, stat) == rule
+    permanent = parsed_flow_mod(FlowRule(1, 2, 50000, rule.match, goto=3))
+    assert (permanent.idle_timeout, permanent.flags) == (0, 0)
+    assert ofp.decode_flow(1, as_stats(rule)) != rule  # the timeout is part of the rule
+    assert ofp.match_items(mod.match) == rule.match

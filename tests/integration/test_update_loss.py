@@ -1,0 +1,30 @@
+"""Policy changes that reroute a 1000 pps UDP stream lose nothing: the controller sends
+them in the ordered rounds of `sdn.ordering`. Also when one switch on the new path takes
+its changes 40 ms (a round trip) after the others, where sending every switch its whole
+difference at once does lose packets (checked too, so the test can tell the two apart)."""
+
+from __future__ import annotations
+
+from bench.update_loss import controller as bench_controller
+from bench.update_loss import reroutes, slow_switch
+from tests.harness import network
+from topologies.sdn_topos import RingTopo
+
+CHANGES = 6
+
+
+def test_reroutes_lose_no_packets(controller, tmp_path):
+    with network(RingTopo(n=4), controller) as net:
+        fast = reroutes(net, controller, tmp_path, "fast", CHANGES)
+        with slow_switch(net, controller):
+            slow = reroutes(net, controller, tmp_path, "slow", CHANGES)
+    assert fast["sent"] >= 1000 * CHANGES * 0.6
+    assert fast["lost"] == 0 and fast["duplicates"] == 0, fast
+    assert slow["lost"] == 0 and slow["duplicates"] == 0, slow
+
+
+def test_unordered_reroutes_through_a_slow_switch_lose_packets(tmp_path):
+    with bench_controller(tmp_path, ordered=False) as ctl, \
+            network(RingTopo(n=4), ctl) as net, slow_switch(net, ctl):
+        slow = reroutes(net, ctl, tmp_path, "unordered", CHANGES)
+    assert slow["lost"] > 0, slow
