@@ -17,7 +17,7 @@ import pytest
 from sdn.policy import load_policy
 from sdn.queues import QueuePlan, apply_queues, plan_queues
 from tests.harness import Capture, network, ping_all, wait_until
-from tests.integration.test_policy_apply import sdnctl, write_policy
+from tests.integration.test_policy_apply import write_policy
 from topologies.sdn_topos import DumbbellTopo
 
 CAPACITY = 40_000_000
@@ -80,7 +80,7 @@ def test_priorities_under_congestion(controller, tmp_path):
         h1, h2, h3, h4 = (net.get(f"h{i}") for i in range(1, 5))
         s1, s2 = net.get("s1"), net.get("s2")
         assert ping_all(net) == []
-        applied = sdnctl(controller, "policy", "apply", "-f", str(policy_file), "-o", "json")
+        applied = controller.sdnctl("policy", "apply", "-f", str(policy_file), "-o", "json")
         assert applied.returncode == 0, applied.stderr
         bottleneck = {s1.connectionsTo(s2)[0][0].name, s2.connectionsTo(s1)[0][0].name}
         ports = {intf.name: CAPACITY if intf.name in bottleneck else HOST_PORT_CAPACITY
@@ -122,7 +122,7 @@ def test_priorities_under_congestion(controller, tmp_path):
 
         mods = controller.metric("sdn_flow_mods_total")
         meter_mods = controller.metric("sdn_meter_mods_total")
-        again = sdnctl(controller, "policy", "apply", "-f", str(policy_file), "-o", "json")
+        again = controller.sdnctl("policy", "apply", "-f", str(policy_file), "-o", "json")
         assert again.returncode == 0 and '"flow_mods": 0' in again.stdout, again.stdout
         assert controller.metric("sdn_flow_mods_total") == mods
         assert controller.metric("sdn_meter_mods_total") == meter_mods
