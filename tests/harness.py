@@ -121,7 +121,7 @@ class Controller:
         match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
         return float(match.group(1)) if match else 0.0
 
-    def wait_topology(self, switches: int, links: int, timeout: float = 20) -> dict:
+    def wait_topology(self, switches: int, links: int, timeout: float = 60) -> dict:
         def complete():
             topo = self.get("/v1/topology")
             ok = len(topo["switches"]) == switches and len(topo["links"]) == links
