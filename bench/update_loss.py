@@ -154,15 +154,6 @@ def slow_switch(net, ctl, name: str = SLOW_SWITCH, delay: float = SLOW_DELAY) ->
         proxy.close()
 
 
-def _sdnctl(ctl, policy: Path) -> None:
-    from tests.harness import SDNCTL
-
-    result = subprocess.run([str(SDNCTL), "policy", "apply", "-f", str(policy),
-                             "--api", ctl.api], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"policy apply failed: {result.stderr}")
-
-
 @contextlib.contextmanager
 def _stream(net, src: str, dst: str, seconds: float, workdir: Path, tag: str,
             rate: int = RATE_PPS) -> Iterator[dict]:
@@ -207,7 +198,7 @@ def reroutes(net, ctl, workdir: Path, tag: str, changes: int = CHANGES,
     plain, detour = workdir / "plain.yaml", workdir / "detour.yaml"
     plain.write_text(PLAIN)
     detour.write_text(DETOUR)
-    _sdnctl(ctl, plain)
+    ctl.apply(plain)
     assert ping(net.get("h1"), net.get("h2").IP(), count=3).received == 3
     seconds = 2 * LEAD_IN + changes * CHANGE_EVERY
     applies = []
@@ -215,13 +206,13 @@ def reroutes(net, ctl, workdir: Path, tag: str, changes: int = CHANGES,
         time.sleep(LEAD_IN)
         for i in range(changes):
             started = time.monotonic()
-            _sdnctl(ctl, detour if i % 2 == 0 else plain)
+            ctl.apply(detour if i % 2 == 0 else plain)
             applies.append(time.monotonic() - started)
             if i == 0:
                 via = _link_in_use(net, "s1", ["s2", "s4"], sample=0.2)
             time.sleep(max(0.0, CHANGE_EVERY - (time.monotonic() - started)))
     if changes % 2:
-        _sdnctl(ctl, plain)
+        ctl.apply(plain)
     if changes and via != "s4":
         raise RuntimeError(f"the detour did not move the stream (s1 sends it to {via})")
     return {**figures, "rate_pps": rate, "changes": changes,

@@ -1,7 +1,8 @@
 """Split a network-wide rule change into rounds that never drop or loop a packet. Pure.
 
-The controller sends one round to every switch it touches, waits for all their barrier
-replies, then sends the next. Whatever subset of a round's switches has taken it, each
+A policy apply sends one round to every switch it touches, waits for all their barrier
+replies, then sends the next (`switches.push`; topology syncs send the rounds back to
+back, see `SdnController.sync`). Whatever subset of a round's switches has taken it, each
 packet meets either old or new rules that still take it to its destination once.
 
 Rules that forward toward one target make a *family*: a destination switch (its table-4

@@ -32,10 +32,6 @@ from sdn.topology import Host, Link
 
 LOG = logging.getLogger("sdn.switches")
 BARRIER_TIMEOUT = 5.0  # for all the rounds of one update
-# Topology updates wait this long at most (over all rounds), then send the rest at once:
-# under a packet-in storm (a loop through a link LLDP has not found yet) every barrier
-# reply queues behind the packet-ins, and the update that ends the storm must not.
-BEST_EFFORT_TIMEOUT = 0.25
 BARRIER_POLL = 0.0005  # seconds between looks at the barrier replies of a round
 ROUNDS = Counter("sdn_update_rounds_total", "Rounds of ordered rule updates sent")
 FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
@@ -208,14 +204,17 @@ class PushResult:
 
 
 def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRules],
-         links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, stop_on_failure: bool = True
+         links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, wait: bool = True
          ) -> PushResult:
     """Bring every switch of `conns` to its `desired` rules in the rounds of
     `sdn.ordering`, each round sent once every switch has confirmed the previous one (or
-    none is left that could). A switch that reports an error or has not confirmed by
-    `timeout` (over all rounds) fails the push: with `stop_on_failure` nothing more is
-    sent, otherwise the remaining rounds follow without waiting. Yields to other green
-    threads while it waits; one round costs a barrier round trip."""
+    none is left that could); a switch that reports an error or has not confirmed by
+    `timeout` (over all rounds) fails the push, and nothing more is sent. Yields to other
+    green threads while it waits; one round costs a barrier round trip.
+
+    With `wait` false the rounds go one after another at once, without waiting and
+    without failures: each switch still gets its messages in round order, but nothing
+    holds one switch back for another."""
     held = {dpid: conn.start_update(desired[dpid]) for dpid, conn in conns.items()}
     rounds = ordering.plan_rounds(held, {dpid: desired[dpid] for dpid in conns}, links)
     result = PushResult()
@@ -226,6 +225,8 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
             result.flow_mods += changes.flow_mods
         result.rounds += 1
         ROUNDS.inc()
+        if not wait:
+            continue
         sent = [conns[dpid] for dpid in per_switch]
         while not all(c.settled for c in sent) and time.monotonic() < deadline:
             hub.sleep(BARRIER_POLL)
@@ -236,6 +237,6 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
                 result.failures[conn.dpid] = (
                     f"no barrier reply within {timeout:g}s" if getattr(
                         conn.datapath, "is_active", True) else "disconnected")
-        if result.failures and stop_on_failure:
+        if result.failures:
             break
     return result

@@ -1,6 +1,6 @@
 """Policy changes that reroute a 1000 pps UDP stream lose nothing: the controller sends
-them in the ordered rounds of `sdn.ordering`. Also when one switch on the new path takes
-its changes 40 ms (a round trip) after the others, where sending every switch its whole
+them in the ordered rounds of `sdn.ordering`. Also when one switch on the new path talks
+to the controller over a 20 ms (each way) relay, where sending every switch its whole
 difference at once does lose packets (checked too, so the test can tell the two apart)."""
 
 from __future__ import annotations
