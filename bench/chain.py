@@ -346,7 +346,7 @@ def echo_rtts(net, route: Route, samples: int, warmup: float = 2.0, gap: float =
 def servers(net, wanted: list[tuple[str, list[str], list[int]]]) -> Iterator[None]:
     """Start (host, argv, ports it listens on) processes, wait until the ports listen,
     stop them on exit."""
-    from tests.harness import wait_until
+    from tests.harness import stop_process, wait_until
 
     procs = []
     try:
@@ -359,12 +359,7 @@ def servers(net, wanted: list[tuple[str, list[str], list[int]]]) -> Iterator[Non
         yield
     finally:
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 # --- the controller side -------------------------------------------------------------------------

@@ -228,10 +228,11 @@ def iperf3_tcp(client, server, seconds: float = 3, omit: int = 0) -> float:
         out = client.cmd(f"iperf3 -c {server.IP()} -p {port} -t {seconds} -O {omit} -J")
         return json.loads(out)["end"]["sum_received"]["bits_per_second"]
     finally:
-        _stop(srv)
+        stop_process(srv)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a child we started, killing it if it does not go within 5 s."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -286,11 +287,11 @@ class Capture:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
-                _stop(self.proc)
+                stop_process(self.proc)
         return list(rdpcap(str(self.pcap))) if self.pcap.exists() else []
 
     def close(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
 
 def dump_flows(switch) -> list[str]:
@@ -314,7 +315,7 @@ def web_servers(net, names: tuple[str, ...], root: Path) -> Iterator[None]:
         yield
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
 
 
 def http_get(host, url: str, timeout: float = 3) -> str | None:
