@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +67,19 @@ class Revision:
         }
 
 
+def _use_wal(db: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch to WAL. SQLite answers "locked" at once, without its busy timeout, while
+    another process is creating or switching the same file: retry for up to ~10 s."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class PolicyStore:
     """Revisions of the desired policy in ``<state_dir>/state.db``."""
 
@@ -74,7 +88,7 @@ class PolicyStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.state_dir / DB_NAME
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             db.execute(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
