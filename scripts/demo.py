@@ -28,6 +28,7 @@ from tests.harness import (  # noqa: E402
     network,
     ping,
     ping_all,
+    stop_process,
     wait_until,
     web_servers,
 )
@@ -165,8 +166,7 @@ def udp_stream(client, server, port: int, mbps: int, seconds: int) -> dict:
         return {"mbps": end["bits_per_second"] / 1e6 * (1 - end["lost_percent"] / 100),
                 "loss": end["lost_percent"] / 100}
     finally:
-        srv.terminate()
-        srv.wait(5)
+        stop_process(srv)
 
 
 def vnf_report(controller: Controller, report: Report) -> None:
