@@ -10,6 +10,7 @@ import logging
 import time
 from pathlib import Path
 
+from eventlet import tpool
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (
@@ -24,7 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from sdn import arp, chains, discovery
 from sdn import ofp as codec
-from sdn.compiler import ETH_TYPE_ARP, ETH_TYPE_LLDP
+from sdn.compiler import ETH_TYPE_LLDP
 from sdn.desired import desired_rules
 from sdn.engine import PolicyEngine
 from sdn.flows import (
@@ -36,7 +37,7 @@ from sdn.flows import (
     chain_sub_kind,
 )
 from sdn.offload import OffloadTable
-from sdn.policy import LoadBalancer, Policy
+from sdn.policy import Policy
 from sdn.queues import QueueError, QueuePlan, apply_queues, plan_queues, port_capacities
 from sdn.store import PolicyStore
 from sdn.switches import SwitchConnection, push
@@ -169,6 +170,8 @@ class SdnController(app_manager.OSKenApp):
             return
         for host in conn.learned_hosts():
             self.topology.learn_host(host.mac, conn.dpid, host.port)
+            for ip in host.ips:
+                self.topology.learn_host(host.mac, conn.dpid, host.port, ip)
         hub.spawn(self._probe_all_after, REPROBE_DELAY)
         if conn.held.flows:
             conn.hold_until = time.monotonic() + WARM_RESTART_GRACE
@@ -226,7 +229,7 @@ class SdnController(app_manager.OSKenApp):
         if eth_type == ETH_TYPE_LLDP:
             PACKET_INS.labels("lldp").inc()
             self._on_lldp(dpid, in_port, data)
-        elif eth_type == ETH_TYPE_ARP:
+        elif eth_type == arp.ETH_TYPE_ARP:
             PACKET_INS.labels("arp").inc()
             self._on_arp(dpid, in_port, data)
         elif msg.table_id == TABLE_INGRESS:
@@ -344,12 +347,7 @@ class SdnController(app_manager.OSKenApp):
 
     def vip_mac(self, ip: str) -> str | None:
         """The MAC the controller answers ARP with for a load balancer's virtual IP."""
-        if self.policy is None:
-            return None
-        for name, vnf in self.policy.vnfs.items():
-            if isinstance(vnf, LoadBalancer) and str(vnf.vip) == ip:
-                return vnf.mac_for(name)
-        return None
+        return self.policy.virtual_ips().get(ip) if self.policy is not None else None
 
     def close(self) -> None:
         if self.vnfs is not None:
@@ -369,7 +367,9 @@ class SdnController(app_manager.OSKenApp):
             if plan == self._queue_plan:
                 continue
             try:
-                report = apply_queues(plan)
+                # In an OS thread: the helper takes ~0.5 s to start, and a blocked event
+                # loop delays LLDP until undiscovered links pass for edge ports and flood.
+                report = tpool.execute(apply_queues, plan)
                 self._queue_plan = plan
                 LOG.info("egress queues: %s", {k: len(v) for k, v in report.items()})
             except QueueError as exc:

@@ -1,4 +1,5 @@
-"""ARP parsing and proxy replies. Pure."""
+"""ARP parsing and proxy replies, by the controller (packets) or by the switches (rules).
+Pure."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ from dataclasses import dataclass
 
 from os_ken.lib.packet import arp, ethernet, packet
 
+from sdn.flows import COOKIE_ARP, IN_PORT, TABLE_FORWARD, Action, FlowRule, cookie, match
+
 REQUEST = arp.ARP_REQUEST
 REPLY = arp.ARP_REPLY
+ETH_TYPE_ARP = 0x0806
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+# Table 3, above routes and flooding: a broadcast request for an address we know never
+# leaves its first switch.
+PRIO_ANSWER = 300
 
 
 @dataclass(frozen=True)
@@ -41,3 +49,28 @@ def reply(request: ArpMessage, answer_mac: str) -> bytes:
                              dst_mac=request.src_mac, dst_ip=request.src_ip))
     pkt.serialize()
     return bytes(pkt.data)
+
+
+def answer_rule(dpid: int, ip: str, mac: str) -> FlowRule:
+    """Table 3: a broadcast request for `ip` turns into the reply `mac` would send and goes
+    back out of the port it came in on, so a host resolving a known address pays no
+    controller round trip. Unicast requests (a host re-checking a neighbour it has
+    cached) still reach the owner, whose answer is the one that says it is alive."""
+    return FlowRule(
+        dpid, TABLE_FORWARD, PRIO_ANSWER,
+        match(eth_type=ETH_TYPE_ARP, eth_dst=BROADCAST, arp_op=REQUEST, arp_tpa=ip),
+        _reply_actions(ip, mac), cookie=cookie(COOKIE_ARP, ip))
+
+
+def _reply_actions(ip: str, mac: str) -> tuple[Action, ...]:
+    """The request rewritten in place into the reply, the data-plane twin of `reply`."""
+    return (
+        ("move", "eth_src", "eth_dst", 48),
+        ("set_field", "eth_src", mac),
+        ("set_field", "arp_op", REPLY),
+        ("move", "arp_sha", "arp_tha", 48),
+        ("move", "arp_spa", "arp_tpa", 32),
+        ("set_field", "arp_sha", mac),
+        ("set_field", "arp_spa", ip),
+        ("output", IN_PORT),
+    )

@@ -1,11 +1,14 @@
 """Compile (topology snapshot, options) into the rules every switch should hold. Pure.
 
 Pipeline per switch:
-  table 0  LLDP and ARP to the controller; known hosts and inter-switch ports go on;
-           anything else is copied to the controller (host learning) and goes on.
+  table 0  LLDP to the controller; inter-switch ports and known hosts go on (ARP too,
+           when it comes from a host's known address, gratuitous ARP aside); other ARP
+           goes to the controller; anything else is copied to it (host learning) and
+           goes on.
   table 1  policy (traffic classes, sdn.qos); empty here, falls through.
   table 2  service-chain steering (sdn.chains); empty here, falls through.
-  table 3  multicast/broadcast along the spanning tree; hosts on this switch are
+  table 3  ARP requests for known addresses are answered (sdn.arp), on every switch
+           with hosts; multicast/broadcast along the spanning tree; hosts on this switch are
            delivered; every other known host is mapped to its switch (metadata) and
            goes to table 4; unknown unicast to the controller.
   table 4  one route per destination switch (select and fast-failover groups), plus
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from sdn import routing
+from sdn.arp import ETH_TYPE_ARP, answer_rule
 from sdn.flows import (
     COOKIE_CONTROL,
     COOKIE_FLOOD,
@@ -53,15 +57,16 @@ from sdn.flows import (
 from sdn.topology import Host, Link, Snapshot
 
 ETH_TYPE_LLDP = 0x88CC
-ETH_TYPE_ARP = 0x0806
 MULTICAST_BIT = "01:00:00:00:00:00"
 PACKET_IN_LEARN_BYTES = 128
 NO_BUFFER = 0xFFFF
 
 PRIO_LLDP = 1000
+PRIO_LINK_PORT = 950  # LLDP aside, whatever crosses a link goes on (flooded ARP too)
+PRIO_GRATUITOUS_ARP = 920
+PRIO_KNOWN_ARP = 910
 PRIO_ARP = 900
 PRIO_KNOWN_SOURCE = 100
-PRIO_LINK_PORT = 50
 PRIO_UTURN = 210
 PRIO_ROUTE = 200
 PRIO_FLOOD = 100
@@ -113,11 +118,21 @@ def base_pipeline(dpid: int, snapshot: Snapshot) -> list[FlowRule]:
                  write_metadata=(METADATA_FROM_LINK, METADATA_FROM_LINK))
         for port in sorted(snapshot.link_ports(dpid))
     ]
+    local = [h for h in snapshot.hosts if h.dpid == dpid]
     rules += [
         FlowRule(dpid, TABLE_INGRESS, PRIO_KNOWN_SOURCE, match(in_port=h.port, eth_src=h.mac),
                  goto=TABLE_POLICY, cookie=learn)
-        for h in snapshot.hosts if h.dpid == dpid
+        for h in local
     ]
+    for h in local:
+        for ip in h.ips:
+            arp_from = {"in_port": h.port, "eth_src": h.mac, "eth_type": ETH_TYPE_ARP,
+                        "arp_spa": ip}
+            rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_KNOWN_ARP, match(**arp_from),
+                                  goto=TABLE_POLICY, cookie=learn))
+            rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_GRATUITOUS_ARP,
+                                  match(**arp_from, arp_tpa=ip), (to_controller,),
+                                  cookie=learn))
     return rules
 
 
@@ -283,6 +298,8 @@ class NetworkCompiler:
         self._flows: dict[int, dict[RuleKey, FlowRule]] = {}
         self._pools: dict[int, _GroupPool] = {}
         self._static: dict[int, tuple[tuple, tuple[RuleKey, ...]]] = {}
+        self._answers: dict[str, str] = {}  # IP -> MAC the switches answer ARP with
+        self._answering: set[int] = set()  # switches with hosts, which hold the answers
         self._tree: nx.Graph | None = None
 
     def compile(self, snapshot: Snapshot) -> dict[int, SwitchRules]:
@@ -334,6 +351,7 @@ class NetworkCompiler:
         if tree_changed:
             self._tree = self._spanning_tree()
         self._update_static(snapshot)
+        self._update_answers(snapshot)
         for gone in [n for n in self._flows if n not in snapshot.switches]:
             del self._flows[gone]
             self._pools.pop(gone, None)
@@ -466,9 +484,9 @@ class NetworkCompiler:
         for lk in snapshot.links:
             link_ports.setdefault(lk.a, set()).add(lk.a_port)
             link_ports.setdefault(lk.b, set()).add(lk.b_port)
-        local: dict[int, list[tuple[str, int]]] = {}
+        local: dict[int, list[tuple[str, int, tuple[str, ...]]]] = {}
         for h in snapshot.hosts:
-            local.setdefault(h.dpid, []).append((h.mac, h.port))
+            local.setdefault(h.dpid, []).append((h.mac, h.port, h.ips))
         tree_ports: dict[int, set[int]] = {}
         for a, b, data in self._tree.edges(data=True):
             tree_ports.setdefault(a, set()).add(data["link"].port_at(a))
@@ -486,6 +504,32 @@ class NetworkCompiler:
             rules = base_pipeline(dpid, snapshot) + flood_rules(dpid, snapshot, self._tree)
             self._put(dpid, rules)
             self._static[dpid] = (signature, tuple(r.key for r in rules))
+
+    # table 3: ARP answers
+    def _update_answers(self, snapshot: Snapshot) -> None:
+        """Every switch with hosts answers for every known address; a host's own first
+        switch is the only one its requests reach. An address two hosts claim is answered
+        with the first by MAC (the topology moves an address to its latest claimant)."""
+        answers: dict[str, str] = {}
+        for host in sorted(self._hosts.values()):
+            for ip in host.ips:
+                answers.setdefault(ip, host.mac)
+        answering = {h.dpid for h in self._hosts.values()} & snapshot.switches.keys()
+        changed = {ip for ip in answers.keys() | self._answers.keys()
+                   if answers.get(ip) != self._answers.get(ip)}
+        for dpid in self._answering - answering:
+            if dpid in self._flows:
+                self._delete(dpid, [answer_rule(dpid, ip, mac).key
+                                    for ip, mac in self._answers.items()])
+        for dpid in answering - self._answering:
+            self._put(dpid, [answer_rule(dpid, ip, mac) for ip, mac in answers.items()])
+        if changed:
+            for dpid in answering & self._answering:
+                self._put(dpid, [answer_rule(dpid, ip, answers[ip])
+                                 for ip in changed if ip in answers])
+                self._delete(dpid, [answer_rule(dpid, ip, "").key
+                                    for ip in changed if ip not in answers])
+        self._answers, self._answering = answers, answering
 
     def _spanning_tree(self) -> nx.Graph:
         """`routing.spanning_tree` of the switch graph, from the edges we already hold."""

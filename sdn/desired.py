@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from sdn.arp import answer_rule
 from sdn.chains import SettledFlow, VnfInstance, compile_chains, vnf_ports
 from sdn.compiler import Options, compile_network
 from sdn.flows import SwitchRules
@@ -63,6 +64,7 @@ def desired_rules(
     weighted = replace(snapshot, weights=link_weights(policy, snapshot))
     rules = compile_network(weighted, options_for(policy))
     add_class_rules(rules, policy, snapshot)
+    add_virtual_ip_answers(rules, policy, snapshot)
     arms = vnf_ports(instances)
     with_arms = replace(weighted, switches={
         dpid: ports | arms.get(dpid, frozenset()) for dpid, ports in weighted.switches.items()})
@@ -70,3 +72,13 @@ def desired_rules(
         if dpid in rules:
             rules[dpid].add_flows(extra)
     return rules
+
+
+def add_virtual_ip_answers(rules: dict[int, SwitchRules], policy: Policy | None,
+                           snapshot: Snapshot) -> None:
+    """Switches answer ARP for load balancers' virtual IPs as for hosts (sdn.compiler)."""
+    if policy is None:
+        return
+    vips = policy.virtual_ips()
+    for dpid in {h.dpid for h in snapshot.hosts} & rules.keys():
+        rules[dpid].add_flows(answer_rule(dpid, ip, mac) for ip, mac in vips.items())

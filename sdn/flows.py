@@ -39,6 +39,7 @@ COOKIE_ROUTE = 0x03
 COOKIE_LEARN = 0x04
 COOKIE_CLASS = 0x05
 COOKIE_CHAIN = 0x06
+COOKIE_ARP = 0x07
 _COOKIE_BODY = (1 << 56) - 1
 # Below COOKIE_CHAIN's kind byte, a second byte says what a chain rule does.
 CHAIN_TAG = 0x01  # carries a steering tag to a VNF arm (shared by all chains)
@@ -53,7 +54,8 @@ IN_PORT = 0xFFFFFFF8
 
 Action = tuple[Any, ...]
 """('output', port) | ('controller', max_len) | ('group', gid) | ('set_field', name, value)
-| ('push_vlan', ethertype) | ('pop_vlan',) | ('set_queue', qid)"""
+| ('push_vlan', ethertype) | ('pop_vlan',) | ('set_queue', qid)
+| ('move', src field, dst field, bits): copy a field's low bits (Nicira reg_move, OVS)"""
 
 MatchItems = tuple[tuple[str, Any], ...]
 

@@ -411,6 +411,11 @@ class Policy(_Model):
         host = self.hosts.get(value)
         return ipaddress.IPv4Network(f"{host.ip}/32") if host and host.ip else None
 
+    def virtual_ips(self) -> dict[str, str]:
+        """Load balancers' virtual IPs -> the MAC ARP answers with for each."""
+        return {str(vnf.vip): vnf.mac_for(name) for name, vnf in self.vnfs.items()
+                if isinstance(vnf, LoadBalancer)}
+
     def canonical(self) -> dict[str, Any]:
         """Everything, defaults included, with sorted keys: equal policies, equal dicts."""
         return _sorted(self.model_dump(mode="json"))

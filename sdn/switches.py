@@ -92,15 +92,22 @@ class SwitchConnection:
         self.meters_read = not more
 
     def learned_hosts(self) -> list[Host]:
-        """Hosts this switch's table 0 already names: a restarted controller starts
-        from them instead of forgetting every route until the hosts speak again."""
-        hosts = []
+        """Hosts this switch's table 0 already names, with the addresses their ARP rules
+        name: a restarted controller starts from them instead of forgetting every route
+        (and every ARP answer) until the hosts speak again."""
+        places: dict[str, int] = {}
+        ips: dict[str, list[str]] = {}
         for rule in self.held.flows.values():
             fields = dict(rule.match)
             if (rule.table == TABLE_INGRESS and cookie_kind(rule.cookie) == COOKIE_LEARN
                     and "eth_src" in fields and "in_port" in fields):
-                hosts.append(Host(mac=fields["eth_src"], dpid=self.dpid, port=fields["in_port"]))
-        return hosts
+                mac = fields["eth_src"]
+                places[mac] = fields["in_port"]
+                ip = fields.get("arp_spa")
+                if ip is not None and ip not in ips.setdefault(mac, []):
+                    ips[mac].append(ip)
+        return [Host(mac=mac, dpid=self.dpid, port=port, ips=tuple(sorted(ips.get(mac, ()))))
+                for mac, port in sorted(places.items())]
 
     def plan(self, desired: SwitchRules) -> Changes:
         return diff(self._held_meters_known(desired), desired)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
 # A port that has been up this long without LLDP arriving on it is trusted as an edge port
 # (where hosts live). Before that it might still turn out to face another switch.
 EDGE_SETTLE_SECONDS = 0.3
+UNSPECIFIED_IP = "0.0.0.0"
 
 
 @dataclass(frozen=True, order=True)
@@ -158,7 +159,9 @@ class Topology:
 
     # hosts
     def learn_host(self, mac: str, dpid: int, port: int, ip: str | None = None) -> bool:
-        """Learn or move a host; True if what routing needs to know changed."""
+        """Learn or move a host, or one more address of it; True if what the compiler
+        needs to know changed. An address another host had moves to this one (a takeover,
+        announced by ARP); the unspecified address of ARP probes is nobody's."""
         if (dpid not in self.ports or self.is_link_port(dpid, port)
                 or self.is_service_port(dpid, port)):
             return False
@@ -167,11 +170,17 @@ class Topology:
                 and self.is_edge_port(old.dpid, old.port) and not self.is_edge_port(dpid, port)):
             return False  # our own flood echoed back through a link not discovered yet
         ips = tuple(old.ips) if old and (old.dpid, old.port) == (dpid, port) else ()
-        if ip and ip not in ips:
+        if ip and ip != UNSPECIFIED_IP and ip not in ips:
             ips = (*ips, ip)
+            self._release_ip(ip)
         new = Host(mac=mac, dpid=dpid, port=port, ips=ips, name=old.name if old else "")
         self.hosts[mac] = new
-        return old is None or (old.dpid, old.port) != (dpid, port)
+        return old is None or (old.dpid, old.port, old.ips) != (dpid, port, ips)
+
+    def _release_ip(self, ip: str) -> None:
+        for mac, host in list(self.hosts.items()):
+            if ip in host.ips:
+                self.hosts[mac] = replace(host, ips=tuple(a for a in host.ips if a != ip))
 
     def host_by_ip(self, ip: str) -> Host | None:
         for host in self.hosts.values():

@@ -59,6 +59,29 @@ def test_broadcast_seen_once_per_host_on_a_ring(controller, tmp_path):
             assert len(udps) == 1, f"{host.name} saw the broadcast {len(udps)} times"
 
 
+def test_switches_answer_arp_for_known_hosts(controller, tmp_path):
+    """With empty neighbour caches, both ends resolve each other at their own switch: the
+    replies carry the owner's addresses, the requests never reach the other end, and the
+    controller sees no ARP at all."""
+    arp_packet_ins = 'sdn_packet_in_total{kind="arp"}'
+    with network(RingTopo(n=4), controller) as net:
+        assert ping_all(net) == []  # the controller knows every host and its address
+        h1, h3 = net.get("h1", "h3")
+        for host in (h1, h3):
+            host.cmd("ip neigh flush all")
+        captures = {h: Capture(h, "arp", tmp_path / f"{h.name}.pcap") for h in (h1, h3)}
+        before = controller.metric(arp_packet_ins)
+        assert ping(h1, h3.IP(), count=1).received == 1
+        for asker, owner in ((h1, h3), (h3, h1)):
+            arps = [p["ARP"] for p in captures[asker].packets(timeout=1)]
+            replies = [a for a in arps if a.op == 2]
+            assert [(a.hwsrc, a.psrc, a.hwdst, a.pdst) for a in replies] == [
+                (owner.MAC(), owner.IP(), asker.MAC(), asker.IP())], arps
+            assert all(a.op == 2 for a in arps if a.psrc == owner.IP()), \
+                f"{owner.name}'s request reached {asker.name}: {arps}"
+        assert controller.metric(arp_packet_ins) == before
+
+
 def test_tcp_between_fat_tree_pods(controller):
     with network(FatTreeTopo(k=4), controller) as net:
         first_pod, last_pod = net.get("h1"), net.get("h16")

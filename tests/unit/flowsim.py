@@ -166,6 +166,8 @@ class Network:
             elif action[0] == "set_field":
                 pkt[action[1]] = action[2]
                 trace.set_fields.append((dpid, action[1], action[2]))
+            elif action[0] == "move":
+                pkt[action[2]] = pkt[action[1]]
             elif action[0] == "group":
                 outs += self._group(switch, switch.groups[action[1]], pkt, trace, dpid)
         return outs
@@ -212,7 +214,8 @@ def snapshot_from_graph(graph, hosts_per_switch: int = 1) -> Snapshot:
     for node in edge:
         for i in range(hosts_per_switch):
             mac = f"00:00:00:{(node >> 8) & 0xff:02x}:{node & 0xff:02x}:{i + 1:02x}"
-            hosts.append(Host(mac=mac, dpid=node, port=next_port[node]))
+            ip = f"10.{(node >> 8) & 0xff}.{node & 0xff}.{i + 1}"
+            hosts.append(Host(mac=mac, dpid=node, port=next_port[node], ips=(ip,)))
             next_port[node] += 1
     switches = {n: frozenset(range(1, next_port[n])) for n in graph.nodes}
     weights = {frozenset((a, b)): d.get("weight", 1.0) for a, b, d in graph.edges(data=True)}

@@ -64,3 +64,10 @@ def test_idle_timeout_is_sent_with_flow_removed_and_read_back():
     assert (permanent.idle_timeout, permanent.flags) == (0, 0)
     assert ofp.decode_flow(1, as_stats(rule)) != rule  # the timeout is part of the rule
     assert ofp.match_items(mod.match) == rule.match
+
+
+def test_moves_read_back_with_nxm_field_names_compare_equal():
+    """Open vSwitch reports a move of OXM fields with their NXM names (eth_src_nxm)."""
+    as_ovs_reports = parser.NXActionRegMove(src_field="arp_sha_nxm", dst_field="arp_tha_nxm",
+                                            n_bits=48)
+    assert ofp.decode_actions([as_ovs_reports]) == (("move", "arp_sha", "arp_tha", 48),)

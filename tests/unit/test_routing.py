@@ -258,6 +258,10 @@ def test_incremental_compile_follows_hosts_and_switches_coming_and_going():
     compiler.compile(full)
     moved = dataclasses.replace(full.hosts[0], dpid=full.hosts[-1].dpid, port=99)
     gone_switch = full.hosts[3].dpid
+    h1, h2, *rest = full.hosts
+    more_ips = dataclasses.replace(h1, ips=(*h1.ips, "10.9.9.9"))
+    shared_ip = dataclasses.replace(h2, ips=h1.ips)  # two claimants: answered for one
+    no_ips = tuple(dataclasses.replace(h, ips=()) for h in full.hosts)
     steps = [
         dataclasses.replace(full, hosts=full.hosts[1:]),  # a host leaves
         dataclasses.replace(full, hosts=(moved, *full.hosts[1:])),  # and comes back elsewhere
@@ -269,6 +273,10 @@ def test_incremental_compile_follows_hosts_and_switches_coming_and_going():
         full,
         without_links(full, {full.links[0], full.links[7]}),
         dataclasses.replace(full, weights={frozenset((full.links[2].a, full.links[2].b)): 3.0}),
+        full,
+        dataclasses.replace(full, hosts=(more_ips, h2, *rest)),  # ARP answers follow IPs
+        dataclasses.replace(full, hosts=(more_ips, shared_ip, *rest)),
+        dataclasses.replace(full, hosts=no_ips),
         full,
     ]
     for snapshot in steps:

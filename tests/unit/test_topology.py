@@ -59,9 +59,27 @@ def test_a_flood_echo_does_not_move_a_host():
 def test_host_keeps_its_addresses_and_is_found_by_ip():
     topo = two_switches(Clock())
     topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    assert topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.11")  # switches answer ARP
     assert not topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.11")
     assert topo.hosts["00:00:00:00:00:01"].ips == ("10.0.0.1", "10.0.0.11")
     assert topo.host_by_ip("10.0.0.11").mac == "00:00:00:00:00:01"
+
+
+def test_an_address_moves_to_the_host_that_claims_it_last():
+    clock = Clock()
+    topo = two_switches(clock)
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    assert topo.learn_host("00:00:00:00:00:02", 2, 2, "10.0.0.1")
+    assert topo.host_by_ip("10.0.0.1").mac == "00:00:00:00:00:02"
+    assert topo.hosts["00:00:00:00:00:01"].ips == ()
+
+
+def test_arp_probes_unspecified_address_is_nobodys():
+    topo = two_switches(Clock())
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "0.0.0.0")
+    assert topo.hosts["00:00:00:00:00:01"].ips == ()
+    assert topo.host_by_ip("0.0.0.0") is None
 
 
 def test_port_down_removes_link_and_hosts_there():
