@@ -17,7 +17,9 @@ Clients reach the VIP through the ingress arm; backends sit behind the egress ar
   their backend because the connection table is consulted first, even when their backend
   has left the table (a TCP connection cannot move anyway).
 - Health checks (from ``tick()``): a TCP SYN from VIP:ephemeral to each backend out of
-  the egress arm every ``interval``; a matching SYN-ACK is a success and is answered with
+  the egress arm every ``interval`` (replica r of n uses the ephemeral ports that
+  ``probe_ports(r, n)`` selects, so the switches can steer each answer to the replica that
+  asked, see ``sdn.chains``); a matching SYN-ACK is a success and is answered with
   a RST (the frame is rewritten in place and bounced), a RST or no answer within
   ``timeout`` is a failure. ``fall`` consecutive failures take a backend out of the table,
   ``rise`` consecutive successes bring it back. Defaults (200 ms, 300 ms, 2, 2) remove a
@@ -159,6 +161,12 @@ class Probe:
     arp: bool  # an ARP request for the backend's MAC rather than a SYN
 
 
+def probe_ports(replica: int, replicas: int) -> tuple[int, int]:
+    """(value, mask): the health-check source ports of replica `replica` of `replicas` are
+    the ports whose low bits under mask equal value."""
+    return replica, (1 << (replicas - 1).bit_length()) - 1
+
+
 class LoadBalancer:
     """``nfv.function.NetworkFunction`` for ``type: loadbalancer`` (see the module doc)."""
 
@@ -201,6 +209,8 @@ class LoadBalancer:
         self._reverse: dict[tuple[int, int, int, int, int], Entry] = {}
         self._p = Parser()
         self._probes: dict[tuple[int, int], Probe] = {}
+        value, mask = probe_ports(int(config.get("replica", 0)), int(config.get("replicas", 1)))
+        self._probe_ports = [p for p in PROBE_PORTS if p & mask == value]
         self._probe_port = count()
         self._rng = random.Random()
         self.frames = 0
@@ -422,10 +432,11 @@ class LoadBalancer:
     def _probe(self, b: Backend, now: float) -> bytes:
         """A SYN to the backend, or an ARP request while its MAC is unknown (both timed).
 
-        Source ports cycle through ``PROBE_PORTS``; with at most ``timeout / interval + 1``
-        probes in flight per backend, a port is long free when it comes round again.
+        Source ports cycle through this replica's share of ``PROBE_PORTS``; with at most
+        ``timeout / interval + 1`` probes in flight per backend, a port is long free when it
+        comes round again.
         """
-        port = PROBE_PORTS[next(self._probe_port) % len(PROBE_PORTS)]
+        port = self._probe_ports[next(self._probe_port) % len(self._probe_ports)]
         seq = self._rng.getrandbits(32)
         arp = b.mac is None
         self._probes[(b.ip, port)] = Probe(b, port, seq, now + self.timeout, arp)

@@ -60,9 +60,11 @@ from typing import Any
 
 import networkx as nx
 
+from nfv.loadbalancer import probe_ports
 from sdn import routing
 from sdn.flows import (
     CHAIN_BYPASS,
+    CHAIN_HEALTH,
     CHAIN_PORT,
     CHAIN_STEER,
     CHAIN_TAG,
@@ -93,6 +95,9 @@ PRIO_PORT = 150  # table 0, above known hosts (100) and the learning miss, below
 PRIO_TAG = 60000
 PRIO_TAG_DROP = 59000
 PRIO_BYPASS = 50000
+# A load balancer's health-check answers (backend:port -> VIP:probe port) are its own
+# traffic, whatever chain would otherwise classify them.
+PRIO_HEALTH = 45000
 # Seconds a bypass outlives the last packet of its flow in either direction: the switch then
 # removes it (and says so), and the flow's next packet goes through the chain again.
 BYPASS_IDLE_TIMEOUT = 10
@@ -126,6 +131,7 @@ class VnfInstance:
     ingress_port: int  # ofport of the arm facing the chain's source
     egress_port: int  # ofport of the arm facing the destination
     alive: bool = True
+    replica: int = 0  # which of its VNF's replicas
 
     @property
     def key(self) -> str:
@@ -502,6 +508,27 @@ class _Builder:
             self.add(FlowRule(inst.dpid, TABLE_CHAIN, PRIO_TAG, vid,
                               (("pop_vlan",), ("output", port)), cookie=tag))
 
+    def health_rules(self, inst: VnfInstance, lb: LoadBalancer) -> None:
+        """Answers to the health checks of load balancer `inst` go to its egress arm from
+        wherever the backends are: no chain has to cover them (a chain's `src` need not
+        include the VIP). Replicas check from disjoint source ports (`probe_ports`), so
+        each answer reaches the replica that asked."""
+        if lb.health_check is None and lb.proto != "tcp":
+            return
+        value, mask = probe_ports(inst.replica, lb.replicas)
+        probe = {"tcp_dst": (value, mask)} if mask else {}
+        cookie = chain_cookie(CHAIN_HEALTH, inst.key)
+        for backend in lb.backends:
+            port = lb.backend_port(backend)
+            if port is None:
+                continue
+            fields = match(eth_type=ETH_TYPE_IPV4, ip_proto=PROTO_NUMBERS["tcp"],
+                           ipv4_src=str(backend.ip), tcp_src=port, ipv4_dst=str(lb.vip),
+                           metadata=HOST_ONLY, **probe)
+            for dpid in self.snapshot.switches:
+                self.add(FlowRule(dpid, TABLE_CHAIN, PRIO_HEALTH, fields,
+                                  self.steer(dpid, inst, EGRESS), cookie=cookie))
+
     def tag_drop(self) -> None:
         cookie = chain_cookie(CHAIN_TAG, "foreign")
         for dpid in self.snapshot.switches:
@@ -646,6 +673,11 @@ def compile_chains(policy: Policy | None, snapshot: Snapshot,
     for inst in placed:
         builder.arm_rules(inst)
     usable = _usable(snapshot, placed)
+    for name, found in usable.items():
+        vnf = policy.vnfs.get(name) if policy is not None else None
+        if isinstance(vnf, LoadBalancer):
+            for inst in found:
+                builder.health_rules(inst, vnf)
     chains = [_build_chain(policy, snapshot, i, c, usable) for i, c in enumerate(chains_in)]
     for chain in chains:
         builder.chain_rules(chain)

@@ -46,6 +46,7 @@ CHAIN_TAG = 0x01  # carries a steering tag to a VNF arm (shared by all chains)
 CHAIN_PORT = 0x02  # table 0 at a VNF's arm
 CHAIN_STEER = 0x03  # classifies or re-classifies one chain's traffic
 CHAIN_BYPASS = 0x04  # an offloaded (settled) flow skipping VNFs; its stats are the flow's
+CHAIN_HEALTH = 0x05  # a load balancer's health-check answers, back to the replica that asked
 _CHAIN_SUB_SHIFT = 48
 
 # OpenFlow drops a packet output to the port it came in on unless that port is named

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from sdn.compiler import PRIO_ROUTE, RuleKey, _collector_paused
 from sdn.flows import (
     CHAIN_BYPASS,
+    CHAIN_HEALTH,
     CHAIN_STEER,
     CHAIN_TAG,
     COOKIE_FLOOD,
@@ -76,6 +77,9 @@ Peers = Mapping[tuple[int, int], int]
 """(dpid, port) -> the switch at the other end of that port's link"""
 
 Rounds = list[dict[int, Changes]]
+
+# Chain rules that send traffic toward VNF arms: added once the tags they use are in place.
+STEERING = (CHAIN_STEER, CHAIN_BYPASS, CHAIN_HEALTH)
 
 EARLY, FLOOD_WIDE, FIRST_FAMILY = 0, 1, 1
 
@@ -229,7 +233,7 @@ class _SwitchPlan:
             sub = chain_sub_kind(rule.cookie)
             if family is not None:
                 when = FIRST_FAMILY + levels[family]
-            elif sub in (CHAIN_STEER, CHAIN_BYPASS):
+            elif sub in STEERING:
                 when = phases.steer
             elif flooding_placed and cookie_kind(rule.cookie) == COOKIE_FLOOD:
                 continue
@@ -244,7 +248,7 @@ class _SwitchPlan:
         for rule, family in zip(changes.flow_deletes, self.delete_families, strict=True):
             if family is not None and family in levels:
                 when = FIRST_FAMILY + levels[family]
-            elif chain_sub_kind(rule.cookie) in (CHAIN_STEER, CHAIN_BYPASS):
+            elif chain_sub_kind(rule.cookie) in STEERING:
                 when = phases.unsteer
             else:
                 when = phases.delete

@@ -50,6 +50,8 @@ def specs_for(policy: Policy | None, topology: Topology) -> dict[str, VnfSpec]:
         if isinstance(vnf, LoadBalancer):
             config["vip_mac"] = vnf.mac_for(name)
         for replica in range(vnf.replicas):
+            if isinstance(vnf, LoadBalancer) and vnf.replicas > 1:  # sdn.chains.health_rules
+                config = {**config, "replica": replica, "replicas": vnf.replicas}
             spec = VnfSpec(name=name, kind=vnf.type, switch=bridge, config=config,
                            cpu=vnf.cpu, memory=vnf.memory, failure_mode=vnf.failure_mode,
                            replica=replica if vnf.replicas > 1 else None)
@@ -102,7 +104,8 @@ class VnfManager:
             live = self.topology.ports.get(dpid, {})
             alive = (status.state in ALIVE_STATES and status.healthy
                      and ingress in live and egress in live)
-            out.append(VnfInstance(spec.name, status.name, dpid, ingress, egress, alive))
+            out.append(VnfInstance(spec.name, status.name, dpid, ingress, egress, alive,
+                                   spec.replica or 0))
         return sorted(out, key=lambda i: i.instance)
 
     def settled(self) -> list[WorkerReport]:

@@ -4,6 +4,7 @@ inside the VNFs' and hosts' namespaces."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -45,13 +46,13 @@ def backends_healthy(controller) -> bool:
     return all(b.get("healthy") for b in lb["backends"].values()) if "backends" in lb else False
 
 
-@pytest.fixture
-def web(controller, tmp_path):
-    """Linear s1-s2-s3, two hosts each; web servers on h5 and h6; the chain applied."""
+@contextlib.contextmanager
+def chained_network(controller, tmp_path: Path, policy_text: str):
+    """Linear s1-s2-s3, two hosts each; web servers on h5 and h6; the policy applied."""
     with (network(LinearTopo(n=3, hosts_per_switch=2), controller) as net,
           web_servers(net, ("h5", "h6"), tmp_path / "www")):
         policy = tmp_path / "chain.yaml"
-        policy.write_text(POLICY)
+        policy.write_text(policy_text)
         controller.apply(policy)
         wait_until(lambda: all(v["state"] == "running"
                                for v in controller.get("/v1/vnfs")["vnfs"]), 20,
@@ -59,6 +60,12 @@ def web(controller, tmp_path):
         for host in net.hosts:  # every host known to the controller
             ping(host, "10.0.0.3")
         wait_until(lambda: backends_healthy(controller), 20, what="backends healthy")
+        yield net
+
+
+@pytest.fixture
+def web(controller, tmp_path):
+    with chained_network(controller, tmp_path, POLICY) as net:
         yield net
 
 
@@ -104,6 +111,25 @@ def test_denied_and_unchained_traffic(web, controller, tmp_path):
     for name, cap in caps.items():
         assert cap.packets() == [], f"unchained ICMP reached {name}"
     assert vnf_stats(controller, "fw")["function"]["dropped"] >= 1
+
+
+def test_health_checks_need_no_chain_to_cover_the_vip(controller, tmp_path):
+    """A chain for one client only: its src leaves out the VIP the load balancer checks
+    from, yet the backends' answers reach the load balancer, so they stay up and serve."""
+    narrow = POLICY.replace("match: {proto: tcp, dst:", f"match: {{proto: tcp, src: {CLIENT}, dst:")
+    assert narrow != POLICY
+    with chained_network(controller, tmp_path, narrow) as net:
+        def probes_ok() -> dict[str, int]:
+            backends = vnf_stats(controller, "lb")["function"]["backends"]
+            return {key: b["probes_ok"] for key, b in backends.items()}
+
+        before = probes_ok()
+        time.sleep(1.5)  # several check intervals (200 ms), long enough to fall (2 misses)
+        after = probes_ok()
+        assert all(after[key] > before[key] for key in before), (before, after)
+        assert backends_healthy(controller)
+        bodies = {http_get(net.get("h1"), f"http://{VIP}/id") for _ in range(8)}
+        assert bodies == {"h5", "h6"}, bodies
 
 
 def port_state(net, switch: str, port: str, up: bool) -> None:

@@ -23,6 +23,7 @@ from sdn.chains import (
 from sdn.compiler import compile_network
 from sdn.flows import (
     CHAIN_BYPASS,
+    CHAIN_HEALTH,
     CHAIN_STEER,
     CHAIN_TAG,
     TABLE_CHAIN,
@@ -31,13 +32,14 @@ from sdn.flows import (
     chain_sub_kind,
 )
 from sdn.policy import load_policy
-from sdn.topology import Host, Link, Snapshot
+from sdn.topology import Host, Link, Snapshot, Topology
+from sdn.vnfs import specs_for
 from tests.unit.flowsim import Network, Trace, VnfModel
 
 VIP = "10.0.0.100"
 VIP_MAC = "02:00:00:00:01:00"
 BACKEND_PORT = 8080
-ARMS = {"fw": (20, 21), "lb": (22, 23), "mon": (24, 25), "fw-1": (26, 27)}
+ARMS = {"fw": (20, 21), "lb": (22, 23), "mon": (24, 25), "fw-1": (26, 27), "lb-1": (26, 27)}
 
 POLICY = """
 version: 1
@@ -206,6 +208,8 @@ def test_unchained_traffic_never_reaches_a_vnf():
                 assert rule.table == TABLE_CHAIN, rule
                 if chain_sub_kind(rule.cookie) == CHAIN_TAG:
                     assert fields["vlan_vid"] & VLAN_PRESENT, rule
+                elif chain_sub_kind(rule.cookie) == CHAIN_HEALTH:  # answers to the LB's checks
+                    assert (fields["ipv4_dst"], fields["tcp_src"]) == (VIP, BACKEND_PORT), rule
                 else:
                     assert chain_sub_kind(rule.cookie) == CHAIN_STEER, rule
                     assert fields["eth_type"] == 0x0800 and "ip_proto" in fields, rule
@@ -259,6 +263,60 @@ def test_replicas_keep_both_directions_of_a_flow_on_one_instance_and_spread_clie
             assert out.visits[1:] == arms(("lb", "in"), ("mon", "in"))
             used.setdefault(client.name, set()).add(fw_in)
     assert used == {"h1": {"fw-1"}, "h2": {"fw"}}  # low bit of .1 and .2
+
+
+# --------------------------------------------------------------------------- health checks
+
+
+def health_answer(backend: Host, probe_port: int) -> dict:
+    """A backend's SYN-ACK to a load balancer's check (from VIP:probe_port)."""
+    return {**tcp(backend, VIP, VIP_MAC, sport=BACKEND_PORT, dport=probe_port),
+            "tcp_flags": 0x12}
+
+
+@pytest.mark.parametrize("chains", [(), (WEB.replace("dst: 10.0.0.100", "src: 10.0.0.1, "
+                                                      "dst: 10.0.0.100"),), (WEB,)])
+def test_health_check_answers_reach_the_load_balancer_whatever_the_chains(chains):
+    """No chain at all, a chain whose src leaves the VIP out, or one that covers it: the
+    backends' answers go straight to the load balancer's egress arm."""
+    snapshot = make_snapshot("ring")
+    net, _, _ = build(make_policy(chains), snapshot, standard_instances())
+    for backend in ("10.0.0.3", "10.0.0.4"):
+        trace = net.send(*_place(snapshot, backend), health_answer(by_ip(snapshot, backend),
+                                                                   40000))
+        assert trace.visits == arms(("lb", "out")), trace
+
+
+def test_each_replica_gets_the_answers_to_its_own_checks():
+    snapshot = make_snapshot("ring")
+    policy = load_policy(POLICY.replace("port: 80,", "port: 80, replicas: 2,").format(
+        fw_mode="closed", mon_mode="open", vip=VIP, vip_mac=VIP_MAC, bport=BACKEND_PORT,
+        chains=WEB))
+    lb0, lb1 = instance("lb", 2), replace(instance("lb-1", 4), replica=1)
+    net, _, _ = build(policy, snapshot, [instance("fw", 1), lb0, lb1, instance("mon", 3)])
+    backend = by_ip(snapshot, "10.0.0.3")
+    for probe_port, arm in ((40000, (2, 23)), (40001, (4, 27)), (40002, (2, 23))):
+        trace = net.send(backend.dpid, backend.port, health_answer(backend, probe_port))
+        assert trace.visits == [arm], (probe_port, trace)
+
+
+def test_load_balancer_replicas_are_told_which_they_are():
+    """The runtime passes each replica its index, which picks its check ports."""
+    policy = load_policy(POLICY.replace("port: 80,", "port: 80, replicas: 2,").format(
+        fw_mode="closed", mon_mode="open", vip=VIP, vip_mac=VIP_MAC, bport=BACKEND_PORT,
+        chains=WEB))
+    topology = Topology()
+    for dpid in (1, 2, 3):
+        topology.add_switch(dpid, [])
+        topology.bridge_names[dpid] = f"s{dpid}"
+    lbs = [s for s in specs_for(policy, topology).values() if s.name == "lb"]
+    assert [(s.instance, s.config["replica"], s.config["replicas"]) for s in lbs] == [
+        ("lb-0", 0, 2), ("lb-1", 1, 2)]
+
+
+def _place(snapshot: Snapshot, ip: str) -> tuple[int, int]:
+    h = by_ip(snapshot, ip)
+    return h.dpid, h.port
 
 
 # --------------------------------------------------------------------------- failures

@@ -14,7 +14,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from nfv.function import Side, Verdict
-from nfv.loadbalancer import OUTCOMES, LoadBalancer, tcp_syn
+from nfv.loadbalancer import OUTCOMES, LoadBalancer, probe_ports, tcp_syn
 from tests.unit.fuzzing import mutate
 
 VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"
@@ -313,6 +313,18 @@ def test_probe_frame_is_a_valid_syn() -> None:
     assert pkt[TCP].flags == "S" and pkt[TCP].seq == 12345 and checksums_valid(raw)
 
 
+
+
+@pytest.mark.parametrize("replica", [0, 1, 2])
+def test_replicas_check_from_disjoint_source_ports(replica: int) -> None:
+    """The switches steer a check's answer to the replica whose port bits it carries
+    (sdn.chains); each replica keeps to its own."""
+    lb = make_lb(replica=replica, replicas=3)
+    teach_macs(lb)
+    value, mask = probe_ports(replica, 3)
+    assert mask == 3
+    sports = {Ether(raw)[TCP].sport for t in range(12) for _, raw in lb.tick(t * 0.25)}
+    assert len(sports) > 12 and all(p & mask == value for p in sports), sports
 
 
 def test_fuzz_never_raises_and_accounts_for_every_frame() -> None:
