@@ -15,6 +15,7 @@ from bench import (
     chain,
     chains_scale,
     failover,
+    failover_coverage,
     first_packet,
     lb_analyzer,
     policy_apply,
@@ -51,6 +52,7 @@ def _echo(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
 
 BENCHMARKS = {
     "routing_scale": routing_scale.run,
+    "failover_coverage": failover_coverage.run,
     "chains_scale": chains_scale.run,
     "lb_analyzer": lb_analyzer.run,
     "vnf_pps": _root_only(vnf_pps.run),
