@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 # pairs across pods, within a pod, and on one edge switch (hosts numbered pod by pod)
@@ -31,6 +32,22 @@ def _first_and_steady(ping, src, dst) -> tuple[float, float]:
     steady = ping(src, dst.IP(), count=STEADY_PINGS, interval=0.05)
     assert steady.received == STEADY_PINGS
     return first.rtts_ms[0], statistics.median(steady.rtts_ms)
+
+
+def _wait_settled(controller, quiet: float = 1.0) -> None:
+    """Until the controller has sent no FlowMod for `quiet` seconds: every host it learned
+    is routed and answered for, as it would be for any pair that has not talked yet."""
+    from tests.harness import wait_until
+
+    last = {"mods": -1.0, "since": time.monotonic()}
+
+    def quiet_enough() -> bool:
+        mods = controller.metric("sdn_flow_mods_total")
+        if mods != last["mods"]:
+            last.update(mods=mods, since=time.monotonic())
+        return time.monotonic() - last["since"] >= quiet
+
+    wait_until(quiet_enough, 30, interval=0.2, what="the controller's updates to settle")
 
 
 def _summary(extra: list[float]) -> dict:
@@ -51,6 +68,7 @@ def run() -> dict:
                 hub = net.get("h1")
                 for host in net.hosts[1:]:  # the controller learns every host
                     assert ping(host, hub.IP(), count=1).received == 1
+                _wait_settled(controller)
                 for mode in ("arp", "static_arp"):
                     for a, b in PAIRS:
                         src, dst = net.get(a), net.get(b)

@@ -51,19 +51,23 @@ def reply(request: ArpMessage, answer_mac: str) -> bytes:
     return bytes(pkt.data)
 
 
-def answer_rule(dpid: int, ip: str, mac: str) -> FlowRule:
+def answer_rule(dpid: int, ip: str, mac: str, tell_owner: bool = True) -> FlowRule:
     """Table 3: a broadcast request for `ip` turns into the reply `mac` would send and goes
     back out of the port it came in on, so a host resolving a known address pays no
-    controller round trip. Unicast requests (a host re-checking a neighbour it has
-    cached) still reach the owner, whose answer is the one that says it is alive."""
+    controller round trip. With `tell_owner` the request also goes on to its owner, as
+    unicast, first: the owner learns the asker from it, so its answer to the asker's
+    first packet needs no ARP of its own. Unicast requests (a host re-checking a
+    neighbour it has cached) still reach the owner, whose answer says it is alive."""
+    to_owner = (("set_field", "eth_dst", mac), ("resubmit", TABLE_FORWARD)) if tell_owner else ()
     return FlowRule(
         dpid, TABLE_FORWARD, PRIO_ANSWER,
         match(eth_type=ETH_TYPE_ARP, eth_dst=BROADCAST, arp_op=REQUEST, arp_tpa=ip),
-        _reply_actions(ip, mac), cookie=cookie(COOKIE_ARP, ip))
+        to_owner + _reply_actions(ip, mac), cookie=cookie(COOKIE_ARP, ip))
 
 
 def _reply_actions(ip: str, mac: str) -> tuple[Action, ...]:
-    """The request rewritten in place into the reply, the data-plane twin of `reply`."""
+    """The request rewritten in place into the reply, the data-plane twin of `reply` (the
+    asker's MAC is still in eth_src, whatever eth_dst is by now)."""
     return (
         ("move", "eth_src", "eth_dst", 48),
         ("set_field", "eth_src", mac),

@@ -511,9 +511,11 @@ class NetworkCompiler:
         switch is the only one its requests reach. An address two hosts claim is answered
         with the first by MAC (the topology moves an address to its latest claimant)."""
         answers: dict[str, str] = {}
-        for host in sorted(self._hosts.values()):
+        for mac, host in self._hosts.items():
             for ip in host.ips:
-                answers.setdefault(ip, host.mac)
+                held = answers.get(ip)
+                if held is None or mac < held:
+                    answers[ip] = mac
         answering = {h.dpid for h in self._hosts.values()} & snapshot.switches.keys()
         changed = {ip for ip in answers.keys() | self._answers.keys()
                    if answers.get(ip) != self._answers.get(ip)}

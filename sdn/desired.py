@@ -76,9 +76,11 @@ def desired_rules(
 
 def add_virtual_ip_answers(rules: dict[int, SwitchRules], policy: Policy | None,
                            snapshot: Snapshot) -> None:
-    """Switches answer ARP for load balancers' virtual IPs as for hosts (sdn.compiler)."""
+    """Switches answer ARP for load balancers' virtual IPs as for hosts (sdn.compiler);
+    no host owns a VIP, so no request goes on."""
     if policy is None:
         return
     vips = policy.virtual_ips()
     for dpid in {h.dpid for h in snapshot.hosts} & rules.keys():
-        rules[dpid].add_flows(answer_rule(dpid, ip, mac) for ip, mac in vips.items())
+        rules[dpid].add_flows(answer_rule(dpid, ip, mac, tell_owner=False)
+                              for ip, mac in vips.items())

@@ -56,7 +56,8 @@ IN_PORT = 0xFFFFFFF8
 Action = tuple[Any, ...]
 """('output', port) | ('controller', max_len) | ('group', gid) | ('set_field', name, value)
 | ('push_vlan', ethertype) | ('pop_vlan',) | ('set_queue', qid)
-| ('move', src field, dst field, bits): copy a field's low bits (Nicira reg_move, OVS)"""
+| ('move', src field, dst field, bits): copy a field's low bits (Nicira reg_move, OVS)
+| ('resubmit', table): run the packet as it is through `table` now, then go on (Nicira)"""
 
 MatchItems = tuple[tuple[str, Any], ...]
 

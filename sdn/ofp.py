@@ -42,6 +42,8 @@ def encode_actions(actions: tuple[Action, ...]) -> list:
             out.append(parser.OFPActionPopVlan())
         elif kind == "set_queue":
             out.append(parser.OFPActionSetQueue(action[1]))
+        elif kind == "resubmit":
+            out.append(parser.NXActionResubmitTable(table_id=action[1]))
         elif kind == "move":
             out.append(parser.NXActionRegMove(src_field=action[1], dst_field=action[2],
                                               n_bits=action[3]))
@@ -68,6 +70,8 @@ def decode_actions(actions: list) -> tuple[Action, ...]:
             out.append(("pop_vlan",))
         elif isinstance(action, parser.OFPActionSetQueue):
             out.append(("set_queue", action.queue_id))
+        elif isinstance(action, parser.NXActionResubmitTable):
+            out.append(("resubmit", action.table_id))
         elif isinstance(action, parser.NXActionRegMove):
             # Open vSwitch answers with the NXM names of fields set by their OXM names
             out.append(("move", action.src_field.removesuffix("_nxm"),

@@ -134,8 +134,11 @@ class Network:
 
     def _pipeline(self, dpid: int, pkt: dict, trace: Trace) -> list[tuple[int, dict]]:
         """Tables in order; metadata starts at zero in every switch."""
-        table, outs = 0, []
-        pkt = {**pkt, "metadata": 0}
+        return self._tables(dpid, {**pkt, "metadata": 0}, trace, 0)
+
+    def _tables(self, dpid: int, pkt: dict, trace: Trace, table: int | None
+                ) -> list[tuple[int, dict]]:
+        outs = []
         switch = self.rules[dpid]
         while table is not None:
             candidates = [r for r in switch.flows.values() if r.table == table and _matches(r, pkt)]
@@ -168,6 +171,8 @@ class Network:
                 trace.set_fields.append((dpid, action[1], action[2]))
             elif action[0] == "move":
                 pkt[action[2]] = pkt[action[1]]
+            elif action[0] == "resubmit":  # the nested tables change the packet in place
+                outs += self._tables(dpid, pkt, trace, action[1])
             elif action[0] == "group":
                 outs += self._group(switch, switch.groups[action[1]], pkt, trace, dpid)
         return outs

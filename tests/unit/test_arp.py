@@ -32,19 +32,25 @@ def request(sender, target_ip: str, eth_dst: str = BROADCAST, sender_ip: str | N
 
 
 def test_a_known_address_is_answered_by_the_first_switch(fabric):
+    """The asker gets the owner's answer from its own switch; the owner gets the request
+    as unicast, so it knows the asker before the asker's first packet arrives."""
     snapshot, rules = fabric
     net = Network(snapshot, rules)
     for asker, owner in [(snapshot.hosts[0], snapshot.hosts[-1]),
                          (snapshot.hosts[0], snapshot.hosts[1]),
                          (snapshot.hosts[5], snapshot.hosts[2])]:
-        trace = net.send(asker.dpid, asker.port, request(asker, owner.ips[0]))
-        assert trace.to_controller == []
-        assert trace.delivered == [(asker.dpid, asker.port)] and trace.path == [asker.dpid]
-        reply = trace.packets[0]
+        sent = request(asker, owner.ips[0])
+        trace = net.send(asker.dpid, asker.port, sent)
+        assert trace.to_controller == [] and not trace.looped
+        got = dict(zip(trace.delivered, trace.packets, strict=True))
+        assert sorted(got) == sorted([(asker.dpid, asker.port), (owner.dpid, owner.port)])
+        reply = got[(asker.dpid, asker.port)]
         assert (reply["eth_src"], reply["eth_dst"]) == (owner.mac, asker.mac)
         assert reply["arp_op"] == arp.REPLY
         assert (reply["arp_sha"], reply["arp_spa"]) == (owner.mac, owner.ips[0])
         assert (reply["arp_tha"], reply["arp_tpa"]) == (asker.mac, asker.ips[0])
+        told = {k: v for k, v in got[(owner.dpid, owner.port)].items() if k in sent}
+        assert told == {**sent, "eth_dst": owner.mac}
 
 
 def test_an_unknown_address_floods_once_to_every_other_host(fabric):
@@ -119,7 +125,7 @@ def test_load_balancer_virtual_ips_are_answered_with_their_mac():
     asker = snapshot.hosts[0]
     trace = Network(snapshot, rules).send(asker.dpid, asker.port, request(asker, "10.0.0.100"))
     reply = trace.packets[0]
-    assert trace.delivered == [(asker.dpid, asker.port)]
+    assert trace.delivered == [(asker.dpid, asker.port)]  # no host owns a VIP
     assert (reply["arp_sha"], reply["arp_spa"]) == (policy.virtual_ips()["10.0.0.100"],
                                                     "10.0.0.100")
 
