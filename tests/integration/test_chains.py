@@ -41,9 +41,24 @@ def vnf_stats(controller, name: str) -> dict:
     return json.loads(Path(status["stats_file"]).read_text())
 
 
+def load_balancers(controller) -> list[str]:
+    """The load balancer's instances: `lb`, or its replicas `lb-0`, `lb-1`..."""
+    return sorted(v["name"] for v in controller.get("/v1/vnfs")["vnfs"]
+                  if v["name"] == "lb" or v["name"].startswith("lb-"))
+
+
 def backends_healthy(controller) -> bool:
-    lb = vnf_stats(controller, "lb")["function"]
-    return all(b.get("healthy") for b in lb["backends"].values()) if "backends" in lb else False
+    def healthy(name: str) -> bool:
+        lb = vnf_stats(controller, name)["function"]
+        return "backends" in lb and all(b.get("healthy") for b in lb["backends"].values())
+
+    names = load_balancers(controller)
+    return bool(names) and all(healthy(name) for name in names)
+
+
+def backend_counts(controller, name: str, counter: str) -> dict[str, int]:
+    backends = vnf_stats(controller, name)["function"]["backends"]
+    return {key: b[counter] for key, b in backends.items()}
 
 
 @contextlib.contextmanager
@@ -119,17 +134,41 @@ def test_health_checks_need_no_chain_to_cover_the_vip(controller, tmp_path):
     narrow = POLICY.replace("match: {proto: tcp, dst:", f"match: {{proto: tcp, src: {CLIENT}, dst:")
     assert narrow != POLICY
     with chained_network(controller, tmp_path, narrow) as net:
-        def probes_ok() -> dict[str, int]:
-            backends = vnf_stats(controller, "lb")["function"]["backends"]
-            return {key: b["probes_ok"] for key, b in backends.items()}
-
-        before = probes_ok()
+        before = backend_counts(controller, "lb", "probes_ok")
         time.sleep(1.5)  # several check intervals (200 ms), long enough to fall (2 misses)
-        after = probes_ok()
+        after = backend_counts(controller, "lb", "probes_ok")
         assert all(after[key] > before[key] for key in before), (before, after)
         assert backends_healthy(controller)
         bodies = {http_get(net.get("h1"), f"http://{VIP}/id") for _ in range(8)}
         assert bodies == {"h5", "h6"}, bodies
+
+
+def test_load_balancer_replicas_serve_their_clients_and_check_on_their_own(controller,
+                                                                          tmp_path):
+    """Two replicas: clients are split by the low bit of their address (h1 -> lb-1,
+    h2 -> lb-0), both directions of a connection cross one replica, and each replica's
+    health checks are answered to that replica."""
+    replicated = POLICY.replace("switch: s2, vip:", "switch: s2, replicas: 2, vip:").replace(
+        "through: [fw, lb, mon]", "through: [lb]")
+    assert replicated.count("replicas: 2") == 1 and "through: [lb]" in replicated
+    with chained_network(controller, tmp_path, replicated) as net:
+        assert load_balancers(controller) == ["lb-0", "lb-1"]
+        before = {name: backend_counts(controller, name, "probes_ok") for name in ("lb-0", "lb-1")}
+        time.sleep(1.5)
+        for name in ("lb-0", "lb-1"):
+            after = backend_counts(controller, name, "probes_ok")
+            assert all(after[k] > before[name][k] for k in after), (name, before[name], after)
+        def served() -> dict[str, int]:
+            return {name: sum(backend_counts(controller, name, "connections").values())
+                    for name in ("lb-0", "lb-1")}
+
+        for client, replica in (("h1", "lb-1"), ("h2", "lb-0")):
+            start = served()
+            bodies = [http_get(net.get(client), f"http://{VIP}/id") for _ in range(6)]
+            assert set(bodies) <= {"h5", "h6"} and None not in bodies, (client, bodies)
+            want = {**start, replica: start[replica] + 6}
+            wait_until(lambda want=want: served() == want, 5,  # stats files lag a little
+                       what=f"{client}'s 6 connections on {replica} only")
 
 
 def port_state(net, switch: str, port: str, up: bool) -> None:
