@@ -19,7 +19,6 @@ import errno
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,10 @@ from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.process import ChildProcess
 
+from nfv.helper import run_helper
+
 IFNAMSIZ = 15  # usable characters in a Linux interface name
+HELPER_TIMEOUT = 30.0  # seconds for the helper to set up or delete a VNF's links
 NETNS_DIR = Path(pr_netns.NETNS_RUN_DIR)
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -183,29 +185,18 @@ def link_exists(name: str) -> bool:
     return (Path("/sys/class/net") / name).exists()
 
 
-class HelperError(RuntimeError):
-    """The netlink helper process failed; the message is its error output."""
-
-
-def _run_helper(command: str, args: dict[str, object], timeout: float = 30.0) -> None:
-    done = subprocess.run([sys.executable, "-m", "nfv.netns", command, json.dumps(args)],
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise HelperError(f"{command} failed: {lines[-1] if lines else done.returncode}")
-
-
 def setup_arms(netns: str, arms: Sequence[ArmNames], mtu: int) -> None:
     """Create namespace `netns` with `arms` (see create_arms), in the helper process."""
-    _run_helper("setup", {"netns": netns, "mtu": mtu,
-                          "arms": [[a.outside, a.peer, a.inside] for a in arms]})
+    run_helper("nfv.netns", "setup", {"netns": netns, "mtu": mtu,
+                                      "arms": [[a.outside, a.peer, a.inside] for a in arms]},
+               HELPER_TIMEOUT)
 
 
 def delete_links_helper(names: Iterable[str]) -> None:
     """delete_links() in the helper process, started only if one of the links exists."""
     existing = [n for n in names if link_exists(n)]
     if existing:
-        _run_helper("delete", {"links": existing})
+        run_helper("nfv.netns", "delete", {"links": existing}, HELPER_TIMEOUT)
 
 
 def main(argv: Sequence[str]) -> int:

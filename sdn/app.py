@@ -10,7 +10,6 @@ import logging
 import time
 from pathlib import Path
 
-from eventlet import tpool
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (
@@ -367,9 +366,7 @@ class SdnController(app_manager.OSKenApp):
             if plan == self._queue_plan:
                 continue
             try:
-                # In an OS thread: the helper takes ~0.5 s to start, and a blocked event
-                # loop delays LLDP until undiscovered links pass for edge ports and flood.
-                report = tpool.execute(apply_queues, plan)
+                report = apply_queues(plan)
                 self._queue_plan = plan
                 LOG.info("egress queues: %s", {k: len(v) for k, v in report.items()})
             except QueueError as exc:

@@ -16,11 +16,10 @@ kernel datapath and on hardware alike.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from nfv.helper import HelperError, run_helper
 from sdn.desired import DEFAULT_CAPACITY_BPS
 from sdn.policy import PRIORITY_DSCP, Policy
 from sdn.topology import Snapshot
@@ -134,10 +133,7 @@ def apply_queues(plan: QueuePlan, timeout: float = HELPER_TIMEOUT) -> dict:
     """Apply `plan` in the helper process (netlink does not work in the eventlet-patched
     controller). Idempotent: ports already as planned are left alone. Returns the
     helper's report: {"changed", "unchanged", "removed", "missing": [port names]}."""
-    done = subprocess.run(
-        [sys.executable, "-m", "sdn.tcqueues", "apply", json.dumps(plan.to_json())],
-        capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise QueueError(f"tc helper failed: {lines[-1] if lines else done.returncode}")
-    return json.loads(done.stdout)
+    try:
+        return json.loads(run_helper("sdn.tcqueues", "apply", plan.to_json(), timeout))
+    except HelperError as exc:
+        raise QueueError(f"tc helper failed: {exc}") from exc
