@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nfv.helper import nap
 
 GROUP_DIR = "sdn-nfv"
 CPU_PERIOD_US = 100_000
@@ -137,7 +138,7 @@ def _rmdir_retrying(path: Path, attempts: int = 50) -> None:
         except OSError as e:
             if e.errno != errno.EBUSY:
                 raise
-            time.sleep(0.02)
+            nap(0.02)
     path.rmdir()
 
 

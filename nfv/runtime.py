@@ -28,6 +28,7 @@ from typing import Any
 
 from nfv import netns
 from nfv.cgroups import Cgroup, Limits, leftover_groups
+from nfv.helper import nap
 from nfv.ovsdb import DEFAULT_REMOTE, Ovsdb
 from nfv.supervisor import (
     Backoff,
@@ -327,7 +328,7 @@ class Runtime:
                 return status
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"VNF {name} is {status.state}, not {wanted} after {timeout} s")
-            time.sleep(0.05)
+            nap(0.05)
 
     def reap(self, prefix: str | None = None) -> dict[str, list[str]]:
         """Remove leftovers of VNFs whose namespace name starts with `prefix`.
@@ -433,7 +434,7 @@ class Runtime:
             left = [name for name in links if netns.link_exists(name)]
             if not left or time.monotonic() >= deadline:
                 return left
-            time.sleep(0.02)
+            nap(0.02)
 
     # -- supervision --------------------------------------------------------------------
 

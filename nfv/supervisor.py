@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
+from nfv.helper import nap, wait_exit
 from nfv.netns import NETNS_DIR, setns_fd
 
 
@@ -165,9 +166,7 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> int | None:
     """SIGTERM, then SIGKILL after `grace` seconds; reap it; return its exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
+        if not wait_exit(proc, grace):
             proc.kill()
             proc.wait()
     return proc.returncode
@@ -197,7 +196,7 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     alive = list(pids)
     deadline = time.monotonic() + timeout
     while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
+        nap(0.02)
         alive = [p for p in alive if not has_exited(p)]
     return alive
 
