@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tests.harness import dump_flows, network, ping_all, wait_until
+from tests.harness import dump_flows, network, ping, ping_all, wait_until
 from topologies.sdn_topos import FatTreeTopo, MeshTopo, RingTopo
 
 # (topology, the link to cut: one on h1's shortest paths)
@@ -93,3 +93,22 @@ def test_cut_and_restore_a_link(name, controller):
         assert ping_all(net) == []
         for s in net.switches:
             assert switch_view(s) == controller_view(controller, int(s.dpid, 16)), s.name
+
+
+def test_a_switch_that_disappears_is_routed_around(controller):
+    """s2 of a ring is deleted with its links left up (its neighbours see no port go
+    down, only the controller loses it): the others still reach each other through s4,
+    and nothing toward s2's host is left behind."""
+    with network(RingTopo(n=4), controller) as net:
+        assert ping_all(net) == []
+        h1, h2, h3, h4 = net.get("h1", "h2", "h3", "h4")
+        net.get("s2").stop(deleteIntfs=False)
+        wait_until(lambda: len(controller.get("/v1/topology")["switches"]) == 3, 15,
+                   what="the controller to drop s2")
+        survivors = [h1, h3, h4]
+        failures = [(a.name, b.name) for a in survivors for b in survivors
+                    if a is not b and ping(a, b.IP(), count=1, timeout=2).received != 1]
+        assert failures == [], failures
+        assert ping(h1, h2.IP(), count=1, timeout=1).received == 0
+        for s in (net.get("s1"), net.get("s3"), net.get("s4")):
+            assert h2.MAC() not in " ".join(dump_flows(s)), f"{s.name} still routes to h2"
