@@ -175,6 +175,12 @@ class Ovsdb:
             self._commit(build, f"add ports {sorted(ports)} to {bridge}")
             return self._wait_until(lambda: self._ofports(ports), f"ofports of {sorted(ports)}")
 
+    def ofports(self, names: Iterable[str]) -> dict[str, int] | None:
+        """OpenFlow port numbers of these interfaces; None unless every one has one."""
+        with self._lock:
+            self._idl.run()
+            return self._ofports(names)
+
     def _ofports(self, names: Iterable[str]) -> dict[str, int] | None:
         wanted = set(names)
         found: dict[str, int] = {}

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -31,9 +30,11 @@ from nfv.cgroups import Cgroup, Limits, leftover_groups
 from nfv.helper import nap
 from nfv.ovsdb import DEFAULT_REMOTE, Ovsdb
 from nfv.supervisor import (
+    Adopted,
     Backoff,
     State,
     StatsSample,
+    Worker,
     is_fresh,
     kill_pids,
     log_tail,
@@ -141,7 +142,7 @@ class _Instance:
     dir: Path
     cgroup: Cgroup | None
     ports: dict[str, int] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Worker | None = None
     state: State = State.STARTING
     since: float = field(default_factory=time.time)
     spawned: float = 0.0
@@ -240,16 +241,8 @@ class Runtime:
         Leftovers of an earlier crash with the same instance name are removed first. If
         any step fails, everything done so far is undone and the error is raised.
         """
-        ns_name = f"{self.netns_prefix}{spec.instance}"
-        limits = Limits(spec.cpu, spec.memory)
-        inst = _Instance(
-            spec=spec,
-            netns=ns_name,
-            arms={side: netns.arm_names(spec.instance, side, self.port_prefix)
-                  for side in SIDES},
-            dir=self.run_dir / ns_name,
-            cgroup=None if limits.empty() else Cgroup(ns_name, limits),
-        )
+        inst = self._instance(spec)
+        ns_name = inst.netns
         owner = self._foreign_owner(ns_name)
         if owner is not None:
             raise VnfError(f"VNF {spec.instance} ({ns_name}) is run by another runtime, "
@@ -273,6 +266,43 @@ class Runtime:
         finally:
             with self._lock:
                 self._placing.discard(spec.instance)
+        self._notify([(status, State.STOPPED)])
+        self._wake.set()
+        return status
+
+    def adopt(self, spec: VnfSpec) -> VnfStatus | None:
+        """Take over instance `spec` as a runtime that died left it: namespace, OVS ports
+        on `spec.switch` and a live worker, placed with the same configuration. The worker
+        keeps its state (a firewall's connections, a load balancer's NAT). None when there
+        is no such instance to take over; `start` then places it anew."""
+        inst = self._instance(spec)
+        if self._foreign_owner(inst.netns) is not None:
+            return None
+        try:
+            placed = json.loads(inst.config_path.read_text())
+        except (OSError, ValueError):
+            return None
+        sample = read_stats(inst.stats_path)
+        if (placed != json.loads(json.dumps(dict(spec.config))) or sample is None
+                or sample.pid is None or sample.pid not in netns.netns_pids(inst.netns)):
+            return None
+        outside = [arm.outside for arm in inst.arms.values()]
+        with Ovsdb(self.ovsdb_remote) as db:
+            if any(db.port_bridge(name) != spec.switch for name in outside):
+                return None
+            ofports = db.ofports(outside)
+        if ofports is None:
+            return None
+        with self._lock:
+            if self._closing or spec.instance in self._instances or spec.instance in self._placing:
+                return None
+            _atomic_write(inst.owner_path, self._token)
+            inst.ports = {side: ofports[arm.outside] for side, arm in inst.arms.items()}
+            inst.proc, inst.spawned, inst.last = Adopted(sample.pid), time.time(), sample
+            self._set_state(inst, State.RUNNING, None)
+            self._instances[spec.instance] = inst
+            status = self._status(inst)
+        log.info("VNF %s: took over worker %d", spec.instance, sample.pid)
         self._notify([(status, State.STOPPED)])
         self._wake.set()
         return status
@@ -372,6 +402,18 @@ class Runtime:
                     shutil.rmtree(d, ignore_errors=True)
                     removed["dirs"].append(str(d))
         return removed
+
+    def _instance(self, spec: VnfSpec) -> _Instance:
+        ns_name = f"{self.netns_prefix}{spec.instance}"
+        limits = Limits(spec.cpu, spec.memory)
+        return _Instance(
+            spec=spec,
+            netns=ns_name,
+            arms={side: netns.arm_names(spec.instance, side, self.port_prefix)
+                  for side in SIDES},
+            dir=self.run_dir / ns_name,
+            cgroup=None if limits.empty() else Cgroup(ns_name, limits),
+        )
 
     def close(self) -> None:
         """Stop every instance and the monitor thread."""

@@ -8,6 +8,7 @@ fresh and its process alive. Failures are retried with exponential backoff.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -162,7 +163,40 @@ def spawn_in(argv: Sequence[str], netns: str, cgroup_procs: Sequence[Path],
         os.close(ns_fd)
 
 
-def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> int | None:
+class Adopted:
+    """A worker another (dead) runtime spawned, taken over after a restart: enough of
+    `subprocess.Popen` for supervision and `terminate`. Not our child, so its exit code
+    is unknown: `poll()` says -1 once it is gone."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and has_exited(self.pid):
+            self.returncode = -1
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            nap(0.02)
+        return -1
+
+
+Worker = subprocess.Popen | Adopted
+
+
+def terminate(proc: Worker, grace: float = 2.0) -> int | None:
     """SIGTERM, then SIGKILL after `grace` seconds; reap it; return its exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

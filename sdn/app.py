@@ -93,6 +93,7 @@ class SdnController(app_manager.OSKenApp):
         current = store.current()
         if current is not None:
             self.policy = current.policy()
+            self.vnfs.expect(self.policy)
             LOG.info("restored policy revision %d", current.rev)
 
     # switches

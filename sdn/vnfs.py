@@ -64,16 +64,31 @@ class VnfManager:
                  ) -> None:
         self.topology = topology
         self.runtime = Runtime(status_file=state_dir / "vnfs.json")
-        reaped = self.runtime.reap()
-        if any(reaped.values()):
-            LOG.info("removed VNF leftovers of an earlier run: %s", reaped)
         self.runtime.on_state_change(lambda status, previous: self._state_changed(
             status, previous, on_change))
         self.specs: dict[str, VnfSpec] = {}
+        # Leftovers of an earlier run stay until the first reconcile has taken over
+        # those the policy still wants (their workers keep forwarding meanwhile).
+        self.leftovers_reaped = False
 
     def _state_changed(self, status: VnfStatus, previous, on_change) -> None:
         LOG.info("VNF %s: %s -> %s", status.name, previous, status.state)
         on_change()
+
+    def expect(self, policy: Policy | None) -> None:
+        """Mark the arms of the policy's instances as VNF ports before any switch connects:
+        a restarted controller must neither probe nor learn hosts on the arms of the VNFs
+        it is about to take over (a transparent VNF echoes LLDP from one arm to the other,
+        which would pass for a link)."""
+        for name, vnf in (policy.vnfs.items() if policy is not None else ()):
+            for replica in range(vnf.replicas):
+                spec_replica = replica if vnf.replicas > 1 else None
+                self._mark_arms(VnfSpec(name=name, kind=vnf.type, switch="",
+                                        replica=spec_replica).instance)
+
+    def _mark_arms(self, instance: str) -> None:
+        for side in ("ingress", "egress"):
+            self.topology.service_port_names.add(arm_names(instance, side).outside)
 
     def reconcile(self, policy: Policy | None) -> None:
         """Start what the policy adds or changes, stop what it drops; leave the rest."""
@@ -85,11 +100,19 @@ class VnfManager:
         for instance, spec in wanted.items():
             if instance in self.specs:
                 continue
-            for side in ("ingress", "egress"):
-                self.topology.service_port_names.add(arm_names(instance, side).outside)
-            self.runtime.start(spec)
+            self._mark_arms(instance)
+            if not self.leftovers_reaped and self.runtime.adopt(spec) is not None:
+                LOG.info("VNF %s (%s) on %s taken over, state and all", instance, spec.kind,
+                         spec.switch)
+            else:
+                self.runtime.start(spec)
+                LOG.info("VNF %s (%s) placed on %s", instance, spec.kind, spec.switch)
             self.specs[instance] = spec
-            LOG.info("VNF %s (%s) placed on %s", instance, spec.kind, spec.switch)
+        if not self.leftovers_reaped:
+            reaped = self.runtime.reap()
+            if any(reaped.values()):
+                LOG.info("removed VNF leftovers of an earlier run: %s", reaped)
+            self.leftovers_reaped = True
 
     def instances(self) -> list[VnfInstance]:
         """Every placed instance; alive only when its worker runs and both arms are up."""

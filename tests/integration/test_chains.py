@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -169,6 +170,31 @@ def test_load_balancer_replicas_serve_their_clients_and_check_on_their_own(contr
             want = {**start, replica: start[replica] + 6}
             wait_until(lambda want=want: served() == want, 5,  # stats files lag a little
                        what=f"{client}'s 6 connections on {replica} only")
+
+
+def test_a_restarted_controller_takes_over_its_vnfs_state_and_all(web, controller):
+    """kill -9 of the controller: the VNF workers keep running, and the restarted
+    controller adopts them instead of starting new ones, so a firewall keeps its
+    connections (its counters go on from where they were) and no rule changes."""
+    client = web.get("h1")
+    assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
+    pids = {v["name"]: v["pid"] for v in controller.get("/v1/vnfs")["vnfs"]}
+    assert len(pids) == 3 and None not in pids.values(), pids
+    allowed = wait_until(lambda: vnf_stats(controller, "fw")["function"]["allowed"], 5,
+                         what="the firewall's stats to show the connection")
+
+    controller.stop(signal.SIGKILL)
+    controller.start()
+    controller.wait_topology(3, 2)
+    wait_until(lambda: {v["name"]: v["pid"] for v in controller.get("/v1/vnfs")["vnfs"]
+                        if v["state"] == "running"} == pids, 20,
+               what="the same VNF workers running under the new controller")
+    time.sleep(3.5)  # past the reconcile grace period
+    assert controller.metric("sdn_flow_mods_total") == 0
+    assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
+    wait_until(lambda: vnf_stats(controller, "fw")["function"]["allowed"] > allowed, 5,
+               what="the firewall counting on from where it was")
+    assert controller.errors() == []
 
 
 def port_state(net, switch: str, port: str, up: bool) -> None:
