@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -187,3 +188,35 @@ def test_settled_download_bypasses_the_firewall_and_stays_counted(chain, control
           f"{ended['reverse']} reverse; firewall processed {fw2['processed']} packets; "
           f"bypass on s1 {settle_seconds:.2f}s after connect",
           file=sys.stderr)
+
+
+def test_a_download_survives_a_controller_restart_with_its_bypass(chain, controller):
+    """kill -9 of the controller in the middle of an offloaded download: the firewall is
+    taken over with its connection, the bypass is learned again from its report before
+    the switches are reconciled (so it is never touched), and the download completes."""
+    s1 = chain.get("s1")
+    client = chain.get("h1").popen(
+        [sys.executable, "-c", DOWNLOAD, str(RATE), SERVER],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(client.stdout.readline())
+        cookie = bypass_cookie("web", (6, CLIENT, port, SERVER, 80))
+        wait_until(lambda: bypass_lines(s1, cookie), 10, interval=0.05, what="bypass on s1")
+        fw_pid = vnf_status(controller, "fw")["pid"]
+
+        controller.stop(signal.SIGKILL)
+        controller.start()
+        controller.wait_topology(3, 2)
+        time.sleep(3.5)  # past the reconcile grace period
+        assert client.poll() is None, "the download ended before the restart was over"
+        assert vnf_status(controller, "fw")["pid"] == fw_pid
+        assert bypass_lines(s1, cookie), "the bypass went away with the old controller"
+        assert controller.metric("sdn_flow_mods_total") == 0  # not even dropped and re-added
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 0, err
+        assert int(out.split()[-1]) > SIZE
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(5)
+    assert controller.errors() == []
