@@ -93,8 +93,12 @@ class VnfSpec:
 
     @property
     def instance(self) -> str:
-        """The instance id: the name, plus `-<replica>` for replicated VNFs."""
-        return self.name if self.replica is None else f"{self.name}-{self.replica}"
+        return instance_name(self.name, self.replica)
+
+
+def instance_name(name: str, replica: int | None) -> str:
+    """The instance id: the VNF's name, plus `-<replica>` for replicated VNFs."""
+    return name if replica is None else f"{name}-{replica}"
 
 
 @dataclass

@@ -185,11 +185,8 @@ class Adopted:
         self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
-            nap(0.02)
+        if not wait_exit(self, math.inf if timeout is None else timeout):
+            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
         return -1
 
 

@@ -96,16 +96,15 @@ class SwitchConnection:
         name: a restarted controller starts from them instead of forgetting every route
         (and every ARP answer) until the hosts speak again."""
         places: dict[str, int] = {}
-        ips: dict[str, list[str]] = {}
+        ips: dict[str, set[str]] = {}
         for rule in self.held.flows.values():
             fields = dict(rule.match)
             if (rule.table == TABLE_INGRESS and cookie_kind(rule.cookie) == COOKIE_LEARN
                     and "eth_src" in fields and "in_port" in fields):
                 mac = fields["eth_src"]
                 places[mac] = fields["in_port"]
-                ip = fields.get("arp_spa")
-                if ip is not None and ip not in ips.setdefault(mac, []):
-                    ips[mac].append(ip)
+                if "arp_spa" in fields:
+                    ips.setdefault(mac, set()).add(fields["arp_spa"])
         return [Host(mac=mac, dpid=self.dpid, port=port, ips=tuple(sorted(ips.get(mac, ()))))
                 for mac, port in sorted(places.items())]
 

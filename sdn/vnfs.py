@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from nfv.netns import arm_names
-from nfv.runtime import Runtime, VnfSpec, VnfStatus
+from nfv.runtime import Runtime, VnfSpec, VnfStatus, instance_name
 from sdn.chains import VnfInstance
 from sdn.offload import WorkerReport
-from sdn.policy import LoadBalancer, Policy
+from sdn.policy import LoadBalancer, Policy, Vnf
 from sdn.topology import Topology
 
 LOG = logging.getLogger("sdn.vnfs")
@@ -49,14 +49,19 @@ def specs_for(policy: Policy | None, topology: Topology) -> dict[str, VnfSpec]:
         config["name"] = name
         if isinstance(vnf, LoadBalancer):
             config["vip_mac"] = vnf.mac_for(name)
-        for replica in range(vnf.replicas):
-            if isinstance(vnf, LoadBalancer) and vnf.replicas > 1:  # sdn.chains.health_rules
+        for replica in _replicas(vnf):
+            if isinstance(vnf, LoadBalancer) and replica is not None:  # chains.health_rules
                 config = {**config, "replica": replica, "replicas": vnf.replicas}
             spec = VnfSpec(name=name, kind=vnf.type, switch=bridge, config=config,
                            cpu=vnf.cpu, memory=vnf.memory, failure_mode=vnf.failure_mode,
-                           replica=replica if vnf.replicas > 1 else None)
+                           replica=replica)
             specs[spec.instance] = spec
     return specs
+
+
+def _replicas(vnf: Vnf) -> list[int | None]:
+    """Replica indices of a policy VNF; None for one that is not replicated."""
+    return list(range(vnf.replicas)) if vnf.replicas > 1 else [None]
 
 
 class VnfManager:
@@ -81,10 +86,8 @@ class VnfManager:
         it is about to take over (a transparent VNF echoes LLDP from one arm to the other,
         which would pass for a link)."""
         for name, vnf in (policy.vnfs.items() if policy is not None else ()):
-            for replica in range(vnf.replicas):
-                spec_replica = replica if vnf.replicas > 1 else None
-                self._mark_arms(VnfSpec(name=name, kind=vnf.type, switch="",
-                                        replica=spec_replica).instance)
+            for replica in _replicas(vnf):
+                self._mark_arms(instance_name(name, replica))
 
     def _mark_arms(self, instance: str) -> None:
         for side in ("ingress", "egress"):
