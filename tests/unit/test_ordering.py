@@ -233,24 +233,21 @@ def test_groups_come_before_the_groups_naming_them():
     old = snapshot_from_graph(weighted(fat_tree(4), random.Random(1)))
     rules = compile_rules(old, Options())
     rounds = ordering.plan_rounds({d: SwitchRules() for d in rules}, rules, old.links)
-    nested = 0
-    for per_switch in rounds:
-        for c in per_switch.values():
-            position = {g.group_id: i for i, g in enumerate(c.group_adds)}
-            for g in c.group_adds:
-                for b in g.buckets:
-                    if b.watch_group is not None:
-                        nested += 1
-                        assert position[b.watch_group] < position[g.group_id]
-    assert nested
+    added = [pair for per_switch in rounds for c in per_switch.values()
+             for pair in nested_positions(c.group_adds)]
+    assert added and all(named < naming for named, naming in added)
     back = ordering.plan_rounds(rules, {d: SwitchRules() for d in rules}, old.links)
-    for per_switch in back:
-        for c in per_switch.values():
-            position = {g.group_id: i for i, g in enumerate(c.group_deletes)}
-            for g in c.group_deletes:
-                for b in g.buckets:
-                    if b.watch_group is not None:
-                        assert position[b.watch_group] > position[g.group_id]
+    deleted = [pair for per_switch in back for c in per_switch.values()
+               for pair in nested_positions(c.group_deletes)]
+    assert all(named > naming for named, naming in deleted)
+
+
+def nested_positions(groups) -> list[tuple[int, int]]:
+    """(position of the named group, position of the group naming it) in `groups`, for
+    every bucket that watches another group."""
+    position = {g.group_id: i for i, g in enumerate(groups)}
+    return [(position[b.watch_group], position[g.group_id])
+            for g in groups for b in g.buckets if b.watch_group is not None]
 
 
 def test_disabled_ordering_sends_one_round(monkeypatch):
