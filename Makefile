@@ -34,7 +34,7 @@ bench: setup
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sdn nfv topologies tests bench scripts
+	$(VENV)/bin/ruff check sdn nfv common testing topologies tests bench scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results build *.egg-info

@@ -18,7 +18,7 @@ s3), one controller, one policy applied with `sdnctl policy apply`, and in it si
   VLAN tag to the arm's switch, pop, arm, return rule, next hop), same veth arms and
   namespaces, no Python in the packet path. How: the runtime starts workers with the
   command in $SDN_VNF_WORKER when it is set (its hook for test doubles); the bench points it
-  at this file, which `exec`s the real `python -m nfv.worker` for every VNF but the `br*`
+  at this file, which `exec`s the real `python -m nfv.datapath.worker` for every VNF but the `br*`
   ones, and for those builds the bridge and keeps the stats file fresh, so the runtime's
   supervision sees a healthy VNF. No product code knows about the bench. A bridge cannot
   NAT, so the baseline client targets its server (h6) directly.
@@ -64,7 +64,7 @@ here; with the kernel datapath the comparison would differ. The 64-byte runs kee
 cores busy (the unpaced iperf3 sender takes one). The offload bypass comes up about a
 second after a flow starts, so the firewall still sees 20-30% of a TCP run's frames.
 The round trip a Python VNF adds is mostly its TPACKET_V3 ring's block-retire timer
-(nfv.dataplane RingConfig.timeout_ms = 1, kernel-rounded): a lone frame waits for it on
+(nfv.datapath.tpacket RingConfig.timeout_ms = 1, kernel-rounded): a lone frame waits for it on
 each pass. The same bench with the workers in `--mode recv` measured ~0.37 ms per VNF
 instead of ~1.5 ms.
 """
@@ -218,7 +218,7 @@ def vnf_worker(argv: list[str]) -> int:
     opts = dict(zip(argv[::2], argv[1::2], strict=False))
     config = json.loads(Path(opts["--config"]).read_text() or "{}")
     if not str(config.get("name", "")).startswith(BRIDGE_PREFIX):
-        os.execv(sys.executable, [sys.executable, "-m", "nfv.worker", *argv])
+        os.execv(sys.executable, [sys.executable, "-m", "nfv.datapath.worker", *argv])
     return bridge_worker(opts["--kind"], opts["--ingress"], opts["--egress"],
                          Path(opts["--stats"]))
 
@@ -346,7 +346,7 @@ def echo_rtts(net, route: Route, samples: int, warmup: float = 2.0, gap: float =
 def servers(net, wanted: list[tuple[str, list[str], list[int]]]) -> Iterator[None]:
     """Start (host, argv, ports it listens on) processes, wait until the ports listen,
     stop them on exit."""
-    from tests.harness import stop_process, wait_until
+    from testing.harness import stop_process, wait_until
 
     procs = []
     try:
@@ -428,7 +428,7 @@ def lb_ready(controller) -> bool:
 
 
 def prepare(controller, net, tmp: Path) -> None:
-    from tests.harness import ping, wait_until
+    from testing.harness import ping, wait_until
 
     for host in net.hosts:  # every host known to the controller
         ping(host, "10.0.0.3")
@@ -455,7 +455,7 @@ def trimmed_mean(values: list[float], cut: float = 0.1) -> float:
 
 
 def measure_rtt(controller, net, watch: Watch, samples: int) -> dict[str, Any]:
-    from tests.harness import wait_until
+    from testing.harness import wait_until
 
     ports: dict[str, list[int]] = {}
     for route in RTT_ROUTES.values():
@@ -486,7 +486,7 @@ def measure_rtt(controller, net, watch: Watch, samples: int) -> dict[str, Any]:
 def measure_rates(controller, net, watch: Watch, rounds: int, tcp_seconds: float,
                   udp_seconds: float) -> dict[str, Any]:
     """TCP and 64-byte UDP on every flow, `rounds` times, the order rotated each round."""
-    from tests.harness import wait_until
+    from testing.harness import wait_until
 
     def iperf(port: int) -> list[str]:
         return ["iperf3", "-s", "-p", str(port)]
@@ -517,7 +517,7 @@ def measure_rates(controller, net, watch: Watch, rounds: int, tcp_seconds: float
 def run(rounds: int = 3, tcp_seconds: float = 3, udp_seconds: float = 2,
         rtt_samples: int = 100) -> dict[str, Any]:
     """The whole comparison in one network; prints a table and returns the figures."""
-    from tests.harness import Controller, network
+    from testing.harness import Controller, network
     from topologies.sdn_topos import LinearTopo
 
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""Time to compile service-chain steering (sdn.chains) on fat trees, and the rule counts:
+"""Time to compile service-chain steering (sdn.compile.chains) on fat trees, and the rule counts:
 what a VNF failure (recompile with the instance dead) costs the controller before it can
 send the change. Pure: no switches involved.
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from sdn.chains import VnfInstance, compile_chains
-from sdn.policy import load_policy
-from tests.unit.flowsim import fat_tree, snapshot_from_graph
+from sdn.compile.chains import VnfInstance, compile_chains
+from sdn.policy.schema import load_policy
+from testing.flowsim import fat_tree, snapshot_from_graph
 
 CHAINS = 8
 VNFS = 6

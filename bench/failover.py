@@ -114,7 +114,7 @@ def _stream_and_cut(net, workdir: Path, tag: str) -> dict:
 def run() -> dict:
     import requests
 
-    from tests.harness import Controller, network, ping, wait_until
+    from testing.harness import Controller, network, ping, wait_until
     from topologies.sdn_topos import RingTopo
 
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:

@@ -1,7 +1,7 @@
 """How much fast failover alone repairs, before the controller recomputes (pure).
 
 For every single link of a graph cut, every host pair is traced through the rules the
-switches already hold (tests.unit.flowsim): delivered, dropped or looping. Pairs the cut
+switches already hold (testing.flowsim): delivered, dropped or looping. Pairs the cut
 disconnects are counted apart (nothing could deliver them). Regular topologies (ring,
 fat tree, grid) and random connected graphs, with hop counts and with random weights.
 `python -m bench failover_coverage` prints the figures; `run()` returns them.
@@ -14,8 +14,8 @@ import random
 
 import networkx as nx
 
-from sdn.compiler import NetworkCompiler
-from tests.unit.flowsim import Network, fat_tree, snapshot_from_graph
+from sdn.compile.routes import NetworkCompiler
+from testing.flowsim import Network, fat_tree, snapshot_from_graph
 
 RANDOM_GRAPHS = 30
 WEIGHTS = (0.5, 1.0, 1.0, 1.5, 2.0)

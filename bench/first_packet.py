@@ -37,7 +37,7 @@ def _first_and_steady(ping, src, dst) -> tuple[float, float]:
 def _wait_settled(controller, quiet: float = 1.0) -> None:
     """Until the controller has sent no FlowMod for `quiet` seconds: every host it learned
     is routed and answered for, as it would be for any pair that has not talked yet."""
-    from tests.harness import wait_until
+    from testing.harness import wait_until
 
     last = {"mods": -1.0, "since": time.monotonic()}
 
@@ -56,7 +56,7 @@ def _summary(extra: list[float]) -> dict:
 
 
 def run() -> dict:
-    from tests.harness import Controller, network, ping
+    from testing.harness import Controller, network, ping
     from topologies.sdn_topos import FatTreeTopo
 
     extra: dict[str, list[float]] = {"arp": [], "static_arp": []}

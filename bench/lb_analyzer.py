@@ -15,10 +15,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
-from nfv.analyzer import Analyzer
-from nfv.function import Side
-from nfv.loadbalancer import LoadBalancer
-from nfv.maglev import Maglev
+from nfv.functions.analyzer import Analyzer
+from nfv.functions.base import Side
+from nfv.functions.loadbalancer import LoadBalancer
+from nfv.functions.maglev import Maglev
 
 VIP = "10.0.0.100"
 BACKENDS = ["10.0.0.3", "10.0.0.4", "10.0.0.5"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
-from sdn.policy import load_policy
-from tests.harness import Controller, network
+from sdn.policy.schema import load_policy
+from testing.harness import Controller, network
 from topologies.sdn_topos import FatTreeTopo
 
 CLASSES = 1000

@@ -16,9 +16,9 @@ import dataclasses
 import statistics
 import time
 
-from sdn.compiler import NetworkCompiler
-from sdn.topology import Link, Snapshot
-from tests.unit.flowsim import fat_tree, snapshot_from_graph
+from sdn.compile.routes import NetworkCompiler
+from sdn.model.topology import Link, Snapshot
+from testing.flowsim import fat_tree, snapshot_from_graph
 
 CUTS_PER_KIND = 4
 

@@ -6,8 +6,8 @@ h1 -> h2 (neighbours). `sdnctl policy apply` then alternates between two policie
 and one that makes the s1-s2 link heavy, which moves the stream to s1-s4-s3-s2 and back.
 On the way there s4 used to reach s2 through s1: if s1 takes its change before s4 has,
 s4 sends the stream straight back (a transient loop). Measured with the ordered rounds of
-`sdn.ordering`, then with every switch sent its whole difference at once (a controller
-process started with `sdn.ordering.ENABLED = False`; nothing else differs); each also
+`sdn.reconcile.ordering`, then with every switch sent its whole difference at once (a controller
+process started with `sdn.reconcile.ordering.ENABLED = False`; nothing else differs); each also
 with s4's OpenFlow connection behind a relay that delays it 20 ms each way, as a remote
 or busy switch would be. (Here every bridge lives in one ovs-vswitchd, which takes a
 batch for all of them almost at once, so without the relay the unordered window is
@@ -69,8 +69,8 @@ def _launcher(workdir: Path) -> Path:
 
 @contextlib.contextmanager
 def controller(workdir: Path, ordered: bool = True) -> Iterator:
-    """A running controller (`tests.harness.Controller`), ordered or not."""
-    from tests import harness
+    """A running controller (`testing.harness.Controller`), ordered or not."""
+    from testing import harness
 
     ctl = harness.Controller(workdir / ("ordered" if ordered else "unordered"))
     if ordered:
@@ -137,7 +137,7 @@ class DelayProxy:
 def slow_switch(net, ctl, name: str = SLOW_SWITCH, delay: float = SLOW_DELAY) -> Iterator:
     """Move one switch's OpenFlow connection behind a `DelayProxy`, wait until the
     controller has it back (warm: it keeps its rules) and the network has settled."""
-    from tests.harness import ping, wait_until
+    from testing.harness import ping, wait_until
 
     proxy = DelayProxy(ctl.ofp_port, delay)
     try:
@@ -159,7 +159,7 @@ def _stream(net, src: str, dst: str, seconds: float, workdir: Path, tag: str,
             rate: int = RATE_PPS) -> Iterator[dict]:
     """A sequence-numbered UDP stream src -> dst for `seconds`; the dict yielded is filled
     with its figures when the block ends."""
-    from tests.harness import wait_until
+    from testing.harness import wait_until
 
     h_src, h_dst = net.get(src), net.get(dst)
     out = workdir / f"{tag}.json"
@@ -193,7 +193,7 @@ def reroutes(net, ctl, workdir: Path, tag: str, changes: int = CHANGES,
     """Packets of a stream h1 -> h2 lost while `changes` policy applies move it between
     s1-s2 and s1-s4-s3-s2 (checked: s1 sends it to s4 after the first)."""
     from bench.failover import _link_in_use
-    from tests.harness import ping
+    from testing.harness import ping
 
     plain, detour = workdir / "plain.yaml", workdir / "detour.yaml"
     plain.write_text(PLAIN)
@@ -222,7 +222,7 @@ def reroutes(net, ctl, workdir: Path, tag: str, changes: int = CHANGES,
 def restart(net, ctl, workdir: Path) -> dict:
     """Packets of a 1000 pps stream h1 -> h3 lost while the controller is killed and
     started again (warm restart: the switches keep their rules and it reconciles)."""
-    from tests.harness import ping
+    from testing.harness import ping
 
     assert ping(net.get("h1"), net.get("h3").IP(), count=3).received == 3
     with _stream(net, "h1", "h3", RESTART_SECONDS, workdir, "restart") as figures:
@@ -237,7 +237,7 @@ def restart(net, ctl, workdir: Path) -> dict:
 
 def measure_reroutes(ordered: bool, changes: int = CHANGES) -> dict:
     """One network and controller: the reroute figures (used by the integration test)."""
-    from tests.harness import network
+    from testing.harness import network
     from topologies.sdn_topos import RingTopo
 
     with tempfile.TemporaryDirectory(prefix="bench-update-loss-") as tmp:
@@ -248,7 +248,7 @@ def measure_reroutes(ordered: bool, changes: int = CHANGES) -> dict:
 
 
 def run() -> dict:
-    from tests.harness import network
+    from testing.harness import network
     from topologies.sdn_topos import RingTopo
 
     figures = {}

@@ -12,7 +12,7 @@ is the forwarding rate of whatever sits in `nf8-v`. In one run, and in this orde
 
 - `generator`: nothing in between, nf8-a's peer is counted directly (what the generator can do);
 - `bridge`: a Linux bridge across the two veths of `nf8-v` (the baseline every ratio is against);
-- `forward`: `python -m nfv.worker --kind forward`, the packet loop with no function work;
+- `forward`: `python -m nfv.datapath.worker --kind forward`, the packet loop with no function work;
 - `firewall`: conntrack on, one allow rule, `--flows` distinct UDP flows;
 - `loadbalancer`: NAT on: `--flows` client ports to VIP:80 spread over three backends (port
   8080) whose MACs the LB learnt from ARP replies sent on the egress arm first;
@@ -349,7 +349,7 @@ def measure(
 
 @dataclass
 class Worker:
-    """A running `python -m nfv.worker`; `final` holds its last stats once it has exited."""
+    """A running `python -m nfv.datapath.worker`; `final` holds its last stats once it exited."""
 
     kind: str
     stats_path: Path
@@ -369,13 +369,14 @@ class Worker:
 
 @contextlib.contextmanager
 def worker(kind: str, config: dict[str, Any], mode: str) -> Iterator[Worker]:
-    """Run `python -m nfv.worker` in nf8-v; stop it (SIGTERM: it writes final stats) on exit."""
+    """Run `python -m nfv.datapath.worker` in nf8-v; stop it on exit (SIGTERM: final stats)."""
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-bench-") as tmp:
         cfg = Path(tmp) / "config.json"
         cfg.write_text(json.dumps(config))
         w = Worker(kind, Path(tmp) / "stats.json")
         proc = subprocess.Popen(
-            netns_cmd(NS_V, PYTHON, "-m", "nfv.worker", "--kind", kind, "--config", str(cfg),
+            netns_cmd(NS_V, PYTHON, "-m", "nfv.datapath.worker", "--kind", kind,
+                      "--config", str(cfg),
                       "--ingress", IF_VA, "--egress", IF_VB, "--stats", str(w.stats_path),
                       "--mode", mode),
             cwd=ROOT,

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nfv.ovsdb import Ovsdb, detect_datapath
-from nfv.runtime import Runtime, VnfSpec
-from nfv.supervisor import Backoff, State
+from nfv.host.ovsdb import Ovsdb, detect_datapath
+from nfv.host.runtime import Runtime, VnfSpec
+from nfv.host.supervisor import Backoff, State
 
 BRIDGE = "vnfbench0"
 

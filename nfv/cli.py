@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from nfv.runtime import KINDS, Runtime, VnfError, VnfSpec, VnfStatus
-from nfv.supervisor import State, token_alive
-from sdn.units import parse_size
+from common.units import parse_size
+from nfv.host.runtime import KINDS, Runtime, VnfError, VnfSpec, VnfStatus
+from nfv.host.supervisor import State, token_alive
 
 DEFAULT_STATE_DIR = Path("/var/lib/sdnctl")
 STATUS_FILE = "vnfs.json"

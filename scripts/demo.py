@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import (  # noqa: E402
+from testing.harness import (  # noqa: E402
     Controller,
     http_get,
     iperf3_tcp,

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.harness import Controller
+from testing.harness import Controller
 
 
 def pytest_collection_modifyitems(config, items):

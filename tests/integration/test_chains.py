@@ -12,15 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (
-    Capture,
-    Netns,
-    http_get,
-    network,
-    ping,
-    wait_until,
-    web_servers,
-)
+from testing.harness import Capture, Netns, http_get, network, ping, wait_until, web_servers
 from topologies.sdn_topos import LinearTopo
 
 VIP, CLIENT, INTRUDER, BACKENDS = "10.0.0.100", "10.0.0.1", "10.0.0.2", ("10.0.0.5", "10.0.0.6")

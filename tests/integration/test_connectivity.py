@@ -8,7 +8,7 @@ import pytest
 from mininet.topo import Topo
 from mininet.topolib import TorusTopo
 
-from tests.harness import Capture, dump_flows, iperf3_tcp, network, ping, ping_all, scapy_send
+from testing.harness import Capture, dump_flows, iperf3_tcp, network, ping, ping_all, scapy_send
 from topologies.sdn_topos import (
     FatTreeTopo,
     LinearTopo,

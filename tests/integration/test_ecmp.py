@@ -8,7 +8,7 @@ import re
 
 import requests
 
-from tests.harness import network, ping, wait_until
+from testing.harness import network, ping, wait_until
 from topologies.sdn_topos import FatTreeTopo
 
 K = 4

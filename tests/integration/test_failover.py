@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tests.harness import dump_flows, network, ping, ping_all, wait_until
+from testing.harness import dump_flows, network, ping, ping_all, wait_until
 from topologies.sdn_topos import FatTreeTopo, MeshTopo, RingTopo
 
 # (topology, the link to cut: one on h1's shortest paths)

@@ -1,4 +1,4 @@
-"""The firewall worker on real veths: client ns -> VNF ns (python -m nfv.worker) -> server ns.
+"""The firewall worker on real veths: client ns -> VNF ns (nfv.datapath.worker) -> server ns.
 
 Allowed TCP connects and echoes, a rejected port is refused at once (RST from the firewall), a
 denied port times out, ping passes, and the worker's stats file says so. Needs root.
@@ -106,7 +106,7 @@ def test_firewall_worker_between_namespaces(line: None, tmp_path: Path) -> None:
     procs: list[subprocess.Popen[str]] = []
     try:
         worker = subprocess.Popen(
-            in_ns(NS_V, sys.executable, "-m", "nfv.worker", "--kind", "firewall",
+            in_ns(NS_V, sys.executable, "-m", "nfv.datapath.worker", "--kind", "firewall",
                   "--config", str(cfg), "--ingress", "nf1-tva", "--egress", "nf1-tvb",
                   "--stats", str(stats)),
             cwd=ROOT, text=True, stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""The analyzer and the load balancer in real namespaces, driven by `python -m nfv.worker`.
+"""The analyzer and the load balancer in real namespaces, driven by `python -m nfv.datapath.worker`.
 
 Analyzer: client ns -- [nf2a: analyzer worker] -- server ns. Real TCP and UDP traffic runs
 across while tcpdump captures the client's interface; the analyzer's exported per-flow
@@ -165,7 +165,7 @@ def start_worker(
             where,
             PY,
             "-m",
-            "nfv.worker",
+            "nfv.datapath.worker",
             "--kind",
             kind,
             "--config",

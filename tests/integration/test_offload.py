@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from sdn.chains import BYPASS_IDLE_TIMEOUT, bypass_cookie
-from tests.harness import network, ping, wait_until
+from sdn.compile.chains import BYPASS_IDLE_TIMEOUT, bypass_cookie
+from testing.harness import network, ping, wait_until
 from topologies.sdn_topos import LinearTopo
 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.5"

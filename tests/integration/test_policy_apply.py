@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from tests.harness import REPO, Controller, dump_flows, network, ping, ping_all
+from testing.harness import REPO, Controller, dump_flows, network, ping, ping_all
 from topologies.sdn_topos import RingTopo
 
 BAD = sorted((REPO / "tests/unit/bad_policies").glob("*.yaml"))

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.harness import network, ping_all, wait_until
+from testing.harness import network, ping_all, wait_until
 from topologies.sdn_topos import LinearTopo
 
 POLICY = """\

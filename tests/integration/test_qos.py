@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from sdn.policy import load_policy
-from sdn.queues import QueuePlan, apply_queues, plan_queues
-from tests.harness import Capture, network, ping_all, wait_until
+from sdn.compile.queues import QueuePlan, apply_queues, plan_queues
+from sdn.policy.schema import load_policy
+from testing.harness import Capture, network, ping_all, wait_until
 from tests.integration.test_policy_apply import write_policy
 from topologies.sdn_topos import DumbbellTopo
 
@@ -154,7 +154,7 @@ def veth():
 
 
 def tc_helper(run: list[str], plan: QueuePlan) -> dict:
-    done = subprocess.run([*run, sys.executable, "-m", "sdn.tcqueues", "apply",
+    done = subprocess.run([*run, sys.executable, "-m", "sdn.controller.tc_helper", "apply",
                            json.dumps(plan.to_json())], capture_output=True, text=True,
                           timeout=30, check=True)
     return json.loads(done.stdout)

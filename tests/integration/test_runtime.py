@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from nfv.netns import tx_checksum_enabled
-from nfv.ovsdb import Ovsdb, detect_datapath, kernel_datapath_loaded
-from nfv.runtime import EXT_NETNS, Runtime, VnfError, VnfSpec, VnfStatus
-from nfv.supervisor import Backoff, State, has_exited
+from nfv.host.netns import tx_checksum_enabled
+from nfv.host.ovsdb import Ovsdb, detect_datapath, kernel_datapath_loaded
+from nfv.host.runtime import EXT_NETNS, Runtime, VnfError, VnfSpec, VnfStatus
+from nfv.host.supervisor import Backoff, State, has_exited
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ BRIDGE = "nf3br0"
 PREFIX = "nf3vnf-"
 PORT_PREFIX = "nf3"
 HOSTS = {"nf3h1": "10.203.0.1", "nf3h2": "10.203.0.2"}
-WORKER = [sys.executable, "-m", "nfv.worker"]
+WORKER = [sys.executable, "-m", "nfv.datapath.worker"]
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -290,7 +290,7 @@ def test_start_on_missing_bridge_leaves_nothing(runtime: Runtime) -> None:
 CRASHING_RUNTIME = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from nfv.runtime import Runtime, VnfSpec
+    from nfv.host.runtime import Runtime, VnfSpec
     rt = Runtime(run_dir=Path(sys.argv[1]), netns_prefix="nf3vnf-", port_prefix="nf3",
                  worker=sys.argv[2:])
     st = rt.start(VnfSpec(name="orphan", kind="forward", switch="nf3br0", cpu=0.2))
@@ -344,7 +344,7 @@ UNDER_EVENTLET = textwrap.dedent("""
     eventlet.monkey_patch()
     import json, sys
     from pathlib import Path
-    from nfv.runtime import Runtime, VnfSpec
+    from nfv.host.runtime import Runtime, VnfSpec
     with Runtime(run_dir=Path(sys.argv[1]), netns_prefix="nf3vnf-", port_prefix="nf3",
                  worker=sys.argv[2:]) as rt:
         rt.start(VnfSpec(name="green", kind="forward", switch="nf3br0", memory=2**26))

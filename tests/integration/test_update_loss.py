@@ -1,5 +1,5 @@
 """Policy changes that reroute a 1000 pps UDP stream lose nothing: the controller sends
-them in the ordered rounds of `sdn.ordering`. Also when one switch on the new path talks
+them in the ordered rounds of `sdn.reconcile.ordering`. Also when one switch on the new path talks
 to the controller over a 20 ms (each way) relay, where sending every switch its whole
 difference at once does lose packets (checked too, so the test can tell the two apart)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bench.update_loss import controller as bench_controller
 from bench.update_loss import reroutes, slow_switch
-from tests.harness import network
+from testing.harness import network
 from topologies.sdn_topos import RingTopo
 
 CHANGES = 6

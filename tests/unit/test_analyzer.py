@@ -15,9 +15,9 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from nfv.analyzer import CLOSE_LINGER, Analyzer
-from nfv.function import Side, Verdict
-from tests.unit.fuzzing import mutate
+from nfv.functions.analyzer import CLOSE_LINGER, Analyzer
+from nfv.functions.base import Side, Verdict
+from testing.fuzzing import mutate
 
 C, S = "10.0.0.1", "10.0.0.2"
 CMAC, SMAC = "00:00:00:00:00:01", "00:00:00:00:00:02"

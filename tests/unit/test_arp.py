@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from sdn import arp
-from sdn.compiler import NetworkCompiler
-from sdn.desired import desired_rules
-from sdn.policy import load_policy
-from sdn.switches import SwitchConnection
-from tests.unit.flowsim import Network, fat_tree, snapshot_from_graph
+from sdn.compile import arp
+from sdn.compile.desired import desired_rules
+from sdn.compile.routes import NetworkCompiler
+from sdn.policy.schema import load_policy
+from sdn.southbound.connection import SwitchConnection
+from testing.flowsim import Network, fat_tree, snapshot_from_graph
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nfv.cgroups import (
+from nfv.host.cgroups import (
     GROUP_DIR,
     Hierarchy,
     Limits,

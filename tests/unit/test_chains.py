@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from sdn.chains import (
+from sdn.compile.chains import (
     MAX_INSTANCES,
     VLAN_PRESENT,
     ChainError,
@@ -20,8 +20,9 @@ from sdn.chains import (
     tag_vids,
     without_vnf_ports,
 )
-from sdn.compiler import compile_network
-from sdn.flows import (
+from sdn.compile.routes import compile_network
+from sdn.controller.placement import specs_for
+from sdn.model.rules import (
     CHAIN_BYPASS,
     CHAIN_HEALTH,
     CHAIN_STEER,
@@ -31,10 +32,9 @@ from sdn.flows import (
     chain_cookie,
     chain_sub_kind,
 )
-from sdn.policy import load_policy
-from sdn.topology import Host, Link, Snapshot, Topology
-from sdn.vnfs import specs_for
-from tests.unit.flowsim import Network, Trace, VnfModel
+from sdn.model.topology import Host, Link, Snapshot, Topology
+from sdn.policy.schema import load_policy
+from testing.flowsim import Network, Trace, VnfModel
 
 VIP = "10.0.0.100"
 VIP_MAC = "02:00:00:00:01:00"
@@ -92,7 +92,7 @@ def standard_instances(**alive: bool) -> list[VnfInstance]:
 
 
 class LoadBalancerModel:
-    """NAT like nfv.loadbalancer: client -> VIP:80 becomes client -> backend:8080 (chosen
+    """NAT like nfv.functions.loadbalancer: client -> VIP:80 becomes client -> backend:8080 (chosen
     by a hash of the client's address and port), and back."""
 
     def __init__(self) -> None:
@@ -501,7 +501,7 @@ def test_rules_read_back_from_a_switch_compare_equal():
     chains sends no FlowMod."""
     from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-    from sdn.ofp import decode_actions, encode_actions
+    from sdn.southbound.codec import decode_actions, encode_actions
 
     snapshot = make_snapshot("ring")
     instances = [*standard_instances(), instance("fw-1", 2)]
@@ -522,7 +522,7 @@ def test_rules_read_back_from_a_switch_compare_equal():
 
 
 def test_diff_orders_exact_and_masked_ports_of_one_field():
-    from sdn.flows import diff
+    from sdn.model.rules import diff
 
     policy = make_policy(("  - {name: ranged, match: {proto: tcp, dst_port: 1000-2000}, "
                           "through: [mon]}",))

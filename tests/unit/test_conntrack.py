@@ -7,8 +7,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from nfv import conntrack as C
-from nfv.packet import Parser
+from nfv.datapath.packet import Parser
+from nfv.functions import conntrack as C
 
 A, B = "10.0.0.1", "10.0.0.2"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from scapy.layers.l2 import ARP, Ether
 
-from sdn import arp, discovery
+from sdn.compile import arp
+from sdn.southbound import lldp as discovery
 
 
 def test_probe_names_its_origin():

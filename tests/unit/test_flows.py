@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdn.flows import (
+from sdn.model.rules import (
     COOKIE_ROUTE,
     Bucket,
     FlowRule,

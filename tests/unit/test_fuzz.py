@@ -14,9 +14,9 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6, IPv6E
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw, fuzz
 
-from nfv import packet as P
-from nfv.firewall import Firewall
-from nfv.function import Side, Verdict
+from nfv.datapath import packet as P
+from nfv.functions.base import Side, Verdict
+from nfv.functions.firewall import Firewall
 
 ROOM = 2048
 FRAMES = 120_000

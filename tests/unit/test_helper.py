@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nfv.helper import HelperError, run_helper
+from common.helper import HelperError, run_helper
 
 HELPER = "tests.unit.echo_helper"
 
@@ -37,7 +37,7 @@ def test_waiting_for_a_helper_does_not_stall_an_eventlet_loop():
         from os_ken.lib import hub
         hub.patch(thread=True)
         import time
-        from nfv.helper import run_helper
+        from common.helper import run_helper
         gaps = []
         def tick():
             last = time.monotonic()

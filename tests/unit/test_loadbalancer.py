@@ -13,9 +13,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from nfv.function import Side, Verdict
-from nfv.loadbalancer import OUTCOMES, LoadBalancer, probe_ports, tcp_syn
-from tests.unit.fuzzing import mutate
+from nfv.functions.base import Side, Verdict
+from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer, probe_ports, tcp_syn
+from testing.fuzzing import mutate
 
 VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"
 CLIENT, CLIENT_MAC = "10.0.0.1", "00:00:00:00:00:01"
@@ -318,7 +318,7 @@ def test_probe_frame_is_a_valid_syn() -> None:
 @pytest.mark.parametrize("replica", [0, 1, 2])
 def test_replicas_check_from_disjoint_source_ports(replica: int) -> None:
     """The switches steer a check's answer to the replica whose port bits it carries
-    (sdn.chains); each replica keeps to its own."""
+    (sdn.compile.chains); each replica keeps to its own."""
     lb = make_lb(replica=replica, replicas=3)
     teach_macs(lb)
     value, mask = probe_ports(replica, 3)
@@ -378,8 +378,8 @@ def test_backend_macs_are_asked_for_without_health_checks():
     """A UDP VIP has no health checks, yet its backends' MACs must still be learned."""
     from scapy.layers.l2 import ARP, Ether
 
-    from nfv.function import Side
-    from nfv.loadbalancer import LoadBalancer
+    from nfv.functions.base import Side
+    from nfv.functions.loadbalancer import LoadBalancer
 
     lb = LoadBalancer({"vip": "10.9.0.100", "port": 53, "proto": "udp",
                        "backends": ["10.9.0.5", "10.9.0.6"]})

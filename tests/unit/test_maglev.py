@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nfv.maglev import DEFAULT_TABLE_SIZE, Maglev, flow_hash, is_prime, populate
+from nfv.functions.maglev import DEFAULT_TABLE_SIZE, Maglev, flow_hash, is_prime, populate
 
 
 def names(n: int) -> list[str]:

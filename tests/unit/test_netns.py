@@ -1,6 +1,6 @@
 """Naming of VNF arms: within IFNAMSIZ, deterministic, unique."""
 
-from nfv.netns import IFNAMSIZ, arm_names
+from nfv.host.netns import IFNAMSIZ, arm_names
 
 
 def test_short_name_is_readable() -> None:

@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from nfv.cli import app, build_spec, format_table, load_config, read_status_files
-from nfv.supervisor import process_token
+from nfv.host.supervisor import process_token
 
 
 def test_load_config_json_and_yaml(tmp_path: Path) -> None:

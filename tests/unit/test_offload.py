@@ -3,15 +3,15 @@ their cookies, and their counters outlive them."""
 
 from __future__ import annotations
 
-from sdn.chains import (
+from sdn.compile.chains import (
     BYPASS_IDLE_TIMEOUT,
     SettledFlow,
     bypass_cookie,
     bypasses,
     compile_chains,
 )
-from sdn.flows import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind, match
-from sdn.offload import OffloadTable, WorkerReport, settled_flow
+from sdn.controller.offload import OffloadTable, WorkerReport, settled_flow
+from sdn.model.rules import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind, match
 from tests.unit.test_chains import VIP, make_policy, make_snapshot, standard_instances
 
 FW = ("fw",)

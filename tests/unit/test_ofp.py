@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from sdn import ofp
-from sdn.compiler import compile_network
-from tests.unit.flowsim import fat_tree, snapshot_from_graph
+from sdn.compile.routes import compile_network
+from sdn.southbound import codec as ofp
+from testing.flowsim import fat_tree, snapshot_from_graph
 
 
 def as_stats(rule):
@@ -47,7 +47,7 @@ def parsed_flow_mod(rule):
 def test_idle_timeout_is_sent_with_flow_removed_and_read_back():
     from os_ken.ofproto import ofproto_v1_3 as ofproto
 
-    from sdn.flows import FlowRule, match
+    from sdn.model.rules import FlowRule, match
 
     rule = FlowRule(1, 2, 50000, match(eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.1",
                                        ipv4_dst="10.0.0.5", tcp_src=40000, tcp_dst=80),

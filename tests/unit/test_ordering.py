@@ -15,9 +15,8 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from sdn import ordering
-from sdn.compiler import NetworkCompiler, Options
-from sdn.flows import (
+from sdn.compile.routes import NetworkCompiler, Options
+from sdn.model.rules import (
     CHAIN_TAG,
     COOKIE_FLOOD,
     Changes,
@@ -26,8 +25,9 @@ from sdn.flows import (
     cookie_kind,
     diff,
 )
-from sdn.switches import SwitchConnection, push
-from tests.unit.flowsim import Network, VnfModel, fat_tree, snapshot_from_graph
+from sdn.reconcile import ordering
+from sdn.southbound.connection import SwitchConnection, push
+from testing.flowsim import Network, VnfModel, fat_tree, snapshot_from_graph
 from tests.unit.test_routing import random_connected_graph
 
 OPTIONS = [Options(), Options(ecmp=False, protection=False), Options(ecmp=True, protection=False)]

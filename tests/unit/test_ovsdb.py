@@ -2,7 +2,7 @@
 
 import pytest
 
-from nfv.ovsdb import OvsdbError, choose_datapath
+from nfv.host.ovsdb import OvsdbError, choose_datapath
 
 
 def test_kernel_datapath_preferred_when_the_module_is_there() -> None:

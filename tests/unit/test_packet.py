@@ -17,7 +17,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-from nfv import packet as P
+from nfv.datapath import packet as P
 
 
 def ip4(text: str) -> int:

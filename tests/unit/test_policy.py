@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sdn.policy import (
+from sdn.policy.schema import (
     Firewall,
     LoadBalancer,
     Match,

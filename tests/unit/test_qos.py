@@ -13,10 +13,11 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from sdn import ofp as codec
-from sdn import qos, queues, tcqueues
-from sdn.desired import DEFAULT_CAPACITY_BPS, desired_rules
-from sdn.flows import (
+from sdn.compile import classes as qos
+from sdn.compile import queues
+from sdn.compile.desired import DEFAULT_CAPACITY_BPS, desired_rules
+from sdn.controller import tc_helper as tcqueues
+from sdn.model.rules import (
     COOKIE_CLASS,
     METADATA_FROM_LINK,
     TABLE_CHAIN,
@@ -29,10 +30,11 @@ from sdn.flows import (
     diff,
     match,
 )
-from sdn.policy import load_policy
-from sdn.switches import SwitchConnection
-from sdn.topology import Host
-from tests.unit.flowsim import Network, snapshot_from_graph
+from sdn.model.topology import Host
+from sdn.policy.schema import load_policy
+from sdn.southbound import codec
+from sdn.southbound.connection import SwitchConnection
+from testing.flowsim import Network, snapshot_from_graph
 
 POLICY = """\
 version: 1

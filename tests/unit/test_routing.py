@@ -9,9 +9,9 @@ import random
 import networkx as nx
 import pytest
 
-from sdn import routing
-from sdn.compiler import NetworkCompiler, Options, compile_network
-from tests.unit.flowsim import Network, fat_tree, snapshot_from_graph
+from sdn.compile import routing
+from sdn.compile.routes import NetworkCompiler, Options, compile_network
+from testing.flowsim import Network, fat_tree, snapshot_from_graph
 
 
 def random_connected_graph(seed: int, nodes: int = 9, extra_edges: int = 5) -> nx.Graph:

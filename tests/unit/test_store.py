@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sdn.policy import load_policy
-from sdn.store import DB_NAME, PolicyStore, RevisionNotFound, summarize, summarize_canonical
+from sdn.policy.schema import load_policy
+from sdn.policy.store import DB_NAME, PolicyStore, RevisionNotFound, summarize, summarize_canonical
 
 V1 = """\
 version: 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nfv.supervisor import (
+from nfv.host.supervisor import (
     Backoff,
     StatsSample,
     is_fresh,
@@ -87,10 +87,11 @@ def test_freshness() -> None:
 
 
 def test_worker_argv_is_the_contract() -> None:
-    argv = worker_argv(["py", "-m", "nfv.worker"], "firewall", Path("/r/c.json"), "ingress",
-                       "egress", Path("/r/s.json"))
-    assert argv == ["py", "-m", "nfv.worker", "--kind", "firewall", "--config", "/r/c.json",
-                    "--ingress", "ingress", "--egress", "egress", "--stats", "/r/s.json"]
+    argv = worker_argv(["py", "-m", "nfv.datapath.worker"], "firewall", Path("/r/c.json"),
+                       "ingress", "egress", Path("/r/s.json"))
+    assert argv == ["py", "-m", "nfv.datapath.worker", "--kind", "firewall",
+                    "--config", "/r/c.json", "--ingress", "ingress", "--egress", "egress",
+                    "--stats", "/r/s.json"]
 
 
 def test_process_tokens_tell_live_from_dead() -> None:

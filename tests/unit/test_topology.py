@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdn.topology import EDGE_SETTLE_SECONDS, Link, Topology
+from sdn.model.topology import EDGE_SETTLE_SECONDS, Link, Topology
 
 
 class Clock:

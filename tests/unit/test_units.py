@@ -2,13 +2,7 @@
 
 import pytest
 
-from sdn.units import (
-    format_port_range,
-    parse_duration,
-    parse_port_range,
-    parse_rate,
-    parse_size,
-)
+from common.units import format_port_range, parse_duration, parse_port_range, parse_rate, parse_size
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nfv.runtime import VnfSpec, default_worker
+from nfv.host.runtime import VnfSpec, default_worker
 
 
 def test_instance_names() -> None:
@@ -22,6 +22,6 @@ def test_invalid_specs(bad: dict) -> None:
 
 def test_default_worker_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SDN_VNF_WORKER", raising=False)
-    assert default_worker()[1:] == ["-m", "nfv.worker"]
+    assert default_worker()[1:] == ["-m", "nfv.datapath.worker"]
     monkeypatch.setenv("SDN_VNF_WORKER", "/usr/bin/python3 '/a b/w.py'")
     assert default_worker() == ["/usr/bin/python3", "/a b/w.py"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nfv import worker
-from nfv.firewall import Firewall
-from nfv.forward import Forward
+from nfv.datapath import worker
+from nfv.functions.firewall import Firewall
+from nfv.functions.forward import Forward
 
 
 def test_load_function_by_kind() -> None:

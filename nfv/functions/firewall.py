@@ -1,0 +1,452 @@
+"""A stateful firewall: ordered rules for new connections, conntrack for everything after.
+
+Only the first packet of a connection (conntrack `CT_NEW`) is judged by the rules; replies and
+established traffic pass on the strength of the connection entry, packets that do not fit their
+connection's state (`CT_INVALID`) are dropped, and ICMP errors about known connections pass as
+`CT_RELATED`. Frames that are not IP (ARP, LLDP...) and IPv6 neighbour discovery pass untouched.
+
+Config (the `vnfs.<name>` section of the policy; see notes/policy_schema.md):
+`default` (allow|drop), `rules` (ordered, first match wins; each `{action: allow|deny|drop|reject,
+proto, src, dst, src_port, dst_port, icmp_type}`), `new_conn_rate` (new connections per second per
+source address), `offload` (collect settled flows for `drain_settled`). Extensions: `conntrack`
+(`{max_entries, timeouts, tcp_loose}`, see nfv.functions.conntrack) and `log_rate` (drop log
+lines per
+second, default 5). Keys that describe the VNF's placement (type, switch, replicas, ...) are
+ignored here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from nfv.datapath.packet import (
+    FRAG_FIRST,
+    FRAG_LATER,
+    OK,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    STATUS_NAMES,
+    Parser,
+    build_icmp_unreachable,
+    build_tcp_rst,
+)
+from nfv.functions.base import Side, Verdict
+from nfv.functions.conntrack import (
+    CT_ESTABLISHED,
+    CT_INVALID,
+    CT_NEW,
+    CT_RELATED,
+    ESTABLISHED,
+    REPLIED,
+    ConnTrack,
+)
+
+ALLOW = 0
+DROP = 1
+REJECT = 2
+_ACTIONS = {"allow": ALLOW, "accept": ALLOW, "deny": DROP, "drop": DROP, "reject": REJECT}
+_ACTION_NAMES = ("allow", "drop", "reject")
+_PROTOS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "icmpv6": PROTO_ICMPV6}
+_RULE_KEYS = frozenset(("action", "proto", "src", "dst", "src_port", "dst_port", "icmp_type"))
+_CONFIG_KEYS = frozenset(("default", "rules", "new_conn_rate", "offload", "conntrack", "log_rate"))
+# Keys of a policy's VNF entry that are about placement, not about this function.
+_PLACEMENT_KEYS = frozenset(
+    ("type", "name", "switch", "replicas", "failure_mode", "cpu", "memory", "image")
+)
+_ANY = -1
+_FORWARD, _DROP, _BOUNCE = Verdict.FORWARD, Verdict.DROP, Verdict.BOUNCE
+_CACHE_MAX = 65536
+_FRAG_MAX = 4096
+_FRAG_TIMEOUT = 30.0
+_BUCKETS_MAX = 65536
+_SETTLED_MAX = 10000
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled rule. Address ranges are (version, network, mask); 0 version = any."""
+
+    index: int
+    action: int
+    protos: tuple[int, ...]  # empty = any protocol
+    src: tuple[int, int, int]
+    dst: tuple[int, int, int]
+    sport: tuple[int, int]
+    dport: tuple[int, int]
+    icmp_type: int
+
+    def describe(self) -> str:
+        return f"#{self.index} {_ACTION_NAMES[self.action]}"
+
+
+def _net(value: Any, field: str) -> tuple[int, int, int]:
+    if value is None:
+        return (0, 0, 0)
+    try:
+        net = ipaddress.ip_network(str(value), strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {value!r} is not an IP address or CIDR") from exc
+    return (net.version, int(net.network_address), int(net.netmask))
+
+
+def _ports(value: Any, field: str) -> tuple[int, int]:
+    if value is None:
+        return (0, 65535)
+    if isinstance(value, bool):
+        raise ValueError(f"{field}: {value!r} is not a port")
+    if isinstance(value, int):
+        lo = hi = value
+    else:
+        text = str(value).strip()
+        lo_s, sep, hi_s = text.partition("-")
+        try:
+            lo = int(lo_s)
+            hi = int(hi_s) if sep else lo
+        except ValueError as exc:
+            raise ValueError(f"{field}: {value!r} is not a port or port range") from exc
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"{field}: {value!r} is not within 1-65535 (low-high)")
+    return (lo, hi)
+
+
+def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
+    """Check one rule of the config and turn it into integer ranges."""
+    where = f"rules[{index}]"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a rule must be a mapping")
+    unknown = set(spec) - _RULE_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    action = _ACTIONS.get(str(spec.get("action", "")).lower())
+    if action is None:
+        raise ValueError(f"{where}.action: must be one of allow, deny, drop, reject")
+    proto = spec.get("proto", "any")
+    if isinstance(proto, int) and not isinstance(proto, bool) and 0 <= proto <= 255:
+        protos: tuple[int, ...] = (proto,)
+    elif str(proto).lower() == "any":
+        protos = ()
+    elif str(proto).lower() == "icmp":
+        protos = (PROTO_ICMP, PROTO_ICMPV6)
+    elif str(proto).lower() in _PROTOS:
+        protos = (_PROTOS[str(proto).lower()],)
+    else:
+        raise ValueError(f"{where}.proto: {proto!r} is not tcp, udp, icmp, any or 0-255")
+    has_ports = "src_port" in spec or "dst_port" in spec
+    if has_ports and not (protos and set(protos) <= {PROTO_TCP, PROTO_UDP}):
+        raise ValueError(f"{where}: src_port/dst_port need proto tcp or udp")
+    icmp_type = spec.get("icmp_type")
+    if icmp_type is not None:
+        if not (protos and set(protos) <= {PROTO_ICMP, PROTO_ICMPV6}):
+            raise ValueError(f"{where}.icmp_type: needs proto icmp")
+        if isinstance(icmp_type, bool) or not isinstance(icmp_type, int):
+            raise ValueError(f"{where}.icmp_type: must be an integer 0-255")
+        if not 0 <= icmp_type <= 255:
+            raise ValueError(f"{where}.icmp_type: must be 0-255")
+    src = _net(spec.get("src"), f"{where}.src")
+    dst = _net(spec.get("dst"), f"{where}.dst")
+    if src[0] and dst[0] and src[0] != dst[0]:
+        raise ValueError(f"{where}: src and dst are of different IP versions")
+    return Rule(
+        index=index,
+        action=action,
+        protos=protos,
+        src=src,
+        dst=dst,
+        sport=_ports(spec.get("src_port"), f"{where}.src_port"),
+        dport=_ports(spec.get("dst_port"), f"{where}.dst_port"),
+        icmp_type=_ANY if icmp_type is None else icmp_type,
+    )
+
+
+class RuleSet:
+    """Rules grouped by protocol, as flat int tuples, with a cache of recent decisions."""
+
+    def __init__(self, rules: list[Rule], default: int) -> None:
+        self.rules = rules
+        self.default = default
+        self._by_proto: dict[int, list[tuple]] = {}
+        self._any: list[tuple] = []
+        for r in rules:
+            row = (r.index, r.action, *r.src, *r.dst, *r.sport, *r.dport, r.icmp_type)
+            if not r.protos:
+                self._any.append(row)
+                for rows in self._by_proto.values():
+                    rows.append(row)
+            for proto in r.protos:
+                self._by_proto.setdefault(proto, list(self._any)).append(row)
+        self._uses_sport = any(r.sport != (0, 65535) for r in rules)
+        self._cache: dict[tuple, tuple[int, int]] = {}
+
+    def decide(self, p: Parser) -> tuple[int, int]:
+        """(action, rule index or -1 for the default) for the connection `p` would open."""
+        sport = p.sport if self._uses_sport else 0
+        key = (p.ip_ver, p.proto, p.src, p.dst, sport, p.dport, p.icmp_type)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        hit = self._scan(p, sport)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = hit
+        return hit
+
+    def _scan(self, p: Parser, sport: int) -> tuple[int, int]:
+        ver, src, dst, dport, itype = p.ip_ver, p.src, p.dst, p.dport, p.icmp_type
+        for idx, act, sv, sn, sm, dv, dn, dm, spl, sph, dpl, dph, it in self._by_proto.get(
+            p.proto, self._any
+        ):
+            if sv and (sv != ver or src & sm != sn):
+                continue
+            if dv and (dv != ver or dst & dm != dn):
+                continue
+            if not (dpl <= dport <= dph and spl <= sport <= sph):
+                continue
+            if it != _ANY and it != itype:
+                continue
+            return (act, idx)
+        return (self.default, -1)
+
+
+class Firewall:
+    """The firewall function (see the module docstring); a functions.base.NetworkFunction."""
+
+    def __init__(self, config: dict[str, Any], log: TextIO | None = None) -> None:
+        unknown = set(config) - _CONFIG_KEYS - _PLACEMENT_KEYS
+        if unknown:
+            raise ValueError(f"firewall: unknown config keys {sorted(unknown)}")
+        default = str(config.get("default", "drop")).lower()
+        if default not in ("allow", "drop"):
+            raise ValueError(f"firewall: default must be allow or drop, not {default!r}")
+        rules = config.get("rules") or []
+        if not isinstance(rules, list):
+            raise ValueError("firewall: rules must be a list")
+        self.ruleset = RuleSet([compile_rule(i, r) for i, r in enumerate(rules)], _ACTIONS[default])
+        rate = config.get("new_conn_rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))):
+            raise ValueError("firewall: new_conn_rate must be a number")
+        if rate is not None and rate <= 0:
+            raise ValueError("firewall: new_conn_rate must be positive")
+        self.rate = float(rate) if rate else 0.0
+        self.offload = bool(config.get("offload", False))
+        ct = dict(config.get("conntrack") or {})
+        unknown = set(ct) - {"max_entries", "timeouts", "tcp_loose"}
+        if unknown:
+            raise ValueError(f"firewall: unknown conntrack keys {sorted(unknown)}")
+        self.ct = ConnTrack(
+            max_entries=int(ct.get("max_entries", 65536)),
+            timeouts=ct.get("timeouts"),
+            tcp_loose=bool(ct.get("tcp_loose", False)),
+        )
+        self.log_rate = int(config.get("log_rate", 5))
+        self._log = log if log is not None else sys.stderr
+        self._parser = Parser()
+        self._buckets: dict[int, list[float]] = {}
+        self._frags: OrderedDict[tuple, float] = OrderedDict()
+        self._settled: list[tuple] = []
+        self._log_second = -1
+        self._log_left = 0
+        n = len(self.ruleset.rules)
+        self.rule_hits = [0] * n
+        self.default_hits = 0
+        self.allowed = self.bounced = 0
+        self.invalid = self.denied = self.rate_limited = 0
+        self.non_ip = self.untracked = self.established = self.related = 0
+        self.fragments_orphaned = self.reject_failed = self.logs_suppressed = 0
+        self.malformed_by_reason = [0] * len(STATUS_NAMES)
+
+    # --- the packet path -----------------------------------------------------------------------
+
+    def process(
+        self, frame: memoryview, length: int, side: Side, now: float
+    ) -> tuple[Verdict, int]:
+        # Each frame bumps exactly one outcome counter; the totals are sums (see counters()).
+        p = self._parser
+        status = p.parse(frame, length)
+        if status != OK:
+            self.malformed_by_reason[status] += 1
+            return _DROP, length
+        if p.ip_ver == 0:
+            self.non_ip += 1
+            return _FORWARD, length
+        ct = self.ct
+        info = ct.track(p, now)
+        if info == CT_ESTABLISHED:
+            self.established += 1
+            if ct.settled and self.offload:
+                self._settle()
+            return _FORWARD, length
+        if info == CT_NEW:
+            return self._new(frame, length, p, now)
+        if info == CT_RELATED:
+            self.related += 1
+            return _FORWARD, length
+        if info == CT_INVALID:
+            self.invalid += 1
+            return self._drop(p, "invalid", length, now)
+        return self._untracked(p, length, now)
+
+    def _new(self, frame: memoryview, length: int, p: Parser, now: float) -> tuple[Verdict, int]:
+        action, idx = self.ruleset.decide(p)
+        if idx < 0:
+            self.default_hits += 1
+        else:
+            self.rule_hits[idx] += 1
+        if action == ALLOW:
+            if self.rate and not self._take_token(p.src, now):
+                self.rate_limited += 1
+                return self._drop(p, "rate", length, now)
+            self.ct.confirm(now)
+            if p.frag == FRAG_FIRST:
+                self._remember_fragment(p, now)
+            self.allowed += 1
+            return _FORWARD, length
+        if action == REJECT:
+            n = build_tcp_rst(frame, p) if p.proto == PROTO_TCP else 0
+            if n == 0 and p.proto != PROTO_TCP and p.frag != FRAG_LATER:
+                n = build_icmp_unreachable(frame, p)
+            if n:
+                self.bounced += 1
+                self._maybe_log(p, "reject", idx, now)
+                return _BOUNCE, n
+            self.reject_failed += 1
+        self.denied += 1
+        return self._drop(p, "deny", length, now, idx)
+
+    def _untracked(self, p: Parser, length: int, now: float) -> tuple[Verdict, int]:
+        """Non-first fragments follow their first fragment; ND and friends pass."""
+        if p.frag == FRAG_LATER:
+            key = (p.ip_ver, p.src, p.dst, p.frag_id, p.proto)
+            until = self._frags.get(key)
+            if until is None or until < now:
+                self.fragments_orphaned += 1
+                return self._drop(p, "fragment", length, now)
+        self.untracked += 1
+        return _FORWARD, length
+
+    def _remember_fragment(self, p: Parser, now: float) -> None:
+        frags = self._frags
+        frags[(p.ip_ver, p.src, p.dst, p.frag_id, p.proto)] = now + _FRAG_TIMEOUT
+        if len(frags) > _FRAG_MAX:
+            frags.popitem(last=False)
+
+    def _take_token(self, src: int, now: float) -> bool:
+        """Token bucket per source: `rate` tokens a second, a burst of one second's worth."""
+        b = self._buckets.get(src)
+        if b is None:
+            if len(self._buckets) >= _BUCKETS_MAX:
+                self._prune_buckets(now)
+            self._buckets[src] = [self.rate - 1.0, now]
+            return True
+        tokens = min(self.rate, b[0] + (now - b[1]) * self.rate)
+        b[1] = now
+        if tokens < 1.0:
+            b[0] = tokens
+            return False
+        b[0] = tokens - 1.0
+        return True
+
+    def _prune_buckets(self, now: float) -> None:
+        """Forget sources whose bucket has refilled (they would start full anyway)."""
+        rate = self.rate
+        full = [s for s, (t, last) in self._buckets.items() if t + (now - last) * rate >= rate]
+        for s in full:
+            del self._buckets[s]
+        if len(self._buckets) >= _BUCKETS_MAX:
+            self._buckets.clear()
+
+    def _settle(self) -> None:
+        e = self.ct.entry
+        if e is None or e.state not in (ESTABLISHED, REPLIED):
+            return
+        if len(self._settled) < _SETTLED_MAX:
+            self._settled.append(e.describe())
+
+    def _drop(
+        self, p: Parser, reason: str, length: int, now: float, idx: int = -1
+    ) -> tuple[Verdict, int]:
+        self._maybe_log(p, reason, idx, now)
+        return _DROP, length
+
+    def _maybe_log(self, p: Parser, reason: str, idx: int, now: float) -> None:
+        """At most `log_rate` lines a second; the rest are only counted."""
+        second = int(now)
+        if second != self._log_second:
+            self._log_second = second
+            self._log_left = self.log_rate
+        if self._log_left <= 0:
+            self.logs_suppressed += 1
+            return
+        self._log_left -= 1
+        rule = f" rule=#{idx}" if idx >= 0 else ""
+        self._log.write(
+            f"firewall: {reason}{rule} proto={p.proto} "
+            f"{_addr(p.ip_ver, p.src)}:{p.sport} -> {_addr(p.ip_ver, p.dst)}:{p.dport}\n"
+        )
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Iterable[tuple[Side, bytes]]:
+        self.ct.tick(now)
+        frags = self._frags
+        while frags:
+            key, until = next(iter(frags.items()))
+            if until >= now:
+                break
+            del frags[key]
+        return ()
+
+    def drain_settled(self) -> list[tuple]:
+        """Connections that reached ESTABLISHED (TCP) or saw a reply (UDP/ICMP) since the last
+        call, as (proto, src, sport, dst, dport) of the original direction; empty unless the
+        config has `offload: true`."""
+        out, self._settled = self._settled, []
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        """Totals: processed = forwarded + dropped + bounced;
+        forwarded = established + related + allowed + non_ip + untracked;
+        dropped = malformed + invalid + denied + rate_limited + fragments_orphaned."""
+        malformed = sum(self.malformed_by_reason)
+        forwarded = self.established + self.related + self.allowed + self.non_ip + self.untracked
+        dropped = (
+            malformed + self.invalid + self.denied + self.rate_limited + self.fragments_orphaned
+        )
+        return {
+            "processed": forwarded + dropped + self.bounced,
+            "forwarded": forwarded,
+            "dropped": dropped,
+            "bounced": self.bounced,
+            "malformed": malformed,
+            "malformed_by_reason": {
+                name: n for name, n in zip(STATUS_NAMES, self.malformed_by_reason, strict=True) if n
+            },
+            "invalid": self.invalid,
+            "denied": self.denied,
+            "rate_limited": self.rate_limited,
+            "reject_failed": self.reject_failed,
+            "fragments_orphaned": self.fragments_orphaned,
+            "non_ip": self.non_ip,
+            "untracked": self.untracked,
+            "new": self.allowed + self.bounced + self.denied + self.rate_limited,
+            "allowed": self.allowed,
+            "established": self.established,
+            "related": self.related,
+            "default_hits": self.default_hits,
+            "rules": [
+                {"index": r.index, "action": _ACTION_NAMES[r.action], "hits": self.rule_hits[i]}
+                for i, r in enumerate(self.ruleset.rules)
+            ],
+            "logs_suppressed": self.logs_suppressed,
+            "conntrack": self.ct.counters(),
+        }
+
+
+def _addr(ver: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if ver == 4 else ipaddress.IPv6Address(value))

@@ -1,0 +1,86 @@
+"""What every switch should hold, from the policy and the topology. Pure.
+
+This is where the policy's sections meet the compiler: routing preferences become
+compile options and link weights; traffic classes and chains add their own rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from sdn.compile.arp import answer_rule
+from sdn.compile.chains import SettledFlow, VnfInstance, compile_chains, vnf_ports
+from sdn.compile.classes import add_class_rules
+from sdn.compile.routes import Options, compile_network
+from sdn.model.rules import SwitchRules
+from sdn.model.topology import Snapshot
+from sdn.policy.schema import Policy
+
+DEFAULT_LATENCY_SECONDS = 0.001
+DEFAULT_CAPACITY_BPS = 1_000_000_000
+
+
+def options_for(policy: Policy | None) -> Options:
+    if policy is None:
+        return Options()
+    return Options(ecmp=policy.routing.ecmp,
+                   protection=policy.routing.protection == "fast-failover")
+
+
+def link_weights(policy: Policy | None, snapshot: Snapshot) -> dict[frozenset[int], float]:
+    """Weight of every known link under the policy's metric; explicit weights win."""
+    if policy is None:
+        return {}
+    configured = {}
+    for link in policy.topology.links:
+        a, b = (policy.dpid_of(name) for name in link.between)
+        if a is not None and b is not None:
+            configured[frozenset((a, b))] = link
+    metric = policy.routing.metric
+    weights = {}
+    for lk in snapshot.links:
+        pair = frozenset((lk.a, lk.b))
+        attrs = configured.get(pair)
+        if attrs is not None and attrs.weight is not None:
+            weights[pair] = float(attrs.weight)
+        elif metric == "latency":
+            latency = attrs.latency if attrs and attrs.latency else DEFAULT_LATENCY_SECONDS
+            weights[pair] = latency * 1000.0
+        elif metric == "capacity":
+            capacity = attrs.capacity if attrs and attrs.capacity else DEFAULT_CAPACITY_BPS
+            weights[pair] = 1e9 / capacity
+        else:
+            weights[pair] = 1.0
+    return weights
+
+
+def desired_rules(
+    policy: Policy | None, snapshot: Snapshot, instances: Sequence[VnfInstance] = (),
+    settled: Iterable[SettledFlow] = (),
+) -> dict[int, SwitchRules]:
+    """`snapshot` leaves VNF arms out (routing and flooding must never use them); chain
+    steering sees them, for the instances that are placed."""
+    weighted = replace(snapshot, weights=link_weights(policy, snapshot))
+    rules = compile_network(weighted, options_for(policy))
+    add_class_rules(rules, policy, snapshot)
+    add_virtual_ip_answers(rules, policy, snapshot)
+    arms = vnf_ports(instances)
+    with_arms = replace(weighted, switches={
+        dpid: ports | arms.get(dpid, frozenset()) for dpid, ports in weighted.switches.items()})
+    for dpid, extra in compile_chains(policy, with_arms, instances, settled).items():
+        if dpid in rules:
+            rules[dpid].add_flows(extra)
+    return rules
+
+
+def add_virtual_ip_answers(rules: dict[int, SwitchRules], policy: Policy | None,
+                           snapshot: Snapshot) -> None:
+    """Switches answer ARP for load balancers' virtual IPs as for hosts (sdn.compile.routes);
+    no host owns a VIP, so no request goes on."""
+    if policy is None:
+        return
+    vips = policy.virtual_ips()
+    for dpid in {h.dpid for h in snapshot.hosts} & rules.keys():
+        rules[dpid].add_flows(answer_rule(dpid, ip, mac, tell_owner=False)
+                              for ip, mac in vips.items())

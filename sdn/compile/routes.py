@@ -1,0 +1,624 @@
+"""Compile (topology snapshot, options) into the rules every switch should hold. Pure.
+
+Pipeline per switch:
+  table 0  LLDP to the controller; inter-switch ports and known hosts go on (ARP too,
+           when it comes from a host's known address, gratuitous ARP aside); other ARP
+           goes to the controller; anything else is copied to it (host learning) and
+           goes on.
+  table 1  policy (traffic classes, sdn.compile.classes); empty here, falls through.
+  table 2  service-chain steering (sdn.compile.chains); empty here, falls through.
+  table 3  ARP requests for known addresses are answered (sdn.compile.arp), on every switch
+           with hosts; multicast/broadcast along the spanning tree; hosts on this switch are
+           delivered; every other known host is mapped to its switch (metadata) and
+           goes to table 4; unknown unicast to the controller.
+  table 4  one route per destination switch (select and fast-failover groups), plus
+           U-turn rules keyed by in_port for packets a neighbour hands back.
+
+The result is a pure function of (snapshot, options), but it is computed incrementally:
+`NetworkCompiler` keeps the previous result and, after a topology change, recomputes only
+the routes and switches the change can affect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import networkx as nx
+
+from sdn.compile import routing
+from sdn.compile.arp import ETH_TYPE_ARP, answer_rule
+from sdn.model.rules import (
+    COOKIE_CONTROL,
+    COOKIE_FLOOD,
+    COOKIE_LEARN,
+    COOKIE_ROUTE,
+    IN_PORT,
+    METADATA_DPID_MASK,
+    METADATA_FROM_LINK,
+    TABLE_CHAIN,
+    TABLE_FORWARD,
+    TABLE_INGRESS,
+    TABLE_POLICY,
+    TABLE_ROUTE,
+    Bucket,
+    FlowRule,
+    Group,
+    MatchItems,
+    SwitchRules,
+    cookie,
+    match,
+)
+from sdn.model.topology import Host, Link, Snapshot
+
+ETH_TYPE_LLDP = 0x88CC
+MULTICAST_BIT = "01:00:00:00:00:00"
+PACKET_IN_LEARN_BYTES = 128
+NO_BUFFER = 0xFFFF
+
+PRIO_LLDP = 1000
+PRIO_LINK_PORT = 950  # LLDP aside, whatever crosses a link goes on (flooded ARP too)
+PRIO_GRATUITOUS_ARP = 920
+PRIO_KNOWN_ARP = 910
+PRIO_ARP = 900
+PRIO_KNOWN_SOURCE = 100
+PRIO_UTURN = 210
+PRIO_ROUTE = 200
+PRIO_FLOOD = 100
+PRIO_MISS = 0
+
+
+@dataclass(frozen=True)
+class Options:
+    ecmp: bool = True
+    protection: bool = True
+
+
+DEFAULT_OPTIONS = Options()
+
+_COMPILERS: dict[Options, NetworkCompiler] = {}
+_COMPILERS_LOCK = threading.Lock()
+
+
+def compile_network(
+    snapshot: Snapshot, options: Options = DEFAULT_OPTIONS
+) -> dict[int, SwitchRules]:
+    """Every switch's rules. Each call returns new `SwitchRules` the caller may extend;
+    the work is incremental against the previous call with the same options."""
+    with _COMPILERS_LOCK:
+        compiler = _COMPILERS.get(options)
+        if compiler is None:
+            compiler = _COMPILERS[options] = NetworkCompiler(options)
+        return compiler.compile(snapshot)
+
+
+def base_pipeline(dpid: int, snapshot: Snapshot) -> list[FlowRule]:
+    control = cookie(COOKIE_CONTROL, "pipeline")
+    learn = cookie(COOKIE_LEARN, "hosts")
+    to_controller = ("controller", NO_BUFFER)
+    rules = [
+        FlowRule(dpid, TABLE_INGRESS, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP),
+                 (to_controller,), cookie=control),
+        FlowRule(dpid, TABLE_INGRESS, PRIO_ARP, match(eth_type=ETH_TYPE_ARP),
+                 (to_controller,), cookie=control),
+        FlowRule(dpid, TABLE_INGRESS, PRIO_MISS, match(),
+                 (("controller", PACKET_IN_LEARN_BYTES),), goto=TABLE_POLICY, cookie=learn),
+        FlowRule(dpid, TABLE_POLICY, PRIO_MISS, match(), goto=TABLE_CHAIN, cookie=control),
+        FlowRule(dpid, TABLE_CHAIN, PRIO_MISS, match(), goto=TABLE_FORWARD, cookie=control),
+        FlowRule(dpid, TABLE_FORWARD, PRIO_MISS, match(), (to_controller,), cookie=control),
+    ]
+    rules += [
+        FlowRule(dpid, TABLE_INGRESS, PRIO_LINK_PORT, match(in_port=port),
+                 goto=TABLE_POLICY, cookie=control,
+                 write_metadata=(METADATA_FROM_LINK, METADATA_FROM_LINK))
+        for port in sorted(snapshot.link_ports(dpid))
+    ]
+    local = [h for h in snapshot.hosts if h.dpid == dpid]
+    rules += [
+        FlowRule(dpid, TABLE_INGRESS, PRIO_KNOWN_SOURCE, match(in_port=h.port, eth_src=h.mac),
+                 goto=TABLE_POLICY, cookie=learn)
+        for h in local
+    ]
+    for h in local:
+        for ip in h.ips:
+            arp_from = {"in_port": h.port, "eth_src": h.mac, "eth_type": ETH_TYPE_ARP,
+                        "arp_spa": ip}
+            rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_KNOWN_ARP, match(**arp_from),
+                                  goto=TABLE_POLICY, cookie=learn))
+            rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_GRATUITOUS_ARP,
+                                  match(**arp_from, arp_tpa=ip), (to_controller,),
+                                  cookie=learn))
+    return rules
+
+
+def flood_rules(dpid: int, snapshot: Snapshot, tree: nx.Graph) -> list[FlowRule]:
+    """Broadcast and multicast leave by tree and settled edge ports only, never where they
+    came in; what arrives on a link the tree does not use is dropped, so loops cannot storm
+    (not even in the first moments, before LLDP has found every link)."""
+    links = snapshot.link_ports(dpid)
+    tree_ports = {
+        lk.port_at(dpid) for lk in snapshot.links
+        if dpid in (lk.a, lk.b) and tree.has_edge(lk.a, lk.b)
+        and tree[lk.a][lk.b].get("link") == lk
+    }
+    edge = snapshot.switches[dpid] - links - snapshot.unsettled.get(dpid, frozenset())
+    flood_set = edge | tree_ports
+    flood = cookie(COOKIE_FLOOD, "tree")
+    rules = []
+    for port in sorted(snapshot.switches[dpid]):
+        outs = tuple(("output", p) for p in sorted(flood_set - {port})) if port in flood_set else ()
+        rules.append(FlowRule(
+            dpid, TABLE_FORWARD, PRIO_FLOOD,
+            match(in_port=port, eth_dst=(MULTICAST_BIT, MULTICAST_BIT)), outs, cookie=flood))
+    return rules
+
+
+# Routes, compiled incrementally.
+
+Edge = tuple[int, int]  # (lower dpid, higher dpid)
+RuleKey = tuple[int, int, MatchItems]
+
+# Beyond this many changed links a rebuild from scratch is as cheap as repairing.
+MAX_REPAIRED_EDGES = 16
+
+
+def switch_edges(snapshot: Snapshot) -> dict[Edge, tuple[float, Link]]:
+    """The switch graph as `Snapshot.graph` defines it: per pair of switches the
+    lowest-numbered link carries traffic, with the pair's weight."""
+    edges: dict[Edge, tuple[float, Link]] = {}
+    for link in snapshot.links:
+        if link.a == link.b:
+            continue
+        pair = (link.a, link.b)
+        held = edges.get(pair)
+        if held is None or link < held[1]:
+            edges[pair] = (snapshot.weights.get(frozenset(pair), 1.0), link)
+    return edges
+
+
+GroupSpec = tuple
+"""What a route group does, in plain values (cheap to hash and compare):
+('select', ports) | ('ff', ports) | ('ff-group', select gid, backup port)
+| ('ff-back', primary ports, backup port): the primaries, else back out the in_port."""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _group_content(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...], int]:
+    """The group's type and buckets, and the id its content hashes to (cached: repairs
+    keep re-creating the same few groups)."""
+    type_, buckets = _group_buckets(spec)
+    return type_, buckets, (zlib.crc32(repr((type_, buckets)).encode()) & 0x7FFFFFF0) | 1
+
+
+def _group_buckets(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...]]:
+    kind = spec[0]
+    if kind == "select":
+        return "select", tuple(Bucket((("output", p),), watch_port=p, weight=1)
+                               for p in spec[1])
+    if kind == "ff-group":
+        _, select, backup = spec
+        return "ff", (Bucket((("group", select),), watch_group=select),
+                      Bucket((("output", backup),), watch_port=backup))
+    outs = tuple(Bucket((("output", p),), watch_port=p) for p in spec[1])
+    if kind == "ff-back":
+        return "ff", (*outs, Bucket((("output", IN_PORT),), watch_port=spec[2]))
+    return "ff", outs
+
+
+class _GroupPool:
+    """One switch's route groups, shared and reference-counted, with ids derived from
+    their content (as `flows.GroupTable` does), so ids survive recompiles and restarts."""
+
+    def __init__(self, dpid: int) -> None:
+        self.dpid = dpid
+        self.groups: dict[int, Group] = {}
+        self._ids: dict[GroupSpec, int] = {}
+        self._specs: dict[int, GroupSpec] = {}
+        self._refs: dict[int, int] = {}
+
+    def acquire(self, spec: GroupSpec) -> int:
+        gid = self._ids.get(spec)
+        if gid is None:
+            type_, buckets, gid = _group_content(spec)
+            while gid in self.groups:
+                gid += 1
+            self._ids[spec], self._specs[gid], self._refs[gid] = gid, spec, 0
+            self.groups[gid] = Group(self.dpid, gid, type_, buckets)
+        self._refs[gid] += 1
+        return gid
+
+    def release(self, gid: int) -> None:
+        self._refs[gid] -= 1
+        if not self._refs[gid]:
+            del self.groups[gid], self._refs[gid], self._ids[self._specs.pop(gid)]
+
+
+class _CellGroups:
+    """Group allocation for one route cell, remembering what it took."""
+
+    def __init__(self, pool: _GroupPool) -> None:
+        self.pool = pool
+        self.taken: list[int] = []
+
+    def get(self, spec: GroupSpec) -> int:
+        gid = self.pool.acquire(spec)
+        self.taken.append(gid)
+        return gid
+
+
+@dataclass(frozen=True)
+class _CellInputs:
+    """Everything one switch's route toward one destination switch depends on."""
+
+    primary_ports: tuple[int, ...]
+    backup_port: int | None
+    uturn_ports: tuple[int, ...]  # primary ports a neighbour may hand packets back on
+    backup_uturn: bool  # the backup neighbour may hand packets back too
+
+
+@dataclass(frozen=True)
+class _Cell:
+    inputs: _CellInputs
+    keys: tuple[RuleKey, ...]
+    groups: tuple[int, ...]
+
+
+class NetworkCompiler:
+    """Keeps the last compiled network and turns the next snapshot into rules by
+    repairing only what the difference can affect: routes per destination switch
+    (`routing.DestinationRoutes`), then the table-3 cells (switch, destination) whose
+    inputs changed, the host mappings where reachability changed, and the per-switch
+    base and flood rules of switches whose ports, hosts or tree links changed.
+
+    `compile` returns every switch's rules, as a fresh compiler would; `update` returns
+    only the switches whose rules changed since the previous call (the controller sends
+    nothing to the others), `rules` any one switch. All return new `SwitchRules` the
+    caller may extend. `changed` names the switches the last call changed."""
+
+    def __init__(self, options: Options = DEFAULT_OPTIONS) -> None:
+        self.options = options
+        self.changed: set[int] = set()
+        self.rebuilds = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._graph = nx.Graph()  # for the spanning tree
+        self._adj: dict[int, dict[int, float]] = {}  # for routes: neighbour -> weight
+        self._ports: dict[int, dict[int, int]] = {}  # neighbour -> port toward it
+        self._edges: dict[Edge, tuple[float, Link]] = {}
+        self._routes: dict[int, routing.DestinationRoutes] = {}
+        self._cells: dict[int, dict[int, _Cell]] = {}  # destination -> switch -> cell
+        self._hosts: dict[str, Host] = {}
+        self._mapped: dict[int, dict[str, Host]] = {}  # destination -> hosts mapped to it
+        self._flows: dict[int, dict[RuleKey, FlowRule]] = {}
+        self._pools: dict[int, _GroupPool] = {}
+        self._static: dict[int, tuple[tuple, tuple[RuleKey, ...]]] = {}
+        self._answers: dict[str, str] = {}  # IP -> MAC the switches answer ARP with
+        self._answering: set[int] = set()  # switches with hosts, which hold the answers
+        self._tree: nx.Graph | None = None
+
+    def compile(self, snapshot: Snapshot) -> dict[int, SwitchRules]:
+        with _collector_paused():
+            self._compile(snapshot)
+            return {dpid: self.rules(dpid) for dpid in snapshot.switches}
+
+    def update(self, snapshot: Snapshot) -> dict[int, SwitchRules]:
+        with _collector_paused():
+            self._compile(snapshot)
+            return {dpid: self.rules(dpid) for dpid in sorted(self.changed)
+                    if dpid in snapshot.switches}
+
+    def rules(self, dpid: int) -> SwitchRules:
+        return SwitchRules(self._flows.get(dpid, {}).copy(), self._pool(dpid).groups.copy())
+
+    def _compile(self, snapshot: Snapshot) -> None:
+        edges = switch_edges(snapshot)
+        if self._rebuild_needed(edges):
+            self._reset()
+            self.rebuilds += 1
+            self.changed = set(snapshot.switches)
+        else:
+            self.changed = set()
+        nodes = set(snapshot.switches).union(*edges)
+        hosts = {h.mac: h for h in snapshot.hosts if h.dpid in nodes}
+        lost = [e for e, held in self._edges.items() if edges.get(e) != held]
+        gained = [e for e, now in edges.items() if self._edges.get(e) != now]
+
+        old_hosts = self._hosts
+        for mac, host in old_hosts.items():
+            if _place(hosts.get(mac)) != _place(host):
+                self._unmap_host(host)
+        destinations = {h.dpid for h in hosts.values()}
+        for dst in [d for d in self._routes if d not in destinations]:
+            self._drop_destination(dst)
+        self._update_graph(edges, nodes, lost, gained)
+        tree_changed = self._tree is None or bool(gained) or any(
+            self._tree.has_edge(*e) for e in lost)
+        forced = {n for e in lost if e in edges for n in e}  # same pair, other link: ports
+        for dst, routes in self._routes.items():
+            self._refresh_destination(dst, routes, forced)
+        for dst in sorted(destinations - self._routes.keys()):
+            self._add_destination(dst)
+        for mac, host in hosts.items():
+            if _place(old_hosts.get(mac)) != _place(host):
+                self._map_host(host)
+        self._hosts = hosts
+        if tree_changed:
+            self._tree = self._spanning_tree()
+        self._update_static(snapshot)
+        self._update_answers(snapshot)
+        for gone in [n for n in self._flows if n not in snapshot.switches]:
+            del self._flows[gone]
+            self._pools.pop(gone, None)
+            self._static.pop(gone, None)
+
+    def _rebuild_needed(self, edges: dict[Edge, tuple[float, Link]]) -> bool:
+        if not self._edges or any(w <= routing.EPSILON for w, _ in edges.values()):
+            return True
+        changes = sum(1 for e, held in self._edges.items() if edges.get(e) != held)
+        changes += sum(1 for e in edges if e not in self._edges)
+        return changes > MAX_REPAIRED_EDGES
+
+    def _update_graph(self, edges: dict[Edge, tuple[float, Link]], nodes: set[int],
+                      lost: list[Edge], gained: list[Edge]) -> None:
+        """Losses first, then gains, each followed by repairing every destination's
+        routes, so each repair sees a graph that only shrank or only grew."""
+        graph, adj, ports = self._graph, self._adj, self._ports
+        graph.remove_edges_from(lost)
+        for a, b in lost:
+            del adj[a][b], adj[b][a], ports[a][b], ports[b][a]
+        dropped = [(a, b, self._edges[(a, b)][0]) for a, b in lost]
+        for routes in self._routes.values():
+            routes.lose_edges(adj, dropped)
+        for gone in [n for n in adj if n not in nodes]:
+            graph.remove_node(gone)
+            del adj[gone], ports[gone]
+        for new in nodes - adj.keys():
+            graph.add_node(new)
+            adj[new], ports[new] = {}, {}
+        for a, b in gained:
+            weight, link = edges[(a, b)]
+            graph.add_edge(a, b, weight=weight, link=link)
+            adj[a][b] = adj[b][a] = weight
+            ports[a][b], ports[b][a] = link.port_at(a), link.port_at(b)
+        for routes in self._routes.values():
+            routes.gain_edges(adj, gained)
+        self._edges = edges
+
+    # table 3: routes toward destination switches
+    def _add_destination(self, dst: int) -> None:
+        routes = routing.DestinationRoutes(self._adj, dst, ecmp=self.options.ecmp)
+        self._routes[dst] = routes
+        self._cells[dst] = {}
+        self._mapped[dst] = {}
+        for node in routes.hops:
+            self._set_cell(dst, node, self._inputs(node, routes.hops))
+
+    def _drop_destination(self, dst: int) -> None:
+        for node in list(self._cells[dst]):
+            self._remove_cell(dst, node)
+        del self._routes[dst], self._cells[dst], self._mapped[dst]
+
+    def _refresh_destination(self, dst: int, routes: routing.DestinationRoutes,
+                             forced: set[int]) -> None:
+        """Rebuild the cells whose inputs changed: a cell reads its own switch's hops
+        and those of the neighbours it names, so look at changed switches and at the
+        neighbours that name them."""
+        changed = routes.take_changed()
+        cells, hops = self._cells[dst], routes.hops
+        candidates = set(changed) | forced
+        for node in changed:
+            for n in self._adj.get(node, ()):
+                hop = hops.get(n)
+                if hop is not None and (node in hop.primary or hop.backup == node):
+                    candidates.add(n)
+        for node in candidates:
+            if node in hops:
+                inputs = self._inputs(node, hops)
+                cell = cells.get(node)
+                if cell is None or cell.inputs != inputs:
+                    self._set_cell(dst, node, inputs)
+            elif node in cells:
+                self._remove_cell(dst, node)
+        for node, before in changed.items():
+            if (before is None) == (node in hops):
+                for host in self._mapped[dst].values():
+                    if node in hops:
+                        self._put(node, [_host_rule(node, host)])
+                    else:
+                        self._delete(node, [_host_rule(node, host).key])
+
+    def _inputs(self, node: int, hops: dict[int, routing.Hops]) -> _CellInputs:
+        toward = self._ports[node]
+        hop = hops[node]
+        ports = tuple(toward[n] for n in hop.primary)
+        if not self.options.protection:
+            return _CellInputs(ports, None, (), False)
+        b = hop.backup
+        backup_port = toward[b] if b is not None else None
+        has_others = len(ports) > 1 or backup_port is not None
+        uturns = tuple(p for n, p in zip(hop.primary, ports, strict=True)
+                       if has_others and n in hops and hops[n].backup == node)
+        back = backup_port is not None and b in hops and (
+            node in hops[b].primary or hops[b].backup == node)
+        return _CellInputs(ports, backup_port, uturns, back)
+
+    def _set_cell(self, dst: int, node: int, inputs: _CellInputs) -> None:
+        groups = _CellGroups(self._pool(node))
+        rules = _route_cell(node, dst, inputs, groups)
+        old = self._cells[dst].get(node)
+        if old is not None:
+            self._delete(node, old.keys)
+        self._put(node, rules)
+        if old is not None:
+            for gid in old.groups:
+                groups.pool.release(gid)
+        self._cells[dst][node] = _Cell(inputs, tuple(r.key for r in rules), tuple(groups.taken))
+
+    def _remove_cell(self, dst: int, node: int) -> None:
+        cell = self._cells[dst].pop(node)
+        self._delete(node, cell.keys)
+        pool = self._pool(node)
+        for gid in cell.groups:
+            pool.release(gid)
+
+    # table 2: hosts -> their switch
+    def _map_host(self, host: Host) -> None:
+        self._mapped[host.dpid][host.mac] = host
+        for node in (host.dpid, *self._routes[host.dpid].hops):
+            self._put(node, [_host_rule(node, host)])
+
+    def _unmap_host(self, host: Host) -> None:
+        del self._mapped[host.dpid][host.mac]
+        for node in (host.dpid, *self._routes[host.dpid].hops):
+            self._delete(node, [_host_rule(node, host).key])
+
+    # tables 0-2: per-switch base pipeline and flooding
+    def _update_static(self, snapshot: Snapshot) -> None:
+        link_ports: dict[int, set[int]] = {}
+        for lk in snapshot.links:
+            link_ports.setdefault(lk.a, set()).add(lk.a_port)
+            link_ports.setdefault(lk.b, set()).add(lk.b_port)
+        local: dict[int, list[tuple[str, int, tuple[str, ...]]]] = {}
+        for h in snapshot.hosts:
+            local.setdefault(h.dpid, []).append((h.mac, h.port, h.ips))
+        tree_ports: dict[int, set[int]] = {}
+        for a, b, data in self._tree.edges(data=True):
+            tree_ports.setdefault(a, set()).add(data["link"].port_at(a))
+            tree_ports.setdefault(b, set()).add(data["link"].port_at(b))
+        for dpid, ports in snapshot.switches.items():
+            signature = (ports, frozenset(link_ports.get(dpid, ())),
+                         tuple(sorted(local.get(dpid, ()))),
+                         frozenset(tree_ports.get(dpid, ())),
+                         snapshot.unsettled.get(dpid, frozenset()))
+            held = self._static.get(dpid)
+            if held is not None and held[0] == signature:
+                continue
+            if held is not None:
+                self._delete(dpid, held[1])
+            rules = base_pipeline(dpid, snapshot) + flood_rules(dpid, snapshot, self._tree)
+            self._put(dpid, rules)
+            self._static[dpid] = (signature, tuple(r.key for r in rules))
+
+    # table 3: ARP answers
+    def _update_answers(self, snapshot: Snapshot) -> None:
+        """Every switch with hosts answers for every known address; a host's own first
+        switch is the only one its requests reach. An address two hosts claim is answered
+        with the first by MAC (the topology moves an address to its latest claimant)."""
+        answers: dict[str, str] = {}
+        for mac, host in self._hosts.items():
+            for ip in host.ips:
+                held = answers.get(ip)
+                if held is None or mac < held:
+                    answers[ip] = mac
+        answering = {h.dpid for h in self._hosts.values()} & snapshot.switches.keys()
+        changed = {ip for ip in answers.keys() | self._answers.keys()
+                   if answers.get(ip) != self._answers.get(ip)}
+        for dpid in self._answering - answering:
+            if dpid in self._flows:
+                self._delete(dpid, [answer_rule(dpid, ip, mac).key
+                                    for ip, mac in self._answers.items()])
+        for dpid in answering - self._answering:
+            self._put(dpid, [answer_rule(dpid, ip, mac) for ip, mac in answers.items()])
+        if changed:
+            for dpid in answering & self._answering:
+                self._put(dpid, [answer_rule(dpid, ip, answers[ip])
+                                 for ip in changed if ip in answers])
+                self._delete(dpid, [answer_rule(dpid, ip, "").key
+                                    for ip in changed if ip not in answers])
+        self._answers, self._answering = answers, answering
+
+    def _spanning_tree(self) -> nx.Graph:
+        """`routing.spanning_tree` of the switch graph, from the edges we already hold."""
+        tree = nx.Graph()
+        tree.add_nodes_from(self._adj)
+        for a, b in routing.tree_edges({e: w for e, (w, _) in self._edges.items()}):
+            tree.add_edge(a, b, weight=self._edges[(a, b)][0], link=self._edges[(a, b)][1])
+        return tree
+
+    # bookkeeping
+    def _pool(self, dpid: int) -> _GroupPool:
+        pool = self._pools.get(dpid)
+        if pool is None:
+            pool = self._pools[dpid] = _GroupPool(dpid)
+        return pool
+
+    def _put(self, dpid: int, rules: Iterable[FlowRule]) -> None:
+        flows = self._flows.setdefault(dpid, {})
+        for rule in rules:
+            flows[rule.key] = rule
+        self.changed.add(dpid)
+
+    def _delete(self, dpid: int, keys: Iterable[RuleKey]) -> None:
+        flows = self._flows[dpid]
+        for key in keys:
+            del flows[key]
+        self.changed.add(dpid)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A compile builds large containers; with the cyclic collector running, every young
+    collection on the way re-traverses them (dozens per compile, most of its time at
+    fat-tree k=16). Pause it and let one collection afterwards do the work."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _place(host: Host | None) -> tuple[int, int] | None:
+    return None if host is None else (host.dpid, host.port)
+
+
+def _host_rule(node: int, host: Host) -> FlowRule:
+    """Table 2: deliver a local host, or tag the packet with its switch for table 3."""
+    route = cookie(COOKIE_ROUTE, host.mac)
+    if node == host.dpid:
+        return FlowRule(node, TABLE_FORWARD, PRIO_ROUTE, match(eth_dst=host.mac),
+                        (("output", host.port),), cookie=route)
+    return FlowRule(node, TABLE_FORWARD, PRIO_ROUTE, match(eth_dst=host.mac),
+                    goto=TABLE_ROUTE, cookie=route,
+                    write_metadata=(host.dpid, METADATA_DPID_MASK))
+
+
+def _route_cell(node: int, dst: int, inputs: _CellInputs, groups: _CellGroups
+                ) -> list[FlowRule]:
+    """Table 3 at `node` toward switch `dst`: the route, and the U-turn rules for packets
+    a neighbour sends back to us after its own primaries failed: from a primary neighbour
+    they go on by our other ports; from our backup neighbour they go back to it
+    (IN_PORT) only when our primaries are gone too."""
+    route = cookie(COOKIE_ROUTE, dst)
+    ports, backup = inputs.primary_ports, inputs.backup_port
+    rules = [FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
+                      _forward(groups, ports, backup), cookie=route)]
+    for port in inputs.uturn_ports:
+        others = tuple(p for p in ports if p != port) + (() if backup is None else (backup,))
+        rules.append(FlowRule(node, TABLE_ROUTE, PRIO_UTURN, match(metadata=dst, in_port=port),
+                              (("group", groups.get(("ff", others))),), cookie=route))
+    if inputs.backup_uturn:
+        rules.append(FlowRule(node, TABLE_ROUTE, PRIO_UTURN, match(metadata=dst, in_port=backup),
+                              (("group", groups.get(("ff-back", ports, backup))),),
+                              cookie=route))
+    return rules
+
+
+def _forward(groups: _CellGroups, primary: tuple[int, ...], backup: int | None) -> tuple:
+    """Actions toward a destination: one port, an ECMP select group, either guarded by a
+    fast-failover group when there is a backup."""
+    if len(primary) > 1:
+        select = groups.get(("select", primary))
+        if backup is None:
+            return (("group", select),)
+        return (("group", groups.get(("ff-group", select, backup))),)
+    if backup is None:
+        return (("output", primary[0]),)
+    return (("group", groups.get(("ff", (primary[0], backup)))),)

@@ -1,0 +1,135 @@
+"""Apply a policy like `kubectl apply`: validate, diff, send only the difference, wait for
+every switch to confirm (barrier), record a revision — or put everything back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sdn.compile.chains import ChainError
+from sdn.model.rules import Changes, SwitchRules
+from sdn.policy.schema import Policy, PolicyError, Problem, format_path, load_policy
+from sdn.policy.store import PolicyStore, Revision, summarize
+from sdn.southbound.connection import push
+
+if TYPE_CHECKING:
+    from sdn.controller.app import SdnController
+
+LOG = logging.getLogger("sdn.controller.apply")
+# Hosts are learned by address, never by name: names come only from the policy itself.
+NO_LIVE_HOST_NAMES: dict[str, object] = {}
+
+
+class ApplyFailed(Exception):
+    """Some switch rejected or did not confirm the change; the old state was restored."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = failures  # what failed ("switch 00..01", "VNF placement") -> why
+        super().__init__("; ".join(f"{what}: {why}" for what, why in failures.items()))
+
+
+@dataclass
+class Plan:
+    policy: Policy
+    summary: str
+    changes: dict[int, Changes] = field(default_factory=dict)
+
+    @property
+    def flow_mods(self) -> int:
+        return sum(c.flow_mods for c in self.changes.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "flow_mods": self.flow_mods,
+            "switches": {
+                f"{dpid:016x}": {
+                    "flows_added": len(c.flow_adds), "flows_removed": len(c.flow_deletes),
+                    "groups_added": len(c.group_adds), "groups_changed": len(c.group_mods),
+                    "groups_removed": len(c.group_deletes),
+                }
+                for dpid, c in sorted(self.changes.items()) if c
+            },
+        }
+
+
+class PolicyEngine:
+    def __init__(self, controller: SdnController, store: PolicyStore) -> None:
+        self.ctl = controller
+        self.store = store
+
+    def load(self, text: str, filename: str) -> Policy:
+        """Validate against the live network too: switch names must exist."""
+        switches = {f"s{dpid}": dpid for dpid in self.ctl.switches}
+        return load_policy(text, filename, switches=switches, hosts=NO_LIVE_HOST_NAMES)
+
+    def plan(self, policy: Policy, filename: str = "<policy>") -> Plan:
+        try:
+            desired = self.ctl.desired(policy)
+        except ChainError as exc:
+            raise PolicyError([Problem(filename, 0, 0, format_path(exc.path), exc.message)]
+                              ) from exc
+        changes = {
+            dpid: conn.plan(desired.get(dpid, SwitchRules()))
+            for dpid, conn in self.ctl.switches.items() if conn.ready
+        }
+        return Plan(policy, summarize(self.ctl.policy, policy), changes)
+
+    def apply(self, text: str, filename: str, author: str, dry_run: bool = False
+              ) -> tuple[Plan, Revision | None]:
+        """Returns the plan and the new revision (None for a dry run or no change)."""
+        policy = self.load(text, filename)
+        with self.ctl.lock:
+            plan = self.plan(policy, filename)
+            unchanged = self.ctl.policy is not None and self.ctl.policy.digest() == policy.digest()
+            if dry_run or (unchanged and not plan.flow_mods):
+                return plan, None
+            self._switch_to(policy)
+            revision = self.store.commit(text, policy, author, plan.summary)
+        LOG.info("policy r%d applied by %s: %s (%d FlowMods)", revision.rev, author,
+                 plan.summary, plan.flow_mods)
+        return plan, revision
+
+    def rollback(self, rev: int, author: str) -> tuple[Plan, Revision]:
+        old = self.store.get(rev)
+        policy = self.load(old.source, f"revision {rev}")
+        with self.ctl.lock:
+            plan = self.plan(policy)
+            self._switch_to(policy)
+            revision = self.store.rollback(rev, author)
+        return plan, revision
+
+    def _switch_to(self, policy: Policy) -> None:
+        """Place the policy's VNFs, install its rules everywhere and wait for confirmation;
+        on any failure go back to the previous state."""
+        previous = self.ctl.policy
+        self.ctl.policy = policy
+        try:
+            self.ctl.vnfs.reconcile(policy)
+        except (LookupError, OSError, RuntimeError, ValueError) as exc:
+            self._restore(previous)
+            raise ApplyFailed({"VNF placement": str(exc)}) from exc
+        failures = self._push()
+        if failures:
+            self._restore(previous)
+            raise ApplyFailed(failures)
+
+    def _restore(self, previous: Policy | None) -> None:
+        self.ctl.policy = previous
+        try:
+            self.ctl.vnfs.reconcile(previous)
+        except (LookupError, OSError, RuntimeError, ValueError):
+            LOG.exception("could not restore the previous VNFs")
+        self._push()
+
+    def _push(self) -> dict[str, str]:
+        """Send every ready switch its difference in ordered rounds (`switches.push`), so
+        traffic rerouted by the change is neither dropped nor looped on the way."""
+        snapshot = self.ctl.topology.snapshot()
+        desired = self.ctl.desired(self.ctl.policy, snapshot)
+        ready = {dpid: conn for dpid, conn in self.ctl.switches.items() if conn.ready}
+        wanted = {dpid: desired.get(dpid, SwitchRules()) for dpid in ready}
+        result = push(ready, wanted, snapshot.links)
+        return {f"switch {dpid:016x}": why for dpid, why in result.failures.items()}

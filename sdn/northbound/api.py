@@ -1,0 +1,238 @@
+"""Northbound REST API (JSON over HTTP, Falcon), served inside the controller process."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING
+
+import falcon
+import networkx as nx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sdn.compile import routing
+from sdn.compile.chains import BYPASS_IDLE_TIMEOUT
+from sdn.controller.apply import ApplyFailed
+from sdn.model.rules import FlowRule, Group
+from sdn.policy.schema import PolicyError
+from sdn.policy.store import RevisionNotFound
+
+if TYPE_CHECKING:
+    from sdn.controller.app import SdnController
+
+
+def dpid_name(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+def rule_json(rule: FlowRule) -> dict:
+    return {
+        "table": rule.table, "priority": rule.priority, "cookie": f"{rule.cookie:#018x}",
+        "match": {k: list(v) if isinstance(v, tuple) else v for k, v in rule.match},
+        "actions": [list(a) for a in rule.actions], "goto": rule.goto, "meter": rule.meter,
+        "write_metadata": [f"{v:#x}" for v in rule.write_metadata] if rule.write_metadata
+        else None,
+    }
+
+
+def group_json(group: Group) -> dict:
+    return {
+        "group_id": group.group_id, "type": group.type,
+        "buckets": [{"actions": [list(a) for a in b.actions], "watch_port": b.watch_port,
+                     "watch_group": b.watch_group, "weight": b.weight} for b in group.buckets],
+    }
+
+
+class Resource:
+    def __init__(self, controller: SdnController) -> None:
+        self.ctl = controller
+
+
+class Health(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok", "switches": len(self.ctl.switches),
+                      "ready": sum(c.ready for c in self.ctl.switches.values())}
+
+
+class TopologyView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        snap = self.ctl.topology.snapshot()
+        names = self.ctl.topology.bridge_names
+        resp.media = {
+            "switches": [{"dpid": dpid_name(d), "name": names.get(d, ""), "ports": sorted(p),
+                          "connected": d in self.ctl.switches}
+                         for d, p in sorted(snap.switches.items())],
+            "links": [{"a": dpid_name(lk.a), "a_port": lk.a_port, "b": dpid_name(lk.b),
+                       "b_port": lk.b_port,
+                       "weight": snap.weights.get(frozenset((lk.a, lk.b)), 1.0)}
+                      for lk in snap.links],
+            "hosts": [{"mac": h.mac, "ips": list(h.ips), "switch": dpid_name(h.dpid),
+                       "port": h.port} for h in snap.hosts],
+        }
+
+
+class PathView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        src = self._host(req.get_param("src", required=True))
+        dst = self._host(req.get_param("dst", required=True))
+        snap = self.ctl.topology.snapshot()
+        graph = snap.graph()
+        try:
+            switches = routing.shortest_path(graph, src.dpid, dst.dpid)
+        except (nx.NetworkXNoPath, nx.NodeNotFound) as exc:
+            raise falcon.HTTPNotFound(title="no path", description=str(exc)) from exc
+        hops, in_port = [], src.port
+        for here, nxt in zip(switches, [*switches[1:], None], strict=True):
+            if nxt is None:
+                out_port, weight = dst.port, 0.0
+            else:
+                edge = graph[here][nxt]
+                out_port, weight = edge["link"].port_at(here), edge["weight"]
+            hops.append({"switch": dpid_name(here),
+                         "name": self.ctl.topology.bridge_names.get(here, ""), "in_port": in_port,
+                         "out_port": out_port, "weight": weight})
+            if nxt is not None:
+                in_port = graph[here][nxt]["link"].port_at(nxt)
+        resp.media = {"src": src.mac, "dst": dst.mac, "hops": hops,
+                      "cost": sum(h["weight"] for h in hops)}
+
+    def _host(self, key: str):
+        topo = self.ctl.topology
+        host = topo.hosts.get(key.lower()) or topo.host_by_ip(key)
+        if host is None:
+            host = next((h for h in topo.hosts.values() if h.name == key), None)
+        if host is None:
+            raise falcon.HTTPNotFound(title="unknown host",
+                                      description=f"no host named {key!r} (name, IP or MAC)")
+        return host
+
+
+def _by_table(rule: FlowRule) -> tuple:
+    """Table by table, highest priority first; matches mix ints and masked tuples."""
+    return rule.table, -rule.priority, repr(rule.match)
+
+
+class FlowsView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        wanted = req.get_param("switch")
+        out = {}
+        for dpid, conn in sorted(self.ctl.switches.items()):
+            name = dpid_name(dpid)
+            if wanted and wanted not in (name, str(dpid), f"s{dpid}"):
+                continue
+            out[name] = {
+                "flows": [rule_json(r) for r in sorted(conn.held.flows.values(), key=_by_table)],
+                "groups": [group_json(g) for g in sorted(conn.held.groups.values())],
+                "flow_mods_sent": conn.flow_mods_sent,
+            }
+        if wanted and not out:
+            raise falcon.HTTPNotFound(title="unknown switch", description=wanted)
+        resp.media = out
+
+
+class PolicyView(Resource):
+    """GET the current revision; POST {text, filename, author, dry_run} to apply."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        current = self.ctl.engine.store.current()
+        if current is None:
+            raise falcon.HTTPNotFound(title="no policy", description="nothing applied yet")
+        resp.media = {**current.to_json(), "source": current.source,
+                      "canonical": current.canonical}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+            raise falcon.HTTPBadRequest(title="bad request",
+                                        description="expected JSON {text, filename?, dry_run?}")
+        try:
+            plan, revision = self.ctl.engine.apply(
+                body["text"], str(body.get("filename", "<policy>")),
+                str(body.get("author") or "api"), dry_run=bool(body.get("dry_run")))
+        except PolicyError as exc:
+            raise _invalid(exc) from exc
+        except ApplyFailed as exc:
+            raise falcon.HTTPConflict(title="apply failed, previous state restored",
+                                      description=str(exc)) from exc
+        current = self.ctl.engine.store.current()
+        resp.media = {**plan.to_json(), "dry_run": bool(body.get("dry_run")),
+                      "changed": revision is not None,
+                      "revision": (revision or current).to_json() if (revision or current)
+                      else None}
+
+
+class HistoryView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = req.get_param_as_int("limit", min_value=1, default=50)
+        resp.media = [r.to_json() for r in self.ctl.engine.store.history(limit)]
+
+
+class RollbackView(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        rev = body.get("rev") if isinstance(body, dict) else None
+        if not isinstance(rev, int):
+            raise falcon.HTTPBadRequest(title="bad request", description="expected {rev: N}")
+        try:
+            plan, revision = self.ctl.engine.rollback(rev, str(body.get("author") or "api"))
+        except RevisionNotFound as exc:
+            raise falcon.HTTPNotFound(title="unknown revision", description=str(exc)) from exc
+        except PolicyError as exc:
+            raise _invalid(exc) from exc
+        except ApplyFailed as exc:
+            raise falcon.HTTPConflict(title="rollback failed, previous state restored",
+                                      description=str(exc)) from exc
+        resp.media = {**plan.to_json(), "revision": revision.to_json()}
+
+
+def _invalid(exc: PolicyError) -> falcon.HTTPError:
+    return falcon.HTTPUnprocessableEntity(title="invalid policy", description=str(exc))
+
+
+class TokenAuth:
+    """Requests must carry `Authorization: Bearer <token>` when a token is configured
+    (it is, whenever the API listens beyond loopback)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = (req.get_header("Authorization") or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given, self.token):
+            raise falcon.HTTPUnauthorized(title="token required",
+                                          description="send Authorization: Bearer <token>")
+
+
+class VnfsView(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"vnfs": self.ctl.vnfs.status() if self.ctl.vnfs else []}
+
+
+class OffloadView(Resource):
+    """Offloaded flows, active and recently ended, with what their bypass rules counted
+    (OpenFlow flow statistics; an ended bypass keeps its rules' final counts)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        offload = self.ctl.offload
+        resp.media = {"idle_timeout": BYPASS_IDLE_TIMEOUT, "settled": len(offload.flows),
+                      "flows": offload.to_json()}
+
+
+class Metrics:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest()
+
+
+def make_api(controller: SdnController, token: str | None = None) -> falcon.App:
+    api = falcon.App(middleware=[TokenAuth(token)] if token else [])
+    api.add_route("/v1/health", Health(controller))
+    api.add_route("/v1/topology", TopologyView(controller))
+    api.add_route("/v1/path", PathView(controller))
+    api.add_route("/v1/flows", FlowsView(controller))
+    api.add_route("/v1/policy", PolicyView(controller))
+    api.add_route("/v1/policy/history", HistoryView(controller))
+    api.add_route("/v1/policy/rollback", RollbackView(controller))
+    api.add_route("/v1/vnfs", VnfsView(controller))
+    api.add_route("/v1/offload", OffloadView(controller))
+    api.add_route("/metrics", Metrics())
+    return api

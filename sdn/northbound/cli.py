@@ -1,0 +1,233 @@
+"""sdnctl: run the controller and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import requests
+import typer
+
+from nfv.cli import app as vnf_app
+from sdn.policy.schema import PolicyError, load_policy
+
+DEFAULT_API = "127.0.0.1:8080"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("SDN_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/sdnctl")
+    return Path.home() / ".local/state/sdnctl"
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+app = typer.Typer(help="An OpenFlow 1.3 SDN controller with a chain of network functions.",
+                  no_args_is_help=True)
+controller_app = typer.Typer(help="Run the controller.", no_args_is_help=True)
+topo_app = typer.Typer(help="Inspect the network the controller sees.", no_args_is_help=True)
+app.add_typer(controller_app, name="controller")
+app.add_typer(topo_app, name="topo")
+policy_app = typer.Typer(help="Apply, inspect and roll back the network policy.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(vnf_app, name="vnf", help="Run and inspect network functions.")
+
+ApiOpt = Annotated[str, typer.Option("--api", envvar="SDN_API",
+                                     help="Controller REST address host:port.")]
+OutOpt = Annotated[Output, typer.Option("-o", "--output", help="Output format.")]
+
+
+@controller_app.command("run")
+def controller_run(
+    ofp_port: Annotated[int, typer.Option(help="OpenFlow listen port.")] = 6653,
+    ofp_host: Annotated[str, typer.Option(help="OpenFlow listen address.")] = "0.0.0.0",
+    api: Annotated[str, typer.Option(help="REST API listen address host:port.")] = DEFAULT_API,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where state and logs live [default: /var/lib/sdnctl as root, "
+             "~/.local/state/sdnctl otherwise, or $SDN_STATE_DIR].")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Run the controller in the foreground until SIGINT or SIGTERM."""
+    argv = [sys.executable, "-m", "sdn.northbound.main", "--ofp-host", ofp_host,
+            "--ofp-port", str(ofp_port), "--api", api,
+            "--state-dir", str(state_dir or default_state_dir())]
+    os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)
+
+
+def _get(api: str, path: str, **params: Any) -> Any:
+    return _call("GET", api, path, params={k: v for k, v in params.items() if v})
+
+
+def _call(method: str, api: str, path: str, **kwargs: Any) -> Any:
+    token = os.environ.get("SDN_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = requests.request(method, f"http://{api}{path}", headers=headers, timeout=60,
+                                **kwargs)
+    except requests.ConnectionError as exc:
+        raise typer.BadParameter(f"cannot reach the controller at {api}: is it running?",
+                                 param_hint="--api") from exc
+    if resp.status_code >= 400:
+        body = resp.json() if resp.headers.get("content-type", "").startswith(
+            "application/json") else {}
+        typer.echo(f"error: {body.get('title', resp.reason)}: {body.get('description', '')}",
+                   err=True)
+        raise typer.Exit(1)
+    return resp.json()
+
+
+def _emit(data: Any, output: Output, render) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+@topo_app.command("show")
+def topo_show(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """Switches, links and hosts."""
+
+    def render(topo: dict) -> None:
+        typer.echo(f"switches ({len(topo['switches'])}):")
+        for sw in topo["switches"]:
+            state = "" if sw["connected"] else "  (disconnected)"
+            typer.echo(f"  {sw['name'] or '-':8} {sw['dpid']}  ports {sw['ports']}{state}")
+        typer.echo(f"links ({len(topo['links'])}):")
+        for lk in topo["links"]:
+            typer.echo(f"  {lk['a']}:{lk['a_port']} <-> {lk['b']}:{lk['b_port']}"
+                       f"  weight {lk['weight']:g}")
+        typer.echo(f"hosts ({len(topo['hosts'])}):")
+        for h in topo["hosts"]:
+            typer.echo(f"  {h['mac']}  {','.join(h['ips']) or '-'}  at {h['switch']}:{h['port']}")
+
+    _emit(_get(api, "/v1/topology"), output, render)
+
+
+@app.command("path")
+def path(
+    src: Annotated[str, typer.Argument(help="Source host: name, IP or MAC.")],
+    dst: Annotated[str, typer.Argument(help="Destination host: name, IP or MAC.")],
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """The switches, ports and weights traffic from SRC to DST takes."""
+
+    def render(p: dict) -> None:
+        typer.echo(f"{p['src']} -> {p['dst']}  cost {p['cost']:g}")
+        for hop in p["hops"]:
+            typer.echo(f"  {hop['name'] or '-':8} {hop['switch']}  in {hop['in_port']} -> "
+                       f"out {hop['out_port']}"
+                       f"  weight {hop['weight']:g}")
+
+    _emit(_get(api, "/v1/path", src=src, dst=dst), output, render)
+
+
+@app.command("flows")
+def flows(
+    switch: Annotated[str | None, typer.Argument(help="dpid (hex or decimal) or sN.")] = None,
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Flow rules and groups the controller keeps on each switch."""
+
+    def render(data: dict) -> None:
+        for name, sw in data.items():
+            typer.echo(f"switch {name}: {len(sw['flows'])} flows, {len(sw['groups'])} groups")
+            for f in sw["flows"]:
+                goto = f"  goto {f['goto']}" if f["goto"] is not None else ""
+                typer.echo(f"  t{f['table']} p{f['priority']} {f['match']} -> {f['actions']}"
+                           f"{goto}  cookie {f['cookie']}")
+            for g in sw["groups"]:
+                typer.echo(f"  group {g['group_id']} {g['type']}: "
+                           + "; ".join(str(b["actions"]) for b in g["buckets"]))
+
+    _emit(_get(api, "/v1/flows", switch=switch), output, render)
+
+
+FileOpt = Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,
+                                       readable=True, help="Policy file (YAML).")]
+
+
+def _read_policy(path: Path) -> str:
+    """Validate locally first, so mistakes are reported against the real file name."""
+    text = path.read_text()
+    try:
+        load_policy(text, str(path), hosts={})  # host names come from the policy only
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    return text
+
+
+def _render_plan(result: dict) -> None:
+    typer.echo(f"{result['summary']}: {result['flow_mods']} FlowMods")
+    for switch, c in result["switches"].items():
+        typer.echo(f"  {switch}: +{c['flows_added']} -{c['flows_removed']} flows, "
+                   f"+{c['groups_added']} ~{c['groups_changed']} -{c['groups_removed']} groups")
+    revision = result.get("revision")
+    if revision:
+        typer.echo(f"revision {revision['rev']} recorded")
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file: FileOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Validate FILE, send the switches only what changed, record a revision."""
+    text = _read_policy(file)
+    result = _call("POST", api, "/v1/policy", json={
+        "text": text, "filename": str(file), "dry_run": dry_run,
+        "author": os.environ.get("USER", "sdnctl")})
+    _emit(result, output, _render_plan)
+
+
+@policy_app.command("diff")
+def policy_diff(file: FileOpt, api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """What applying FILE would change: objects, and rules per switch."""
+    text = _read_policy(file)
+    result = _call("POST", api, "/v1/policy", json={
+        "text": text, "filename": str(file), "dry_run": True})
+    _emit(result, output, _render_plan)
+
+
+@policy_app.command("get")
+def policy_get(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """The policy in force (its source as applied)."""
+    _emit(_get(api, "/v1/policy"), output, lambda r: typer.echo(r["source"], nl=False))
+
+
+@policy_app.command("history")
+def policy_history(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """Applied revisions, newest first."""
+
+    def render(revs: list) -> None:
+        for r in revs:
+            typer.echo(f"r{r['rev']}  {r['created']}  {r['author']}  {r['summary']}")
+
+    _emit(_get(api, "/v1/policy/history"), output, render)
+
+
+@policy_app.command("rollback")
+def policy_rollback(
+    rev: Annotated[int, typer.Argument(help="Revision to go back to.")],
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Re-apply an earlier revision (recorded as a new revision)."""
+    result = _call("POST", api, "/v1/policy/rollback",
+                   json={"rev": rev, "author": os.environ.get("USER", "sdnctl")})
+    _emit(result, output, _render_plan)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,210 @@
+"""The desired state and its history: every applied policy is a numbered revision.
+
+SQLite (one file, ``state.db``, WAL journal) because it is atomic, survives crashes and
+may be opened by several processes at once: revision numbers are allocated inside an
+``IMMEDIATE`` transaction, so two writers can never get the same number. Each operation
+opens its own short-lived connection, so a store is safe to share between threads too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sdn.policy.schema import Policy, canonical_json, load_policy, policy_objects
+
+DB_NAME = "state.db"
+_KIND_ORDER = ("routing", "topology", "host", "class", "vnf", "chain")
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revisions (
+    rev        INTEGER PRIMARY KEY,
+    created    TEXT    NOT NULL,
+    author     TEXT    NOT NULL,
+    summary    TEXT    NOT NULL,
+    source     TEXT    NOT NULL,
+    canonical  TEXT    NOT NULL,
+    restored_from INTEGER REFERENCES revisions(rev)
+)
+"""
+
+
+class RevisionNotFound(LookupError):
+    """Asked for a revision number the store does not hold."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One stored policy version, as applied."""
+
+    rev: int
+    created: str  # UTC, ISO 8601
+    author: str
+    summary: str
+    source: str  # the policy text as the operator wrote it
+    canonical: dict[str, Any]
+    restored_from: int | None = None  # set on revisions made by a rollback
+
+    def policy(self) -> Policy:
+        """Parse the stored source again (without live-network checks)."""
+        return load_policy(self.source, f"rev{self.rev}")
+
+    def to_json(self) -> dict[str, Any]:
+        """Metadata for listings (REST, ``sdnctl policy history``), without the bodies."""
+        return {
+            "rev": self.rev,
+            "created": self.created,
+            "author": self.author,
+            "summary": self.summary,
+            "restored_from": self.restored_from,
+        }
+
+
+def _use_wal(db: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch to WAL. SQLite answers "locked" at once, without its busy timeout, while
+    another process is creating or switching the same file: retry for up to ~10 s."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
+class PolicyStore:
+    """Revisions of the desired policy in ``<state_dir>/state.db``."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.state_dir / DB_NAME
+        with self._connect() as db:
+            _use_wal(db)
+            db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where we write).
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=10000")
+            yield db
+        finally:
+            db.close()
+
+    def _insert(
+        self,
+        source: str,
+        canonical: Mapping[str, Any],
+        author: str,
+        summary: str,
+        restored_from: int | None = None,
+    ) -> Revision:
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (rev,) = db.execute("SELECT COALESCE(MAX(rev), 0) + 1 FROM revisions").fetchone()
+                db.execute(
+                    "INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        rev,
+                        created,
+                        author,
+                        summary,
+                        source,
+                        canonical_json(canonical),
+                        restored_from,
+                    ),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return Revision(rev, created, author, summary, source, dict(canonical), restored_from)
+
+    def commit(self, text: str, policy: Policy, author: str, summary: str) -> Revision:
+        """Store an applied policy as the next revision and return it."""
+        return self._insert(text, policy.canonical(), author, summary)
+
+    def current(self) -> Revision | None:
+        """The latest revision, or None before the first commit."""
+        revisions = self.history(limit=1)
+        return revisions[0] if revisions else None
+
+    def get(self, rev: int) -> Revision:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM revisions WHERE rev = ?", (rev,)).fetchone()
+        if row is None:
+            raise RevisionNotFound(f"no revision {rev}")
+        return _revision(row)
+
+    def history(self, limit: int = 50) -> list[Revision]:
+        """The latest ``limit`` revisions, newest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM revisions ORDER BY rev DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_revision(row) for row in rows]
+
+    def rollback(self, rev: int, author: str) -> Revision:
+        """Make ``rev``'s content current again, as a new revision (history only grows)."""
+        target = self.get(rev)
+        current = self.current()
+        change = summarize_canonical(current.canonical if current else None, target.canonical)
+        return self._insert(
+            target.source, target.canonical, author, f"rollback to r{rev}: {change}", rev
+        )
+
+
+def _revision(row: sqlite3.Row) -> Revision:
+    return Revision(
+        rev=row["rev"],
+        created=row["created"],
+        author=row["author"],
+        summary=row["summary"],
+        source=row["source"],
+        canonical=json.loads(row["canonical"]),
+        restored_from=row["restored_from"],
+    )
+
+
+def summarize(old: Policy | None, new: Policy) -> str:
+    """A one-line change summary such as ``+class voice, ~vnf fw, -chain web``."""
+    return summarize_canonical(old.canonical() if old else None, new.canonical())
+
+
+def summarize_canonical(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """:func:`summarize` on canonical dicts (what the store keeps)."""
+    before = policy_objects(old) if old is not None else {}
+    after = policy_objects(new)
+    changes = []
+    keys = [*after, *(k for k in before if k not in after)]
+    for key in sorted(keys, key=lambda k: _KIND_ORDER.index(k.split(":")[0])):
+        label = key.replace(":", " ", 1)
+        if key not in before:
+            changes.append(f"+{label}")
+        elif key not in after:
+            changes.append(f"-{label}")
+        elif before[key] != after[key]:
+            changes.append(f"~{label}")
+    if old is not None:
+        # List order is precedence, so reordering is a change even if no object changed.
+        for section, kind in (("classes", "class"), ("chains", "chain")):
+            kept = {c["name"] for c in old[section]} & {c["name"] for c in new[section]}
+            if [c["name"] for c in old[section] if c["name"] in kept] != [
+                c["name"] for c in new[section] if c["name"] in kept
+            ]:
+                changes.append(f"~{kind} order")
+    return ", ".join(changes) or "no change"
