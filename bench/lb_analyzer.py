@@ -15,8 +15,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
+from nfv.datapath.function import Side
 from nfv.functions.analyzer import Analyzer
-from nfv.functions.base import Side
 from nfv.functions.loadbalancer import LoadBalancer
 from nfv.functions.maglev import Maglev
 

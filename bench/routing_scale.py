@@ -15,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
+from common.collector import collector_paused
 from sdn.compile.routes import NetworkCompiler
 from sdn.model.topology import Link, Snapshot
 from testing.flowsim import fat_tree, snapshot_from_graph
@@ -25,6 +28,8 @@ CUTS_PER_KIND = 4
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
+
+T = TypeVar("T")
 
 
 def _cuts(snapshot: Snapshot, k: int) -> list[Link]:
@@ -36,27 +41,30 @@ def _cuts(snapshot: Snapshot, k: int) -> list[Link]:
     return upper + lower
 
 
+def _timed(times: list[float], work: Callable[[], T]) -> T:
+    """Run `work` as the controller does (collector paused) and append its seconds."""
+    with collector_paused():
+        start = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - start)
+    return result
+
+
 def measure(k: int) -> dict:
     snapshot = snapshot_from_graph(fat_tree(k), hosts_per_switch=k // 2)
     compiler = NetworkCompiler()
-    start = time.perf_counter()
-    rules = compiler.compile(snapshot)
-    full = time.perf_counter() - start
+    first: list[float] = []
+    rules = _timed(first, lambda: compiler.compile(snapshot))
+    full = first[0]
     losses, recoveries, touched, full_losses = [], [], [], []
     for link in _cuts(snapshot, k):
         failed = dataclasses.replace(snapshot, links=tuple(lk for lk in snapshot.links
                                                            if lk != link))
-        start = time.perf_counter()
-        compiler.update(failed)
-        losses.append(time.perf_counter() - start)
+        _timed(losses, lambda failed=failed: compiler.update(failed))
         touched.append(len(compiler.changed))
-        start = time.perf_counter()
-        compiler.update(snapshot)
-        recoveries.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        compiler.compile(failed)
-        full_losses.append(time.perf_counter() - start)
-        compiler.compile(snapshot)
+        _timed(recoveries, lambda: compiler.update(snapshot))
+        _timed(full_losses, lambda failed=failed: compiler.compile(failed))
+        _timed([], lambda: compiler.compile(snapshot))
     per_switch = [len(r.flows) for r in rules.values()]
     groups = [len(r.groups) for r in rules.values()]
     return {

@@ -7,7 +7,7 @@ and one that makes the s1-s2 link heavy, which moves the stream to s1-s4-s3-s2 a
 On the way there s4 used to reach s2 through s1: if s1 takes its change before s4 has,
 s4 sends the stream straight back (a transient loop). Measured with the ordered rounds of
 `sdn.reconcile.ordering`, then with every switch sent its whole difference at once (a controller
-process started with `sdn.reconcile.ordering.ENABLED = False`; nothing else differs); each also
+process started with `--unordered-updates`; nothing else differs); each also
 with s4's OpenFlow connection behind a relay that delays it 20 ms each way, as a remote
 or busy switch would be. (Here every bridge lives in one ovs-vswitchd, which takes a
 batch for all of them almost at once, so without the relay the unordered window is
@@ -50,19 +50,12 @@ REPO = Path(__file__).resolve().parent.parent
 PLAIN = "version: 1\nrouting: {metric: hops, ecmp: false, protection: none}\n"
 DETOUR = PLAIN + "topology:\n  links:\n    - {between: [s1, s2], weight: 10}\n"
 
-_UNORDERED_MAIN = (
-    "from os_ken.lib import hub; hub.patch(thread=True)\n"
-    "from sdn import ordering; ordering.ENABLED = False\n"
-    "from sdn import controller_main; controller_main.main()\n"
-)
-
-
 def _launcher(workdir: Path) -> Path:
     """An `sdnctl` stand-in whose `controller run` starts a controller that sends every
     switch its whole difference at once."""
     script = workdir / "sdnctl-unordered"
     script.write_text(f"#!/bin/sh\nshift 2\ncd {REPO}\n"
-                      f"exec {sys.executable} -c '{_UNORDERED_MAIN}' \"$@\"\n")
+                      f"exec {sys.executable} -m sdn.northbound.main \"$@\" --unordered-updates\n")
     script.chmod(0o755)
     return script
 

@@ -10,28 +10,23 @@ import json
 import signal
 import threading
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 
+from common.cli import Output, default_state_dir
+from common.contract import PLACEMENT_KEYS
 from common.units import parse_size
 from nfv.host.runtime import KINDS, Runtime, VnfError, VnfSpec, VnfStatus
 from nfv.host.supervisor import State, token_alive
 
-DEFAULT_STATE_DIR = Path("/var/lib/sdnctl")
 STATUS_FILE = "vnfs.json"
 STALE_AFTER = 10.0  # seconds without an update before a status file is called stale
-# keys of a policy's VNF entry that describe placement, not the function
-PLACEMENT_KEYS = ("type", "switch", "cpu", "memory", "failure_mode", "replicas")
 
 
-class Output(str, Enum):
-    table = "table"
-    json = "json"
-
+DEFAULT_STATE_DIR = default_state_dir()
 
 app = typer.Typer(help="Run and inspect network functions (VNFs).", no_args_is_help=True)
 

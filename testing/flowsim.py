@@ -14,7 +14,8 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sdn.model.rules import IN_PORT, FlowRule, Group, SwitchRules
+from sdn.model.pipeline import IN_PORT
+from sdn.model.rules import FlowRule, Group, SwitchRules
 from sdn.model.topology import Link, Snapshot
 
 MAX_HOPS = 64

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nfv.functions.base import NetworkFunction, Side, Verdict
+from nfv.datapath.function import NetworkFunction, Side, Verdict
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263

@@ -19,8 +19,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from common.files import write_atomic
+from nfv.datapath.function import NetworkFunction
 from nfv.datapath.tpacket import Dataplane
-from nfv.functions.base import NetworkFunction
 
 # kind -> (module, class); imported only when asked for, so a worker loads only its function.
 KINDS: dict[str, tuple[str, str]] = {
@@ -36,12 +37,6 @@ SETTLED_KEEP = 1000
 def load_function(kind: str, config: dict[str, Any]) -> NetworkFunction:
     module, cls = KINDS[kind]
     return getattr(importlib.import_module(module), cls)(config)
-
-
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 class StatsWriter:
@@ -89,7 +84,7 @@ class StatsWriter:
         if drain is not None:
             # [seq, proto, src, sport, dst, dport]; readers remember the last seq they handled
             doc["settled"] = list(self.settled)
-        write_atomic(self.path, doc)
+        write_atomic(self.path, json.dumps(doc, separators=(",", ":")))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

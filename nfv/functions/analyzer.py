@@ -37,8 +37,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.units import parse_duration
+from nfv.datapath.function import Side, Verdict
 from nfv.datapath.packet import FRAG_LATER, OK, STATUS_NAMES, Parser
-from nfv.functions.base import Side, Verdict
 
 TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 

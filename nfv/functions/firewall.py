@@ -5,7 +5,7 @@ established traffic pass on the strength of the connection entry, packets that d
 connection's state (`CT_INVALID`) are dropped, and ICMP errors about known connections pass as
 `CT_RELATED`. Frames that are not IP (ARP, LLDP...) and IPv6 neighbour discovery pass untouched.
 
-Config (the `vnfs.<name>` section of the policy; see notes/policy_schema.md):
+Config (the `vnfs.<name>` section of the policy; see docs/policy.md):
 `default` (allow|drop), `rules` (ordered, first match wins; each `{action: allow|deny|drop|reject,
 proto, src, dst, src_port, dst_port, icmp_type}`), `new_conn_rate` (new connections per second per
 source address), `offload` (collect settled flows for `drain_settled`). Extensions: `conntrack`
@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from common.contract import PLACEMENT_KEYS
+from nfv.datapath.function import Side, Verdict
 from nfv.datapath.packet import (
     FRAG_FIRST,
     FRAG_LATER,
@@ -37,7 +39,6 @@ from nfv.datapath.packet import (
     build_icmp_unreachable,
     build_tcp_rst,
 )
-from nfv.functions.base import Side, Verdict
 from nfv.functions.conntrack import (
     CT_ESTABLISHED,
     CT_INVALID,
@@ -57,9 +58,7 @@ _PROTOS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "icmpv6": PRO
 _RULE_KEYS = frozenset(("action", "proto", "src", "dst", "src_port", "dst_port", "icmp_type"))
 _CONFIG_KEYS = frozenset(("default", "rules", "new_conn_rate", "offload", "conntrack", "log_rate"))
 # Keys of a policy's VNF entry that are about placement, not about this function.
-_PLACEMENT_KEYS = frozenset(
-    ("type", "name", "switch", "replicas", "failure_mode", "cpu", "memory", "image")
-)
+_PLACEMENT_KEYS = PLACEMENT_KEYS | {"name", "image"}
 _ANY = -1
 _FORWARD, _DROP, _BOUNCE = Verdict.FORWARD, Verdict.DROP, Verdict.BOUNCE
 _CACHE_MAX = 65536

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from nfv.functions.base import Side, Verdict
+from nfv.datapath.function import Side, Verdict
 
 
 class Forward:

@@ -33,7 +33,6 @@ fragments to the VIP (dropped and counted: they carry no ports to pick a backend
 
 from __future__ import annotations
 
-import hashlib
 import random
 import struct
 from collections.abc import Iterable, Mapping
@@ -43,7 +42,10 @@ from itertools import count
 from time import perf_counter
 from typing import Any
 
+from common.contract import probe_ports
+from common.contract import vip_mac as contract_vip_mac
 from common.units import parse_duration
+from nfv.datapath.function import Side, Verdict
 from nfv.datapath.packet import (
     ETH_ARP,
     FRAG_LATER,
@@ -62,7 +64,6 @@ from nfv.datapath.packet import (
     set_ipv4_src,
     set_sport,
 )
-from nfv.functions.base import Side, Verdict
 from nfv.functions.conntrack import CT_NEW, ConnTrack, Entry, flow_key
 from nfv.functions.maglev import DEFAULT_TABLE_SIZE, Maglev, flow_hash
 
@@ -97,11 +98,6 @@ def mac_bytes(text: str) -> bytes:
     if len(raw) != 6:
         raise ValueError(f"invalid MAC address {text!r}")
     return raw
-
-
-def derived_mac(seed: str) -> bytes:
-    """A stable locally administered unicast MAC (02:...) for a VIP without ``vip_mac``."""
-    return b"\x02" + hashlib.blake2b(seed.encode(), digest_size=5).digest()
 
 
 @dataclass(eq=False)
@@ -162,12 +158,6 @@ class Probe:
     arp: bool  # an ARP request for the backend's MAC rather than a SYN
 
 
-def probe_ports(replica: int, replicas: int) -> tuple[int, int]:
-    """(value, mask): the health-check source ports of replica `replica` of `replicas` are
-    the ports whose low bits under mask equal value."""
-    return replica, (1 << (replicas - 1).bit_length()) - 1
-
-
 class LoadBalancer:
     """``nfv.functions.base.NetworkFunction`` for ``type: loadbalancer`` (see the module doc)."""
 
@@ -175,7 +165,7 @@ class LoadBalancer:
         self.vip = int(IPv4Address(config["vip"]))
         vip_mac = config.get("vip_mac")
         self.vip_mac = (
-            mac_bytes(vip_mac) if vip_mac else derived_mac(str(config.get("name", config["vip"])))
+            mac_bytes(vip_mac or contract_vip_mac(str(config.get("name", config["vip"]))))
         )
         port = config.get("port")
         self.port: int | None = int(port) if port is not None else None

@@ -28,23 +28,10 @@ from collections.abc import Sequence
 from itertools import compress
 from typing import Generic, TypeVar
 
-DEFAULT_TABLE_SIZE = 65537
+from common.contract import MAGLEV_DEFAULT_TABLE_SIZE as DEFAULT_TABLE_SIZE
+from common.contract import is_prime
 
 T = TypeVar("T")
-
-
-def is_prime(n: int) -> bool:
-    """Trial division; table sizes are small enough that this is instant."""
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    f = 3
-    while f * f <= n:
-        if n % f == 0:
-            return False
-        f += 2
-    return True
 
 
 def offset_skip(key: str, size: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.files import write_atomic
 from common.helper import nap
 from nfv.host import netns
 from nfv.host.cgroups import Cgroup, Limits, leftover_groups
@@ -180,12 +181,6 @@ def default_worker() -> list[str]:
     return shlex.split(override) if override else [sys.executable, "-m", "nfv.datapath.worker"]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class Runtime:
     """Places and supervises VNF instances; use as a context manager to stop them all."""
 
@@ -300,7 +295,7 @@ class Runtime:
         with self._lock:
             if self._closing or spec.instance in self._instances or spec.instance in self._placing:
                 return None
-            _atomic_write(inst.owner_path, self._token)
+            write_atomic(inst.owner_path, self._token)
             inst.ports = {side: ofports[arm.outside] for side, arm in inst.arms.items()}
             inst.proc, inst.spawned, inst.last = Adopted(sample.pid), time.time(), sample
             self._set_state(inst, State.RUNNING, None)
@@ -445,8 +440,8 @@ class Runtime:
     def _place(self, inst: _Instance) -> None:
         spec = inst.spec
         inst.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(inst.owner_path, self._token)
-        _atomic_write(inst.config_path, json.dumps(dict(spec.config), indent=2, sort_keys=True))
+        write_atomic(inst.owner_path, self._token)
+        write_atomic(inst.config_path, json.dumps(dict(spec.config), indent=2, sort_keys=True))
         netns.setup_arms(inst.netns, list(inst.arms.values()), spec.mtu)
         ids = {EXT_NETNS: inst.netns, EXT_VNF: spec.instance, EXT_OWNER: self._token}
         with Ovsdb(self.ovsdb_remote) as db:
@@ -633,6 +628,6 @@ class Runtime:
             return
         try:
             self.status_file.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.status_file, json.dumps(self.status_document(), indent=1))
+            write_atomic(self.status_file, json.dumps(self.status_document(), indent=1))
         except OSError:
             log.exception("cannot write VNF status to %s", self.status_file)

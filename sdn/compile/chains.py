@@ -61,25 +61,26 @@ from typing import Any
 
 import networkx as nx
 
-from nfv.functions.loadbalancer import probe_ports
+from common.contract import probe_ports
 from sdn.compile import routing
 from sdn.compile.classes import port_masks
-from sdn.model.rules import (
+from sdn.model.cookies import (
     CHAIN_BYPASS,
     CHAIN_HEALTH,
     CHAIN_PORT,
     CHAIN_STEER,
     CHAIN_TAG,
+    chain_cookie,
+)
+from sdn.model.pipeline import (
     METADATA_FROM_LINK,
     METADATA_FROM_VNF,
     TABLE_CHAIN,
     TABLE_FORWARD,
     TABLE_INGRESS,
     TABLE_POLICY,
-    FlowRule,
-    chain_cookie,
-    match,
 )
+from sdn.model.rules import FlowRule, match
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import PROTO_NUMBERS, Chain, LoadBalancer, Policy
 

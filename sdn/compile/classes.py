@@ -20,18 +20,9 @@ from collections.abc import Iterable, Mapping
 from itertools import product
 from typing import Any
 
-from sdn.model.rules import (
-    COOKIE_CLASS,
-    METADATA_FROM_LINK,
-    TABLE_CHAIN,
-    TABLE_POLICY,
-    FlowRule,
-    MatchItems,
-    Meter,
-    SwitchRules,
-    cookie,
-    match,
-)
+from sdn.model.cookies import COOKIE_CLASS, cookie
+from sdn.model.pipeline import METADATA_FROM_LINK, TABLE_CHAIN, TABLE_POLICY
+from sdn.model.rules import FlowRule, MatchItems, Meter, SwitchRules, match
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import Policy, TrafficClass
 

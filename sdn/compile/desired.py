@@ -12,7 +12,7 @@ from dataclasses import replace
 from sdn.compile.arp import answer_rule
 from sdn.compile.chains import SettledFlow, VnfInstance, compile_chains, vnf_ports
 from sdn.compile.classes import add_class_rules
-from sdn.compile.routes import Options, compile_network
+from sdn.compile.routes import CompilerCache, Options, compile_network
 from sdn.model.rules import SwitchRules
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import Policy
@@ -57,12 +57,13 @@ def link_weights(policy: Policy | None, snapshot: Snapshot) -> dict[frozenset[in
 
 def desired_rules(
     policy: Policy | None, snapshot: Snapshot, instances: Sequence[VnfInstance] = (),
-    settled: Iterable[SettledFlow] = (),
+    settled: Iterable[SettledFlow] = (), cache: CompilerCache | None = None,
 ) -> dict[int, SwitchRules]:
     """`snapshot` leaves VNF arms out (routing and flooding must never use them); chain
-    steering sees them, for the instances that are placed."""
+    steering sees them, for the instances that are placed. With a `cache` the routes are
+    recompiled incrementally."""
     weighted = replace(snapshot, weights=link_weights(policy, snapshot))
-    rules = compile_network(weighted, options_for(policy))
+    rules = compile_network(weighted, options_for(policy), cache)
     add_class_rules(rules, policy, snapshot)
     add_virtual_ip_answers(rules, policy, snapshot)
     arms = vnf_ports(instances)

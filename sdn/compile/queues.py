@@ -15,11 +15,9 @@ kernel datapath and on hardware alike.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from common.helper import HelperError, run_helper
 from sdn.compile.desired import DEFAULT_CAPACITY_BPS
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import PRIORITY_DSCP, Policy
@@ -30,7 +28,6 @@ LEVELS = ("high", "medium", "low")  # served in this order
 UNMARKED_MINOR = 0x40
 MIN_SHARE = 0.01  # guarantee of a level without min_rates, and of unmarked traffic
 MIN_RATE_BPS = 100_000
-HELPER_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,15 +122,3 @@ def port_capacities(policy: Policy | None, snapshot: Snapshot,
     return {name: at.get(where, DEFAULT_CAPACITY_BPS) for where, name in names.items()}
 
 
-class QueueError(RuntimeError):
-    """The tc helper process failed; the message is its last line of error output."""
-
-
-def apply_queues(plan: QueuePlan, timeout: float = HELPER_TIMEOUT) -> dict:
-    """Apply `plan` in the helper process (netlink does not work in the eventlet-patched
-    controller). Idempotent: ports already as planned are left alone. Returns the
-    helper's report: {"changed", "unchanged", "removed", "missing": [port names]}."""
-    try:
-        return json.loads(run_helper("sdn.controller.tc_helper", "apply", plan.to_json(), timeout))
-    except HelperError as exc:
-        raise QueueError(f"tc helper failed: {exc}") from exc

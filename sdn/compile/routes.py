@@ -21,56 +21,33 @@ the routes and switches the change can affect.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
-import threading
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import networkx as nx
 
 from sdn.compile import routing
-from sdn.compile.arp import ETH_TYPE_ARP, answer_rule
-from sdn.model.rules import (
-    COOKIE_CONTROL,
-    COOKIE_FLOOD,
-    COOKIE_LEARN,
-    COOKIE_ROUTE,
+from sdn.compile.arp import answer_rule
+from sdn.compile.pipeline import PRIO_UTURN, base_pipeline, flood_rules
+from sdn.model.cookies import COOKIE_ROUTE, cookie
+from sdn.model.pipeline import (
     IN_PORT,
     METADATA_DPID_MASK,
-    METADATA_FROM_LINK,
-    TABLE_CHAIN,
+    PRIO_ROUTE,
     TABLE_FORWARD,
-    TABLE_INGRESS,
-    TABLE_POLICY,
     TABLE_ROUTE,
+)
+from sdn.model.rules import (
     Bucket,
     FlowRule,
     Group,
-    MatchItems,
+    RuleKey,
     SwitchRules,
-    cookie,
+    group_id,
     match,
 )
 from sdn.model.topology import Host, Link, Snapshot
-
-ETH_TYPE_LLDP = 0x88CC
-MULTICAST_BIT = "01:00:00:00:00:00"
-PACKET_IN_LEARN_BYTES = 128
-NO_BUFFER = 0xFFFF
-
-PRIO_LLDP = 1000
-PRIO_LINK_PORT = 950  # LLDP aside, whatever crosses a link goes on (flooded ARP too)
-PRIO_GRATUITOUS_ARP = 920
-PRIO_KNOWN_ARP = 910
-PRIO_ARP = 900
-PRIO_KNOWN_SOURCE = 100
-PRIO_UTURN = 210
-PRIO_ROUTE = 200
-PRIO_FLOOD = 100
-PRIO_MISS = 0
 
 
 @dataclass(frozen=True)
@@ -81,87 +58,32 @@ class Options:
 
 DEFAULT_OPTIONS = Options()
 
-_COMPILERS: dict[Options, NetworkCompiler] = {}
-_COMPILERS_LOCK = threading.Lock()
-
-
 def compile_network(
-    snapshot: Snapshot, options: Options = DEFAULT_OPTIONS
+    snapshot: Snapshot, options: Options = DEFAULT_OPTIONS, cache: CompilerCache | None = None
 ) -> dict[int, SwitchRules]:
-    """Every switch's rules. Each call returns new `SwitchRules` the caller may extend;
-    the work is incremental against the previous call with the same options."""
-    with _COMPILERS_LOCK:
-        compiler = _COMPILERS.get(options)
+    """Every switch's rules. Each call returns new `SwitchRules` the caller may extend.
+    With a `cache` the work is incremental against its previous call with the same
+    options; without, it starts from nothing."""
+    compiler = cache.get(options) if cache is not None else NetworkCompiler(options)
+    return compiler.compile(snapshot)
+
+
+class CompilerCache:
+    """One incremental compiler per option set: the controller keeps one for its life."""
+
+    def __init__(self) -> None:
+        self._compilers: dict[Options, NetworkCompiler] = {}
+
+    def get(self, options: Options) -> NetworkCompiler:
+        compiler = self._compilers.get(options)
         if compiler is None:
-            compiler = _COMPILERS[options] = NetworkCompiler(options)
-        return compiler.compile(snapshot)
-
-
-def base_pipeline(dpid: int, snapshot: Snapshot) -> list[FlowRule]:
-    control = cookie(COOKIE_CONTROL, "pipeline")
-    learn = cookie(COOKIE_LEARN, "hosts")
-    to_controller = ("controller", NO_BUFFER)
-    rules = [
-        FlowRule(dpid, TABLE_INGRESS, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP),
-                 (to_controller,), cookie=control),
-        FlowRule(dpid, TABLE_INGRESS, PRIO_ARP, match(eth_type=ETH_TYPE_ARP),
-                 (to_controller,), cookie=control),
-        FlowRule(dpid, TABLE_INGRESS, PRIO_MISS, match(),
-                 (("controller", PACKET_IN_LEARN_BYTES),), goto=TABLE_POLICY, cookie=learn),
-        FlowRule(dpid, TABLE_POLICY, PRIO_MISS, match(), goto=TABLE_CHAIN, cookie=control),
-        FlowRule(dpid, TABLE_CHAIN, PRIO_MISS, match(), goto=TABLE_FORWARD, cookie=control),
-        FlowRule(dpid, TABLE_FORWARD, PRIO_MISS, match(), (to_controller,), cookie=control),
-    ]
-    rules += [
-        FlowRule(dpid, TABLE_INGRESS, PRIO_LINK_PORT, match(in_port=port),
-                 goto=TABLE_POLICY, cookie=control,
-                 write_metadata=(METADATA_FROM_LINK, METADATA_FROM_LINK))
-        for port in sorted(snapshot.link_ports(dpid))
-    ]
-    local = [h for h in snapshot.hosts if h.dpid == dpid]
-    rules += [
-        FlowRule(dpid, TABLE_INGRESS, PRIO_KNOWN_SOURCE, match(in_port=h.port, eth_src=h.mac),
-                 goto=TABLE_POLICY, cookie=learn)
-        for h in local
-    ]
-    for h in local:
-        for ip in h.ips:
-            arp_from = {"in_port": h.port, "eth_src": h.mac, "eth_type": ETH_TYPE_ARP,
-                        "arp_spa": ip}
-            rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_KNOWN_ARP, match(**arp_from),
-                                  goto=TABLE_POLICY, cookie=learn))
-            rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_GRATUITOUS_ARP,
-                                  match(**arp_from, arp_tpa=ip), (to_controller,),
-                                  cookie=learn))
-    return rules
-
-
-def flood_rules(dpid: int, snapshot: Snapshot, tree: nx.Graph) -> list[FlowRule]:
-    """Broadcast and multicast leave by tree and settled edge ports only, never where they
-    came in; what arrives on a link the tree does not use is dropped, so loops cannot storm
-    (not even in the first moments, before LLDP has found every link)."""
-    links = snapshot.link_ports(dpid)
-    tree_ports = {
-        lk.port_at(dpid) for lk in snapshot.links
-        if dpid in (lk.a, lk.b) and tree.has_edge(lk.a, lk.b)
-        and tree[lk.a][lk.b].get("link") == lk
-    }
-    edge = snapshot.switches[dpid] - links - snapshot.unsettled.get(dpid, frozenset())
-    flood_set = edge | tree_ports
-    flood = cookie(COOKIE_FLOOD, "tree")
-    rules = []
-    for port in sorted(snapshot.switches[dpid]):
-        outs = tuple(("output", p) for p in sorted(flood_set - {port})) if port in flood_set else ()
-        rules.append(FlowRule(
-            dpid, TABLE_FORWARD, PRIO_FLOOD,
-            match(in_port=port, eth_dst=(MULTICAST_BIT, MULTICAST_BIT)), outs, cookie=flood))
-    return rules
+            compiler = self._compilers[options] = NetworkCompiler(options)
+        return compiler
 
 
 # Routes, compiled incrementally.
 
 Edge = tuple[int, int]  # (lower dpid, higher dpid)
-RuleKey = tuple[int, int, MatchItems]
 
 # Beyond this many changed links a rebuild from scratch is as cheap as repairing.
 MAX_REPAIRED_EDGES = 16
@@ -192,7 +114,7 @@ def _group_content(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...], int]:
     """The group's type and buckets, and the id its content hashes to (cached: repairs
     keep re-creating the same few groups)."""
     type_, buckets = _group_buckets(spec)
-    return type_, buckets, (zlib.crc32(repr((type_, buckets)).encode()) & 0x7FFFFFF0) | 1
+    return type_, buckets, group_id(type_, buckets)
 
 
 def _group_buckets(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...]]:
@@ -212,7 +134,7 @@ def _group_buckets(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...]]:
 
 class _GroupPool:
     """One switch's route groups, shared and reference-counted, with ids derived from
-    their content (as `flows.GroupTable` does), so ids survive recompiles and restarts."""
+    their content (`group_id`), so ids survive recompiles and restarts."""
 
     def __init__(self, dpid: int) -> None:
         self.dpid = dpid
@@ -303,15 +225,13 @@ class NetworkCompiler:
         self._tree: nx.Graph | None = None
 
     def compile(self, snapshot: Snapshot) -> dict[int, SwitchRules]:
-        with _collector_paused():
-            self._compile(snapshot)
-            return {dpid: self.rules(dpid) for dpid in snapshot.switches}
+        self._compile(snapshot)
+        return {dpid: self.rules(dpid) for dpid in snapshot.switches}
 
     def update(self, snapshot: Snapshot) -> dict[int, SwitchRules]:
-        with _collector_paused():
-            self._compile(snapshot)
-            return {dpid: self.rules(dpid) for dpid in sorted(self.changed)
-                    if dpid in snapshot.switches}
+        self._compile(snapshot)
+        return {dpid: self.rules(dpid) for dpid in sorted(self.changed)
+                if dpid in snapshot.switches}
 
     def rules(self, dpid: int) -> SwitchRules:
         return SwitchRules(self._flows.get(dpid, {}).copy(), self._pool(dpid).groups.copy())
@@ -534,7 +454,8 @@ class NetworkCompiler:
         self._answers, self._answering = answers, answering
 
     def _spanning_tree(self) -> nx.Graph:
-        """`routing.spanning_tree` of the switch graph, from the edges we already hold."""
+        """The minimum spanning forest (`routing.tree_edges`) of the switch graph, from the
+        edges we already hold."""
         tree = nx.Graph()
         tree.add_nodes_from(self._adj)
         for a, b in routing.tree_edges({e: w for e, (w, _) in self._edges.items()}):
@@ -559,20 +480,6 @@ class NetworkCompiler:
         for key in keys:
             del flows[key]
         self.changed.add(dpid)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """A compile builds large containers; with the cyclic collector running, every young
-    collection on the way re-traverses them (dozens per compile, most of its time at
-    fat-tree k=16). Pause it and let one collection afterwards do the work."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _place(host: Host | None) -> tuple[int, int] | None:

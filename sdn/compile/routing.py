@@ -228,15 +228,6 @@ def _backup(
     return best, rank == 0
 
 
-def spanning_tree(graph: nx.Graph) -> nx.Graph:
-    """Minimum spanning forest, deterministic for equal weights (ties by dpid)."""
-    edges = {(min(a, b), max(a, b)): data["weight"] for a, b, data in graph.edges(data=True)}
-    tree = nx.Graph()
-    tree.add_nodes_from(sorted(graph.nodes))
-    tree.add_edges_from((a, b, graph[a][b]) for a, b in sorted(tree_edges(edges)))
-    return tree
-
-
 def tree_edges(weights: Mapping[tuple[int, int], float]) -> set[tuple[int, int]]:
     """Kruskal over (lower, higher) dpid pairs: the minimum spanning forest that is unique
     once ties are broken by (weight, lower dpid, higher dpid)."""

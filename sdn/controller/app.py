@@ -1,7 +1,9 @@
-"""The os-ken application: turns OpenFlow events into calls on the model and compiler.
+"""The os-ken application: an adapter between OpenFlow events and the controller.
 
-One eventlet loop runs every handler; `_sync_loop` recompiles after each burst of
-changes and sends each switch only its difference.
+Each handler decodes its event, calls pure code (sdn.controller.events) or the shared
+state (sdn.controller.state), and carries out what comes back. One eventlet loop runs
+every handler; `_sync_loop` recompiles after each burst of changes and sends each switch
+only its difference.
 """
 
 from __future__ import annotations
@@ -20,82 +22,61 @@ from os_ken.controller.handler import (
 )
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
-from prometheus_client import Counter, Gauge
 
-from sdn.compile import arp, chains
-from sdn.compile.desired import desired_rules
-from sdn.compile.queues import QueueError, QueuePlan, apply_queues, plan_queues, port_capacities
-from sdn.compile.routes import ETH_TYPE_LLDP
+from sdn.compile import chains
+from sdn.compile.queues import QueuePlan, plan_queues, port_capacities
 from sdn.controller.apply import PolicyEngine
-from sdn.controller.offload import OffloadTable
+from sdn.controller.events import Effects, EventHandler
 from sdn.controller.placement import VnfManager
-from sdn.model.rules import (
-    CHAIN_BYPASS,
-    TABLE_FORWARD,
-    TABLE_INGRESS,
-    SwitchRules,
-    chain_cookie_mask,
-    chain_sub_kind,
-)
-from sdn.model.topology import EDGE_SETTLE_SECONDS, Link, Snapshot, Topology
-from sdn.policy.schema import Policy
+from sdn.controller.queues import QueueError, apply_queues
+from sdn.controller.state import ControllerState
+from sdn.model.cookies import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind
+from sdn.model.topology import EDGE_SETTLE_SECONDS
 from sdn.policy.store import PolicyStore
 from sdn.southbound import codec
-from sdn.southbound import lldp as discovery
-from sdn.southbound.connection import SwitchConnection, push
+from sdn.southbound.connection import SwitchConnection
 
-LOG = logging.getLogger("sdn.controller.app")
+LOG = logging.getLogger(__name__)
 
 LLDP_INTERVAL = 1.0
-LINK_TIMEOUT = 3.5
 REPROBE_DELAY = 0.05  # after a switch is ready: time for its first rules to be installed
 WARM_RESTART_GRACE = 2.5  # > LLDP_INTERVAL: every link is seen again before we reconcile
 OFFLOAD_INTERVAL = 0.5  # workers rewrite their stats files every second
 STATS_REPLY_TIMEOUT = 5.0
 
-PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
-SYNCS = Counter("sdn_syncs_total", "Compile-and-diff rounds")
-SWITCHES = Gauge("sdn_switches", "Connected switches")
-LINKS = Gauge("sdn_links", "Inter-switch links known")
-HOSTS = Gauge("sdn_hosts", "Hosts known")
-
-
-def _mac(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
-
 
 class SdnController(app_manager.OSKenApp):
+    """Decodes OpenFlow events, hands them to `EventHandler` and the shared state, and
+    carries out what they return. Timing (loops, grace periods) lives here too."""
+
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.topology = Topology()
-        self.switches: dict[int, SwitchConnection] = {}
-        self.policy: Policy | None = None
-        self.lock = hub.Semaphore(1)  # one compile-and-push at a time
-        self.engine: PolicyEngine | None = None
-        self.vnfs: VnfManager | None = None
-        self.link_seen: dict[Link, float] = {}
-        self.last_sync_changes = 0
+        self.state = ControllerState()
+        self.topology = self.state.topology
+        self.switches = self.state.switches
+        self.handler = EventHandler(self.topology, self.state.vip_mac)
         self._dirty = hub.Event()
         self._queues_dirty = hub.Event()
         self._queue_plan: QueuePlan | None = None
-        self.offload = OffloadTable()
         self._bypass_requests: dict[tuple[int, int], float] = {}  # (dpid, xid) -> sent at
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._queues_loop))
         self.threads.append(hub.spawn(self._lldp_loop))
         self.threads.append(hub.spawn(self._offload_loop))
 
-    def restore(self, store: PolicyStore, state_dir: Path) -> None:
+    def restore(self, store: PolicyStore, state_dir: Path, ordered_updates: bool = True
+                ) -> PolicyEngine:
         """Take over the stored desired state, as after a controller restart."""
-        self.engine = PolicyEngine(self, store)
-        self.vnfs = VnfManager(self.topology, state_dir, self._changed)
+        self.state.ordered_updates = ordered_updates
+        self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
         current = store.current()
         if current is not None:
-            self.policy = current.policy()
-            self.vnfs.expect(self.policy)
+            self.state.policy = current.policy()
+            self.state.vnfs.expect(self.state.policy)
             LOG.info("restored policy revision %d", current.rev)
+        return PolicyEngine(self.state, store)
 
     # switches
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -191,11 +172,6 @@ class SdnController(app_manager.OSKenApp):
         hub.sleep(seconds)
         self._probe_all()
 
-    def _probe_all(self) -> None:
-        for dpid, ports in list(self.topology.ports.items()):
-            for port in list(ports):
-                self._probe(dpid, port)
-
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _on_meter_config(self, ev) -> None:
         conn = self.switches.get(ev.msg.datapath.id)
@@ -222,78 +198,23 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _on_packet_in(self, ev) -> None:
         msg = ev.msg
-        dpid, data = msg.datapath.id, bytes(msg.data)
-        in_port = msg.match["in_port"]
-        if len(data) < 14:
-            return
-        eth_type = int.from_bytes(data[12:14], "big")
-        if eth_type == ETH_TYPE_LLDP:
-            PACKET_INS.labels("lldp").inc()
-            self._on_lldp(dpid, in_port, data)
-        elif eth_type == arp.ETH_TYPE_ARP:
-            PACKET_INS.labels("arp").inc()
-            self._on_arp(dpid, in_port, data)
-        elif msg.table_id == TABLE_INGRESS:
-            PACKET_INS.labels("learn").inc()
-            self._learn(_mac(data[6:12]), dpid, in_port)
-        elif msg.table_id == TABLE_FORWARD:
-            PACKET_INS.labels("miss").inc()
-            self._learn(_mac(data[6:12]), dpid, in_port)
-            self._deliver(dpid, in_port, _mac(data[0:6]), data)
+        self._carry_out(self.handler.packet_in(
+            msg.datapath.id, msg.match["in_port"], msg.table_id, bytes(msg.data),
+            list(self.switches), time.monotonic()))
 
-    def _on_lldp(self, dpid: int, in_port: int, data: bytes) -> None:
-        origin = discovery.parse_probe(data)
-        if origin is None:
-            return
-        src, src_port = origin
-        link = Link.between(src, src_port, dpid, in_port)
-        self.link_seen[link] = time.monotonic()
-        if self.topology.add_link(src, src_port, dpid, in_port):
-            LOG.info("link %016x:%d <-> %016x:%d", src, src_port, dpid, in_port)
+    def _carry_out(self, effects: Effects) -> None:
+        for dpid, port, data in effects.packets:
+            conn = self.switches.get(dpid)
+            if conn is not None:
+                conn.packet_out(port, data)
+        if effects.changed:
             self._changed()
-
-    def _on_arp(self, dpid: int, in_port: int, data: bytes) -> None:
-        msg = arp.parse(data)
-        if msg is None or self.topology.is_link_port(dpid, in_port):
-            return
-        self._learn(msg.src_mac, dpid, in_port, msg.src_ip)
-        if msg.gratuitous:
-            return
-        if msg.opcode == arp.REQUEST:
-            target = self.topology.host_by_ip(msg.dst_ip)
-            answer = target.mac if target is not None else self.vip_mac(msg.dst_ip)
-            if answer is not None:
-                self._send(dpid, in_port, arp.reply(msg, answer))
-                return
-        self._deliver(dpid, in_port, msg.dst_mac, data)
-
-    def _deliver(self, dpid: int, in_port: int, dst_mac: str, data: bytes) -> None:
-        """Hand a packet straight to its host's port, or to every edge port when unknown;
-        never through the data plane, so it cannot loop."""
-        host = self.topology.hosts.get(dst_mac)
-        if host is not None:
-            self._send(host.dpid, host.port, data)
-            return
-        for sw in self.switches:
-            for port in self.topology.edge_ports(sw):
-                if (sw, port) != (dpid, in_port):
-                    self._send(sw, port, data)
-
-    def _learn(self, mac: str, dpid: int, port: int, ip: str | None = None) -> None:
-        if int(mac[:2], 16) & 1:
-            return
-        if self.topology.learn_host(mac, dpid, port, ip):
-            LOG.info("host %s at %016x port %d", mac, dpid, port)
-            self._changed()
-
-    def _send(self, dpid: int, port: int, data: bytes) -> None:
-        conn = self.switches.get(dpid)
-        if conn is not None:
-            conn.packet_out(port, data)
 
     def _probe(self, dpid: int, port: int) -> None:
-        if not self.topology.is_service_port(dpid, port):  # VNF arms see only their traffic
-            self._send(dpid, port, discovery.build_probe(dpid, port))
+        self._carry_out(self.handler.probes([(dpid, port)]))
+
+    def _probe_all(self) -> None:
+        self._carry_out(self.handler.probes())
 
     # loops
     def _changed(self) -> None:
@@ -304,55 +225,15 @@ class SdnController(app_manager.OSKenApp):
             self._dirty.wait()
             self._dirty.clear()
             try:
-                self.sync()
+                self.state.sync()
             except Exception:
                 LOG.exception("sync failed")
+            self._queues_dirty.set()
             hub.sleep(0)
 
-    def sync(self) -> int:
-        """Compile the wanted state and send every ready switch its difference."""
-        with self.lock:
-            self._place_vnfs()
-            snapshot = self.topology.snapshot()
-            desired = self.desired(self.policy, snapshot)
-            now = time.monotonic()
-            ready = {dpid: conn for dpid, conn in list(self.switches.items())
-                     if conn.ready and dpid in desired and conn.hold_until <= now}
-            # Not waiting for barriers between rounds here: on looped topologies, while
-            # LLDP is still finding links, rounds held apart by barrier waits let
-            # broadcast storms start (torus 3x3: 4 of 4 runs, none without the waits).
-            sent = push(ready, desired, snapshot.links, wait=False).flow_mods
-        self._queues_dirty.set()
-        SYNCS.inc()
-        SWITCHES.set(len(self.switches))
-        LINKS.set(len(snapshot.links))
-        HOSTS.set(len(snapshot.hosts))
-        self.last_sync_changes = sent
-        return sent
-
-    def desired(self, policy: Policy | None, snapshot: Snapshot | None = None
-                ) -> dict[int, SwitchRules]:
-        """What every switch should hold under `policy`, with the VNFs where they are."""
-        instances = self.vnfs.instances() if self.vnfs else []
-        return desired_rules(policy, snapshot or self.topology.snapshot(), instances,
-                             self.offload.flows)
-
-    def _place_vnfs(self) -> None:
-        """VNFs of a restored policy start once their switches have connected."""
-        if self.vnfs is None:
-            return
-        try:
-            self.vnfs.reconcile(self.policy)
-        except LookupError as exc:
-            LOG.debug("VNFs wait for their switches: %s", exc)
-
-    def vip_mac(self, ip: str) -> str | None:
-        """The MAC the controller answers ARP with for a load balancer's virtual IP."""
-        return self.policy.virtual_ips().get(ip) if self.policy is not None else None
-
     def close(self) -> None:
-        if self.vnfs is not None:
-            self.vnfs.close()
+        if self.state.vnfs is not None:
+            self.state.vnfs.close()
 
     def _queues_loop(self) -> None:
         """Egress HTB queues follow the policy's classes and the switch ports. tc runs in
@@ -364,7 +245,8 @@ class SdnController(app_manager.OSKenApp):
             names = {(dpid, port): self.topology.port_names[dpid][port]
                      for dpid, ports in snapshot.switches.items() for port in ports
                      if port in self.topology.port_names.get(dpid, {})}
-            plan = plan_queues(self.policy, port_capacities(self.policy, snapshot, names))
+            policy = self.state.policy
+            plan = plan_queues(policy, port_capacities(policy, snapshot, names))
             if plan == self._queue_plan:
                 continue
             try:
@@ -387,25 +269,25 @@ class SdnController(app_manager.OSKenApp):
                 LOG.exception("flow offload round failed")
 
     def _collect_settled(self) -> None:
-        if self.vnfs is None:
+        if self.state.vnfs is None:
             return
-        policy = self.policy
+        policy = self.state.policy
         offloading = {n for n, v in policy.vnfs.items() if v.offload} if policy else set()
-        if self.offload.update(self.vnfs.settled(), offloading):
-            LOG.info("offload: %d settled flows", len(self.offload.flows))
+        if self.state.offload.update(self.state.vnfs.settled(), offloading):
+            LOG.info("offload: %d settled flows", len(self.state.offload.flows))
             self._changed()
         try:
-            wanted = chains.bypasses(policy, self.topology.snapshot(), self.offload.flows)
+            wanted = chains.bypasses(policy, self.topology.snapshot(), self.state.offload.flows)
         except chains.ChainError as exc:  # sync reports it: the rules cannot compile either
             LOG.debug("offload: bypasses unknown for now: %s", exc)
             return
-        self.offload.set_bypasses(wanted)
+        self.state.offload.set_bypasses(wanted)
 
     def _request_bypass_stats(self) -> None:
         now = time.monotonic()
         self._bypass_requests = {k: t for k, t in self._bypass_requests.items()
                                  if now - t < STATS_REPLY_TIMEOUT}
-        if not self.offload.active:
+        if not self.state.offload.active:
             return
         cookie, mask = chain_cookie_mask(CHAIN_BYPASS)
         for dpid, conn in list(self.switches.items()):
@@ -419,7 +301,7 @@ class SdnController(app_manager.OSKenApp):
     def _on_bypass_stats(self, msg) -> None:
         dpid = msg.datapath.id
         for stat in msg.body:
-            self.offload.record(stat.cookie, dpid, stat.table_id, stat.priority,
+            self.state.offload.record(stat.cookie, dpid, stat.table_id, stat.priority,
                                 codec.match_items(stat.match), stat.packet_count,
                                 stat.byte_count)
         if not msg.flags & ofp.OFPMPF_REPLY_MORE:
@@ -435,14 +317,14 @@ class SdnController(app_manager.OSKenApp):
         if chain_sub_kind(msg.cookie) != CHAIN_BYPASS:
             return
         dpid, items = msg.datapath.id, codec.match_items(msg.match)
-        self.offload.record(msg.cookie, dpid, msg.table_id, msg.priority, items,
+        self.state.offload.record(msg.cookie, dpid, msg.table_id, msg.priority, items,
                             msg.packet_count, msg.byte_count)
         if msg.reason == ofp.OFPRR_DELETE:
             return
         conn = self.switches.get(dpid)
         if conn is not None:
             conn.held.flows.pop((msg.table_id, msg.priority, items), None)
-        if self.offload.expire(msg.cookie):
+        if self.state.offload.expire(msg.cookie):
             LOG.info("offload: bypass %#018x idled out", msg.cookie)
             self._changed()
 
@@ -450,14 +332,7 @@ class SdnController(app_manager.OSKenApp):
         while True:
             hub.sleep(LLDP_INTERVAL)
             self._probe_all()
-            now = time.monotonic()
-            for link in list(self.topology.links):
-                if now - self.link_seen.get(link, now) > LINK_TIMEOUT:
-                    LOG.warning("link %s timed out (no LLDP)", link)
-                    self.topology.remove_link(link)
-                    self.link_seen.pop(link, None)
-                    self._changed()
-
+            self._carry_out(self.handler.expire_links(time.monotonic()))
 
 def _name(port) -> str:
     name = port.name

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sdn.compile.chains import ChainError
-from sdn.model.rules import Changes, SwitchRules
+from sdn.controller.state import ControllerState
+from sdn.model.rules import SwitchRules
 from sdn.policy.schema import Policy, PolicyError, Problem, format_path, load_policy
 from sdn.policy.store import PolicyStore, Revision, summarize
-from sdn.southbound.connection import push
-
-if TYPE_CHECKING:
-    from sdn.controller.app import SdnController
+from sdn.reconcile.diff import Changes
 
 LOG = logging.getLogger("sdn.controller.apply")
 # Hosts are learned by address, never by name: names come only from the policy itself.
@@ -56,8 +54,10 @@ class Plan:
 
 
 class PolicyEngine:
-    def __init__(self, controller: SdnController, store: PolicyStore) -> None:
-        self.ctl = controller
+    """Apply and roll back policies against the controller's state and revision store."""
+
+    def __init__(self, state: ControllerState, store: PolicyStore) -> None:
+        self.ctl = state
         self.store = store
 
     def load(self, text: str, filename: str) -> Policy:
@@ -125,11 +125,7 @@ class PolicyEngine:
         self._push()
 
     def _push(self) -> dict[str, str]:
-        """Send every ready switch its difference in ordered rounds (`switches.push`), so
+        """Send every ready switch its difference in ordered, barrier-confirmed rounds, so
         traffic rerouted by the change is neither dropped nor looped on the way."""
-        snapshot = self.ctl.topology.snapshot()
-        desired = self.ctl.desired(self.ctl.policy, snapshot)
-        ready = {dpid: conn for dpid, conn in self.ctl.switches.items() if conn.ready}
-        wanted = {dpid: desired.get(dpid, SwitchRules()) for dpid in ready}
-        result = push(ready, wanted, snapshot.links)
+        result = self.ctl.push(wait=True)
         return {f"switch {dpid:016x}": why for dpid, why in result.failures.items()}

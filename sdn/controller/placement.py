@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.contract import PLACEMENT_KEYS
 from nfv.host.netns import arm_names
 from nfv.host.runtime import Runtime, VnfSpec, VnfStatus, instance_name
 from sdn.compile.chains import VnfInstance
@@ -22,7 +23,6 @@ from sdn.policy.schema import LoadBalancer, Policy, Vnf
 
 LOG = logging.getLogger("sdn.controller.placement")
 ALIVE_STATES = ("running",)
-PLACEMENT_KEYS = ("switch", "replicas", "failure_mode", "cpu", "memory", "type")
 
 
 def _without_nulls(value: Any) -> Any:

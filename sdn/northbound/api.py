@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING
 
 import falcon
 import networkx as nx
@@ -11,13 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sdn.compile import routing
 from sdn.compile.chains import BYPASS_IDLE_TIMEOUT
-from sdn.controller.apply import ApplyFailed
+from sdn.controller.apply import ApplyFailed, PolicyEngine
+from sdn.controller.state import ControllerState
 from sdn.model.rules import FlowRule, Group
 from sdn.policy.schema import PolicyError
 from sdn.policy.store import RevisionNotFound
-
-if TYPE_CHECKING:
-    from sdn.controller.app import SdnController
 
 
 def dpid_name(dpid: int) -> str:
@@ -43,8 +40,9 @@ def group_json(group: Group) -> dict:
 
 
 class Resource:
-    def __init__(self, controller: SdnController) -> None:
-        self.ctl = controller
+    def __init__(self, state: ControllerState, engine: PolicyEngine) -> None:
+        self.ctl = state
+        self.engine = engine
 
 
 class Health(Resource):
@@ -133,7 +131,7 @@ class PolicyView(Resource):
     """GET the current revision; POST {text, filename, author, dry_run} to apply."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        current = self.ctl.engine.store.current()
+        current = self.engine.store.current()
         if current is None:
             raise falcon.HTTPNotFound(title="no policy", description="nothing applied yet")
         resp.media = {**current.to_json(), "source": current.source,
@@ -145,7 +143,7 @@ class PolicyView(Resource):
             raise falcon.HTTPBadRequest(title="bad request",
                                         description="expected JSON {text, filename?, dry_run?}")
         try:
-            plan, revision = self.ctl.engine.apply(
+            plan, revision = self.engine.apply(
                 body["text"], str(body.get("filename", "<policy>")),
                 str(body.get("author") or "api"), dry_run=bool(body.get("dry_run")))
         except PolicyError as exc:
@@ -153,7 +151,7 @@ class PolicyView(Resource):
         except ApplyFailed as exc:
             raise falcon.HTTPConflict(title="apply failed, previous state restored",
                                       description=str(exc)) from exc
-        current = self.ctl.engine.store.current()
+        current = self.engine.store.current()
         resp.media = {**plan.to_json(), "dry_run": bool(body.get("dry_run")),
                       "changed": revision is not None,
                       "revision": (revision or current).to_json() if (revision or current)
@@ -163,7 +161,7 @@ class PolicyView(Resource):
 class HistoryView(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = req.get_param_as_int("limit", min_value=1, default=50)
-        resp.media = [r.to_json() for r in self.ctl.engine.store.history(limit)]
+        resp.media = [r.to_json() for r in self.engine.store.history(limit)]
 
 
 class RollbackView(Resource):
@@ -173,7 +171,7 @@ class RollbackView(Resource):
         if not isinstance(rev, int):
             raise falcon.HTTPBadRequest(title="bad request", description="expected {rev: N}")
         try:
-            plan, revision = self.ctl.engine.rollback(rev, str(body.get("author") or "api"))
+            plan, revision = self.engine.rollback(rev, str(body.get("author") or "api"))
         except RevisionNotFound as exc:
             raise falcon.HTTPNotFound(title="unknown revision", description=str(exc)) from exc
         except PolicyError as exc:
@@ -223,16 +221,14 @@ class Metrics:
         resp.data = generate_latest()
 
 
-def make_api(controller: SdnController, token: str | None = None) -> falcon.App:
+def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = None
+             ) -> falcon.App:
     api = falcon.App(middleware=[TokenAuth(token)] if token else [])
-    api.add_route("/v1/health", Health(controller))
-    api.add_route("/v1/topology", TopologyView(controller))
-    api.add_route("/v1/path", PathView(controller))
-    api.add_route("/v1/flows", FlowsView(controller))
-    api.add_route("/v1/policy", PolicyView(controller))
-    api.add_route("/v1/policy/history", HistoryView(controller))
-    api.add_route("/v1/policy/rollback", RollbackView(controller))
-    api.add_route("/v1/vnfs", VnfsView(controller))
-    api.add_route("/v1/offload", OffloadView(controller))
+    routes = {"/v1/health": Health, "/v1/topology": TopologyView, "/v1/path": PathView,
+              "/v1/flows": FlowsView, "/v1/policy": PolicyView,
+              "/v1/policy/history": HistoryView, "/v1/policy/rollback": RollbackView,
+              "/v1/vnfs": VnfsView, "/v1/offload": OffloadView}
+    for path, resource in routes.items():
+        api.add_route(path, resource(state, engine))
     api.add_route("/metrics", Metrics())
     return api

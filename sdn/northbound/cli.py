@@ -5,31 +5,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import requests
 import typer
 
+from common.cli import Output, default_state_dir
 from nfv.cli import app as vnf_app
 from sdn.policy.schema import PolicyError, load_policy
 
 DEFAULT_API = "127.0.0.1:8080"
-
-
-def default_state_dir() -> Path:
-    env = os.environ.get("SDN_STATE_DIR")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/sdnctl")
-    return Path.home() / ".local/state/sdnctl"
-
-
-class Output(str, Enum):
-    table = "table"
-    json = "json"
 
 
 app = typer.Typer(help="An OpenFlow 1.3 SDN controller with a chain of network functions.",

@@ -21,8 +21,12 @@ def main() -> None:
     parser.add_argument("--api", default="127.0.0.1:8080")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--verbose", action="store_true")
+    # For measurement only (bench.update_loss): each switch gets its whole difference in
+    # one round, as before loss-free ordering existed.
+    parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    service.run(args.ofp_host, args.ofp_port, args.api, args.state_dir, args.verbose)
+    service.run(args.ofp_host, args.ofp_port, args.api, args.state_dir, args.verbose,
+                ordered_updates=not args.unordered_updates)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def api_token(host: str, state_dir: Path) -> str | None:
     return token
 
 
-def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool = False) -> None:
+def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool = False,
+        ordered_updates: bool = True) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
     cfg.CONF(args=["--ofp-tcp-listen-port", str(ofp_port), "--ofp-listen-host", ofp_host],
              project="os_ken")
@@ -71,11 +72,11 @@ def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool =
     contexts = manager.create_contexts()
     manager.instantiate_apps(**contexts)
     controller = manager.applications["SdnController"]
-    controller.restore(PolicyStore(state_dir), state_dir)
+    engine = controller.restore(PolicyStore(state_dir), state_dir, ordered_updates)
 
     api_host, api_port = parse_address(api, 8080)
     token = api_token(api_host, state_dir)
-    server = hub.WSGIServer((api_host, api_port), make_api(controller, token))
+    server = hub.WSGIServer((api_host, api_port), make_api(controller.state, engine, token))
     hub.spawn(server.serve_forever)
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              ofp_host, ofp_port, api_host, api_port, log_file)

@@ -34,8 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from common.contract import MAGLEV_DEFAULT_TABLE_SIZE, is_prime, vip_mac
 from common.units import format_port_range, parse_duration, parse_port_range, parse_rate, parse_size
-from nfv.functions.maglev import DEFAULT_TABLE_SIZE, is_prime
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -338,12 +338,6 @@ class HealthCheck(_Model):
     rise: Annotated[StrictInt, Field(ge=1)] = 2
 
 
-def derived_mac(name: str) -> str:
-    """A stable locally administered unicast MAC for a VNF name (used for VIPs)."""
-    digest = hashlib.blake2b(f"vip:{name}".encode(), digest_size=5).digest()
-    return ":".join(f"{b:02x}" for b in b"\x02" + digest)
-
-
 class LoadBalancer(_VnfBase):
     type: Literal["loadbalancer"]
     vip: IPv4
@@ -354,11 +348,11 @@ class LoadBalancer(_VnfBase):
         tuple[Annotated[Backend, BeforeValidator(_backend)], ...], Field(min_length=1)
     ]
     health_check: HealthCheck | None = None
-    table_size: Annotated[StrictInt, Field(ge=2, le=MAX_TABLE_SIZE)] = DEFAULT_TABLE_SIZE
+    table_size: Annotated[StrictInt, Field(ge=2, le=MAX_TABLE_SIZE)] = MAGLEV_DEFAULT_TABLE_SIZE
 
     def mac_for(self, name: str) -> str:
         """The VIP's MAC: as configured, else derived from the VNF's name."""
-        return self.vip_mac or derived_mac(name)
+        return self.vip_mac or vip_mac(name)
 
     def backend_port(self, backend: Backend) -> int | None:
         """Where a backend listens: its own port, else the VIP port (None = same as client's)."""
@@ -831,7 +825,7 @@ class _Checker:
             self.report(
                 (*path, "table_size"),
                 f"table_size {lb.table_size} is not prime "
-                f"(Maglev needs a prime, e.g. {DEFAULT_TABLE_SIZE})",
+                f"(Maglev needs a prime, e.g. {MAGLEV_DEFAULT_TABLE_SIZE})",
             )
         elif lb.table_size < MIN_SLOTS_PER_BACKEND * len(lb.backends):
             self.report(

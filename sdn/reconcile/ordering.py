@@ -44,31 +44,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from sdn.compile.routes import PRIO_ROUTE, RuleKey, _collector_paused
-from sdn.model.rules import (
+from sdn.model.cookies import (
     CHAIN_BYPASS,
     CHAIN_HEALTH,
     CHAIN_STEER,
     CHAIN_TAG,
     COOKIE_FLOOD,
     COOKIE_ROUTE,
-    TABLE_FORWARD,
-    TABLE_ROUTE,
-    Action,
-    Changes,
-    FlowRule,
-    Group,
-    SwitchRules,
     chain_sub_kind,
     cookie_kind,
-    diff,
-    match,
 )
+from sdn.model.pipeline import PRIO_ROUTE, TABLE_FORWARD, TABLE_ROUTE
+from sdn.model.rules import Action, FlowRule, Group, RuleKey, SwitchRules, match
 from sdn.model.topology import Link
-
-# Set to False, every switch gets its whole difference in one round, as before ordering
-# existed; only bench.update_loss does, to measure what ordering saves.
-ENABLED = True
+from sdn.reconcile.diff import Changes, diff
 
 Family = tuple
 """('route', destination dpid) | ('tag', the tag rule's key)"""
@@ -85,13 +74,14 @@ EARLY, FLOOD_WIDE, FIRST_FAMILY = 0, 1, 1
 
 
 def plan_rounds(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
-                links: Iterable[Link]) -> Rounds:
+                links: Iterable[Link], ordered: bool = True) -> Rounds:
     """The changes taking every switch in `desired` from `held` to `desired`, in rounds.
-    `links` are the links of the new topology (where the new rules send packets)."""
-    if not ENABLED:
+    `links` are the links of the new topology (where the new rules send packets). Not
+    `ordered`, every switch gets its whole difference in one round, as before ordering
+    existed (bench.update_loss measures what ordering saves)."""
+    if not ordered:
         return all_at_once(held, desired)
-    with _collector_paused():  # as the compiler: large, short-lived containers
-        return _plan(held, desired, links)
+    return _plan(held, desired, links)
 
 
 def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],

@@ -17,17 +17,13 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from prometheus_client import Counter
 
-from sdn.model.rules import (
-    COOKIE_LEARN,
-    TABLE_INGRESS,
-    Changes,
-    Meter,
-    SwitchRules,
-    cookie_kind,
-    diff,
-)
+from common.collector import collector_paused
+from sdn.model.cookies import COOKIE_LEARN, cookie_kind
+from sdn.model.pipeline import TABLE_INGRESS
+from sdn.model.rules import Meter, SwitchRules
 from sdn.model.topology import Host, Link
 from sdn.reconcile import ordering
+from sdn.reconcile.diff import Changes, diff
 from sdn.southbound import codec
 
 LOG = logging.getLogger("sdn.southbound.connection")
@@ -46,8 +42,6 @@ class SwitchConnection:
     groups_read: bool = False
     meters_read: bool = False
     flow_mods_sent: int = 0
-    group_mods_sent: int = 0
-    meter_mods_sent: int = 0
     barrier_xid: int | None = None
     confirmed: bool = True
     errors: list[str] = field(default_factory=list)
@@ -174,8 +168,6 @@ class SwitchConnection:
         self.barrier_xid = barrier.xid
         self.flow_mods_sent += changes.flow_mods
         FLOW_MODS.inc(changes.flow_mods)
-        self.group_mods_sent += changes.group_messages
-        self.meter_mods_sent += changes.meter_messages
         METER_MODS.inc(changes.meter_messages)
         ordering.apply_changes(self.held, changes)
         LOG.info("switch %016x: +%d -%d flows, +%d ~%d -%d groups, +%d ~%d -%d meters",
@@ -211,8 +203,8 @@ class PushResult:
 
 
 def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRules],
-         links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, wait: bool = True
-         ) -> PushResult:
+         links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, wait: bool = True,
+         ordered: bool = True) -> PushResult:
     """Bring every switch of `conns` to its `desired` rules in the rounds of
     `sdn.reconcile.ordering`, each round sent once every switch has confirmed the previous one (or
     none is left that could); a switch that reports an error or has not confirmed by
@@ -221,9 +213,11 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
 
     With `wait` false the rounds go one after another at once, without waiting and
     without failures: each switch still gets its messages in round order, but nothing
-    holds one switch back for another."""
+    holds one switch back for another. Not `ordered`: one round (see `plan_rounds`)."""
     held = {dpid: conn.start_update(desired[dpid]) for dpid, conn in conns.items()}
-    rounds = ordering.plan_rounds(held, {dpid: desired[dpid] for dpid in conns}, links)
+    with collector_paused():
+        rounds = ordering.plan_rounds(held, {dpid: desired[dpid] for dpid in conns}, links,
+                                      ordered)
     result = PushResult()
     deadline = time.monotonic() + timeout
     for per_switch in rounds:

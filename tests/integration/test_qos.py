@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from sdn.compile.queues import QueuePlan, apply_queues, plan_queues
+from sdn.compile.queues import QueuePlan, plan_queues
+from sdn.controller.queues import apply_queues
 from sdn.policy.schema import load_policy
 from testing.harness import Capture, network, ping_all, wait_until
 from tests.integration.test_policy_apply import write_policy

@@ -15,8 +15,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
+from nfv.datapath.function import Side, Verdict
 from nfv.functions.analyzer import CLOSE_LINGER, Analyzer
-from nfv.functions.base import Side, Verdict
 from testing.fuzzing import mutate
 
 C, S = "10.0.0.1", "10.0.0.2"

@@ -22,16 +22,16 @@ from sdn.compile.chains import (
 )
 from sdn.compile.routes import compile_network
 from sdn.controller.placement import specs_for
-from sdn.model.rules import (
+from sdn.model.cookies import (
     CHAIN_BYPASS,
     CHAIN_HEALTH,
     CHAIN_STEER,
     CHAIN_TAG,
-    TABLE_CHAIN,
-    SwitchRules,
     chain_cookie,
     chain_sub_kind,
 )
+from sdn.model.pipeline import TABLE_CHAIN
+from sdn.model.rules import SwitchRules
 from sdn.model.topology import Host, Link, Snapshot, Topology
 from sdn.policy.schema import load_policy
 from testing.flowsim import Network, Trace, VnfModel
@@ -522,7 +522,7 @@ def test_rules_read_back_from_a_switch_compare_equal():
 
 
 def test_diff_orders_exact_and_masked_ports_of_one_field():
-    from sdn.model.rules import diff
+    from sdn.reconcile.diff import diff
 
     policy = make_policy(("  - {name: ranged, match: {proto: tcp, dst_port: 1000-2000}, "
                           "through: [mon]}",))

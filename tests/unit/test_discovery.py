@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scapy.layers.l2 import ARP, Ether
 
-from sdn.compile import arp
+from sdn.southbound import arp
 from sdn.southbound import lldp as discovery
 
 

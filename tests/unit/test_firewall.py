@@ -11,7 +11,7 @@ from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from nfv.functions.base import Side, Verdict
+from nfv.datapath.function import Side, Verdict
 from nfv.functions.firewall import Firewall
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"

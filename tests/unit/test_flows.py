@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from sdn.model.rules import (
-    COOKIE_ROUTE,
-    Bucket,
-    FlowRule,
-    GroupTable,
-    SwitchRules,
-    cookie,
-    cookie_kind,
-    diff,
-    match,
-)
+from sdn.model.cookies import COOKIE_ROUTE, cookie, cookie_kind
+from sdn.model.rules import Bucket, FlowRule, Group, SwitchRules, group_id, match
+from sdn.reconcile.diff import diff
 
 
 def rule(port: int, mac: str = "00:00:00:00:00:01", ck: int = 7) -> FlowRule:
@@ -46,20 +38,19 @@ def test_removed_rules_are_deleted_after_adds():
         match(eth_dst="00:00:00:00:00:02")]
 
 
-def test_groups_are_shared_by_content_and_stable():
-    t1, t2 = GroupTable(1), GroupTable(1)
+def test_group_ids_follow_content():
     buckets = (Bucket((("output", 1),), watch_port=1), Bucket((("output", 2),), watch_port=2))
-    g1 = t1.get("ff", buckets)
-    assert t1.get("ff", list(buckets)) == g1  # same content, same id
-    assert t2.get("ff", buckets) == g1  # and the same after a restart
-    assert t1.get("ff", buckets[::-1]) != g1
-    assert set(t1.groups()) == {g1, t1.get("ff", buckets[::-1])}
+    g1 = group_id("ff", buckets)
+    assert group_id("ff", tuple(list(buckets))) == g1  # same content, same id, every run
+    assert group_id("ff", buckets[::-1]) != g1
+    assert group_id("select", buckets) != g1
+    assert g1 & 0xF == 1 and g1 < 0x80000000  # room to probe upward on a collision
 
 
 def test_group_changes_are_ordered_around_flows():
-    group_table = GroupTable(1)
-    gid = group_table.get("select", (Bucket((("output", 1),), weight=1),))
-    current = SwitchRules(groups=group_table.groups())
+    buckets = (Bucket((("output", 1),), weight=1),)
+    gid = group_id("select", buckets)
+    current = SwitchRules(groups={gid: Group(1, gid, "select", buckets)})
     changes = diff(current, SwitchRules())
     assert [g.group_id for g in changes.group_deletes] == [gid]
     changes = diff(SwitchRules(), current)

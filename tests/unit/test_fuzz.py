@@ -15,7 +15,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw, fuzz
 
 from nfv.datapath import packet as P
-from nfv.functions.base import Side, Verdict
+from nfv.datapath.function import Side, Verdict
 from nfv.functions.firewall import Firewall
 
 ROOM = 2048

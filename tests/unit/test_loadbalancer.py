@@ -13,8 +13,10 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from nfv.functions.base import Side, Verdict
-from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer, probe_ports, tcp_syn
+from common.contract import probe_ports
+from nfv.datapath.function import Side, Verdict
+from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer, tcp_syn
+from sdn.policy.schema import load_policy
 from testing.fuzzing import mutate
 
 VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"
@@ -378,7 +380,7 @@ def test_backend_macs_are_asked_for_without_health_checks():
     """A UDP VIP has no health checks, yet its backends' MACs must still be learned."""
     from scapy.layers.l2 import ARP, Ether
 
-    from nfv.functions.base import Side
+    from nfv.datapath.function import Side
     from nfv.functions.loadbalancer import LoadBalancer
 
     lb = LoadBalancer({"vip": "10.9.0.100", "port": 53, "proto": "udp",
@@ -387,3 +389,12 @@ def test_backend_macs_are_asked_for_without_health_checks():
     asked = {Ether(f)[ARP].pdst for side, f in frames if side == Side.EGRESS}
     assert asked == {"10.9.0.5", "10.9.0.6"}
     assert list(lb.tick(100.01)) == []  # once per interval, not per tick
+
+
+def test_a_standalone_load_balancer_owns_the_mac_the_controller_answers_for_its_vip() -> None:
+    """Without `vip_mac`, `sdnctl vnf run` and the controller derive the same MAC."""
+    lb = make_lb(vip_mac=None, name="web-lb")
+    policy_lb = load_policy(
+        "version: 1\nvnfs: {web-lb: {type: loadbalancer, switch: s1, vip: 10.0.0.100,"
+        " backends: [10.0.0.3]}}")
+    assert lb.vip_mac == bytes.fromhex(policy_lb.vnfs["web-lb"].mac_for("web-lb").replace(":", ""))

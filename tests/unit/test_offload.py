@@ -11,7 +11,8 @@ from sdn.compile.chains import (
     compile_chains,
 )
 from sdn.controller.offload import OffloadTable, WorkerReport, settled_flow
-from sdn.model.rules import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind, match
+from sdn.model.cookies import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind
+from sdn.model.rules import match
 from tests.unit.test_chains import VIP, make_policy, make_snapshot, standard_instances
 
 FW = ("fw",)

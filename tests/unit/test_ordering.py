@@ -16,16 +16,10 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from sdn.compile.routes import NetworkCompiler, Options
-from sdn.model.rules import (
-    CHAIN_TAG,
-    COOKIE_FLOOD,
-    Changes,
-    SwitchRules,
-    chain_sub_kind,
-    cookie_kind,
-    diff,
-)
+from sdn.model.cookies import CHAIN_TAG, COOKIE_FLOOD, chain_sub_kind, cookie_kind
+from sdn.model.rules import SwitchRules
 from sdn.reconcile import ordering
+from sdn.reconcile.diff import Changes, diff
 from sdn.southbound.connection import SwitchConnection, push
 from testing.flowsim import Network, VnfModel, fat_tree, snapshot_from_graph
 from tests.unit.test_routing import random_connected_graph
@@ -250,11 +244,10 @@ def nested_positions(groups) -> list[tuple[int, int]]:
             for g in groups for b in g.buckets if b.watch_group is not None]
 
 
-def test_disabled_ordering_sends_one_round(monkeypatch):
+def test_disabled_ordering_sends_one_round():
     old, new = reweight_case(2)
     held, desired = compile_rules(old, Options()), compile_rules(new, Options())
-    monkeypatch.setattr(ordering, "ENABLED", False)
-    rounds = ordering.plan_rounds(held, desired, new.links)
+    rounds = ordering.plan_rounds(held, desired, new.links, ordered=False)
     assert len(rounds) == 1
     assert {d: c.flow_mods for d, c in rounds[0].items()} == {
         d: diff(held[d], desired[d]).flow_mods for d in desired if diff(held[d], desired[d])}

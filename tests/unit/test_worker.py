@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from common.files import write_atomic
 from nfv.datapath import worker
 from nfv.functions.firewall import Firewall
 from nfv.functions.forward import Forward
@@ -21,8 +22,8 @@ def test_load_function_by_kind() -> None:
 
 def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "stats.json"
-    worker.write_atomic(path, {"a": 1})
-    worker.write_atomic(path, {"b": 2})
+    write_atomic(path, '{"a": 1}')
+    write_atomic(path, '{"b": 2}')
     assert json.loads(path.read_text()) == {"b": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]
 

@@ -1,0 +1,148 @@
+"""What the controller does about what switches tell it, without sockets or os-ken.
+
+The os-ken adapter (sdn.controller.app) decodes each event and calls in here; these
+methods update the topology and return `Effects`: the packets to send and whether the
+network must be recompiled. Unit tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+
+from sdn.compile.arp import ETH_TYPE_ARP
+from sdn.compile.pipeline import ETH_TYPE_LLDP
+from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
+from sdn.model.topology import Link, Topology
+from sdn.southbound import arp, lldp
+
+LOG = logging.getLogger(__name__)
+
+LINK_TIMEOUT = 3.5  # seconds without an LLDP packet-in before a link is taken down
+
+PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
+
+
+@dataclass
+class Effects:
+    """What one event asks of the adapter."""
+
+    packets: list[tuple[int, int, bytes]] = field(default_factory=list)  # dpid, port, frame
+    changed: bool = False  # the topology changed: recompile and sync
+
+    def send(self, dpid: int, port: int, data: bytes) -> None:
+        self.packets.append((dpid, port, data))
+
+    def merge(self, other: Effects) -> Effects:
+        self.packets += other.packets
+        self.changed |= other.changed
+        return self
+
+
+def mac_text(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+class EventHandler:
+    """Host learning, ARP answers, delivery of misses, LLDP discovery and link ageing."""
+
+    def __init__(self, topology: Topology, vip_mac: Callable[[str], str | None]) -> None:
+        self.topology = topology
+        self.vip_mac = vip_mac
+        self.link_seen: dict[Link, float] = {}
+
+    def packet_in(self, dpid: int, in_port: int, table_id: int, data: bytes,
+                  connected: Collection[int], now: float) -> Effects:
+        """A frame a switch sent up; `connected` are the switches we can send to."""
+        effects = Effects()
+        if len(data) < 14:
+            return effects
+        eth_type = int.from_bytes(data[12:14], "big")
+        if eth_type == ETH_TYPE_LLDP:
+            PACKET_INS.labels("lldp").inc()
+            self._on_lldp(dpid, in_port, data, now, effects)
+        elif eth_type == ETH_TYPE_ARP:
+            PACKET_INS.labels("arp").inc()
+            self._on_arp(dpid, in_port, data, connected, effects)
+        elif table_id == TABLE_INGRESS:
+            PACKET_INS.labels("learn").inc()
+            self._learn(mac_text(data[6:12]), dpid, in_port, None, effects)
+        elif table_id == TABLE_FORWARD:
+            PACKET_INS.labels("miss").inc()
+            self._learn(mac_text(data[6:12]), dpid, in_port, None, effects)
+            self._deliver(dpid, in_port, mac_text(data[0:6]), data, connected, effects)
+        return effects
+
+    def probes(self, ports: Collection[tuple[int, int]] | None = None) -> Effects:
+        """LLDP probes out of `ports` (every known port by default); VNF arms see only
+        their own traffic."""
+        if ports is None:
+            ports = [(dpid, port) for dpid, known in list(self.topology.ports.items())
+                     for port in list(known)]
+        effects = Effects()
+        for dpid, port in ports:
+            if not self.topology.is_service_port(dpid, port):
+                effects.send(dpid, port, lldp.build_probe(dpid, port))
+        return effects
+
+    def expire_links(self, now: float) -> Effects:
+        """Links whose LLDP has not been seen for LINK_TIMEOUT are taken down."""
+        effects = Effects()
+        for link in list(self.topology.links):
+            if now - self.link_seen.get(link, now) > LINK_TIMEOUT:
+                LOG.warning("link %s timed out (no LLDP)", link)
+                self.topology.remove_link(link)
+                self.link_seen.pop(link, None)
+                effects.changed = True
+        return effects
+
+    def _on_lldp(self, dpid: int, in_port: int, data: bytes, now: float,
+                 effects: Effects) -> None:
+        origin = lldp.parse_probe(data)
+        if origin is None:
+            return
+        src, src_port = origin
+        link = Link.between(src, src_port, dpid, in_port)
+        self.link_seen[link] = now
+        if self.topology.add_link(src, src_port, dpid, in_port):
+            LOG.info("link %016x:%d <-> %016x:%d", src, src_port, dpid, in_port)
+            effects.changed = True
+
+    def _on_arp(self, dpid: int, in_port: int, data: bytes, connected: Collection[int],
+                effects: Effects) -> None:
+        msg = arp.parse(data)
+        if msg is None or self.topology.is_link_port(dpid, in_port):
+            return
+        self._learn(msg.src_mac, dpid, in_port, msg.src_ip, effects)
+        if msg.gratuitous:
+            return
+        if msg.opcode == arp.REQUEST:
+            target = self.topology.host_by_ip(msg.dst_ip)
+            answer = target.mac if target is not None else self.vip_mac(msg.dst_ip)
+            if answer is not None:
+                effects.send(dpid, in_port, arp.reply(msg, answer))
+                return
+        self._deliver(dpid, in_port, msg.dst_mac, data, connected, effects)
+
+    def _deliver(self, dpid: int, in_port: int, dst_mac: str, data: bytes,
+                 connected: Collection[int], effects: Effects) -> None:
+        """Hand a packet straight to its host's port, or to every edge port when unknown;
+        never through the data plane, so it cannot loop."""
+        host = self.topology.hosts.get(dst_mac)
+        if host is not None:
+            effects.send(host.dpid, host.port, data)
+            return
+        for sw in connected:
+            for port in self.topology.edge_ports(sw):
+                if (sw, port) != (dpid, in_port):
+                    effects.send(sw, port, data)
+
+    def _learn(self, mac: str, dpid: int, port: int, ip: str | None, effects: Effects) -> None:
+        if int(mac[:2], 16) & 1:
+            return
+        if self.topology.learn_host(mac, dpid, port, ip):
+            LOG.info("host %s at %016x port %d", mac, dpid, port)
+            effects.changed = True

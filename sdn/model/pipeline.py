@@ -1,0 +1,28 @@
+"""The pipeline every switch runs: its tables and the metadata bits that pass between them.
+The compiler fills the tables; the reconciler and the controller read rules back by them."""
+
+from __future__ import annotations
+
+# The pipeline. Table 0 traps control traffic and learns hosts, table 1 applies policy
+# (traffic classes), table 2 steers service chains (sdn.compile.chains), table 3 forwards: floods,
+# delivers to local hosts, and maps every other destination host to its switch (written to
+# metadata); table 4 routes to that switch. Rules thus scale with hosts + switches, not
+# hosts x paths. Table-1 rules go on to TABLE_CHAIN, never straight to TABLE_FORWARD:
+# that would let classified traffic skip its service chain.
+TABLE_INGRESS = 0
+TABLE_POLICY = 1
+TABLE_CHAIN = 2
+TABLE_FORWARD = 3
+TABLE_ROUTE = 4
+# Between tables 3 and 4 the metadata carries the destination switch's dpid.
+METADATA_DPID_MASK = (1 << 64) - 1
+# In tables 0-2 this bit says the packet did not come from a host: it entered over an
+# inter-switch link or from a VNF's port. Edge-only policy (traffic classes, chain
+# classifiers) matches it clear.
+METADATA_FROM_LINK = 1 << 63
+# In tables 0-2, set (with METADATA_FROM_LINK) on packets from a VNF's port (sdn.compile.chains).
+METADATA_FROM_VNF = 1 << 62
+# OpenFlow drops a packet output to the port it came in on unless that port is named
+# this way; fast-failover U-turns need it.
+IN_PORT = 0xFFFFFFF8
+PRIO_ROUTE = 200

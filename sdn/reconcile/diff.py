@@ -1,0 +1,76 @@
+"""The minimal difference between what a switch holds and what it should hold. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sdn.model.rules import FlowRule, Group, MatchItems, Meter, SwitchRules
+
+
+@dataclass
+class Changes:
+    """The messages that turn one switch's state into another, in a safe order: meters
+    and groups before the flows that use them, flows gone before the groups and meters
+    they used (deleting a meter also deletes every flow still using it)."""
+
+    meter_adds: list[Meter] = field(default_factory=list)
+    meter_mods: list[Meter] = field(default_factory=list)
+    group_adds: list[Group] = field(default_factory=list)
+    group_mods: list[Group] = field(default_factory=list)
+    flow_adds: list[FlowRule] = field(default_factory=list)
+    flow_deletes: list[FlowRule] = field(default_factory=list)
+    group_deletes: list[Group] = field(default_factory=list)
+    meter_deletes: list[Meter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.flow_mods + self.group_messages + self.meter_messages
+
+    @property
+    def flow_mods(self) -> int:
+        return len(self.flow_adds) + len(self.flow_deletes)
+
+    @property
+    def group_messages(self) -> int:
+        return len(self.group_adds) + len(self.group_mods) + len(self.group_deletes)
+
+    @property
+    def meter_messages(self) -> int:
+        return len(self.meter_adds) + len(self.meter_mods) + len(self.meter_deletes)
+
+
+def _rule_order(item: tuple[tuple[int, int, MatchItems], FlowRule]) -> tuple[int, int, str]:
+    """Later tables first: a rule that sends packets on to a table is only installed after
+    the rules waiting for them there (and removed before them, see `diff`). Also a total
+    order: one field may be exact (int) in one match and masked (tuple) in another, which
+    Python cannot compare."""
+    table, priority, items = item[0]
+    return -table, priority, repr(items)
+
+
+def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
+    """Minimal change from `current` to `desired`; an identical pair gives no change."""
+    changes = Changes()
+    for mid, meter in sorted(desired.meters.items()):
+        held_meter = current.meters.get(mid)
+        if held_meter is None:
+            changes.meter_adds.append(meter)
+        elif held_meter != meter:
+            changes.meter_mods.append(meter)
+    for gid, group in sorted(desired.groups.items()):
+        held = current.groups.get(gid)
+        if held is None:
+            changes.group_adds.append(group)
+        elif held != group:
+            changes.group_mods.append(group)
+    for key, rule in sorted(desired.flows.items(), key=_rule_order):
+        if current.flows.get(key) != rule:
+            changes.flow_adds.append(rule)
+    changes.flow_deletes = [r for k, r in sorted(current.flows.items(), key=_rule_order,
+                                                 reverse=True) if k not in desired.flows]
+    changes.group_deletes = [
+        g for gid, g in sorted(current.groups.items()) if gid not in desired.groups
+    ]
+    changes.meter_deletes = [
+        m for mid, m in sorted(current.meters.items()) if mid not in desired.meters
+    ]
+    return changes
