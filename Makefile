@@ -35,6 +35,7 @@ bench: setup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sdn nfv common testing topologies tests bench scripts
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results build *.egg-info
