@@ -12,8 +12,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from sdn.compile.chains import VnfInstance, compile_chains
-from sdn.policy.schema import load_policy
+from sdn.compile.chain_model import VnfInstance
+from sdn.compile.chains import compile_chains
+from sdn.policy.load import load_policy
 from testing.flowsim import fat_tree, snapshot_from_graph
 
 CHAINS = 8

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from testing.harness import Controller, network
 from topologies.sdn_topos import FatTreeTopo
 

@@ -36,9 +36,8 @@ from nfv.datapath.packet import (
     PROTO_UDP,
     STATUS_NAMES,
     Parser,
-    build_icmp_unreachable,
-    build_tcp_rst,
 )
+from nfv.datapath.rewrite import build_icmp_unreachable, build_tcp_rst
 from nfv.functions.conntrack import (
     CT_ESTABLISHED,
     CT_INVALID,

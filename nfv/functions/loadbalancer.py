@@ -56,6 +56,8 @@ from nfv.datapath.packet import (
     TCP_RST,
     TCP_SYN,
     Parser,
+)
+from nfv.datapath.rewrite import (
     build_tcp_rst,
     fold,
     ones_sum,

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from sdn.compile.arp import answer_rule
-from sdn.compile.chains import SettledFlow, VnfInstance, compile_chains, vnf_ports
+from sdn.compile.chain_model import SettledFlow, VnfInstance
+from sdn.compile.chains import compile_chains, vnf_ports
 from sdn.compile.classes import add_class_rules
 from sdn.compile.routes import CompilerCache, Options, compile_network
 from sdn.model.rules import SwitchRules

@@ -21,7 +21,6 @@ the routes and switches the change can affect.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,21 +29,18 @@ import networkx as nx
 from sdn.compile import routing
 from sdn.compile.arp import answer_rule
 from sdn.compile.pipeline import PRIO_UTURN, base_pipeline, flood_rules
+from sdn.compile.route_groups import CellGroups, GroupPool, forward_actions
 from sdn.model.cookies import COOKIE_ROUTE, cookie
 from sdn.model.pipeline import (
-    IN_PORT,
     METADATA_DPID_MASK,
     PRIO_ROUTE,
     TABLE_FORWARD,
     TABLE_ROUTE,
 )
 from sdn.model.rules import (
-    Bucket,
     FlowRule,
-    Group,
     RuleKey,
     SwitchRules,
-    group_id,
     match,
 )
 from sdn.model.topology import Host, Link, Snapshot
@@ -103,76 +99,6 @@ def switch_edges(snapshot: Snapshot) -> dict[Edge, tuple[float, Link]]:
     return edges
 
 
-GroupSpec = tuple
-"""What a route group does, in plain values (cheap to hash and compare):
-('select', ports) | ('ff', ports) | ('ff-group', select gid, backup port)
-| ('ff-back', primary ports, backup port): the primaries, else back out the in_port."""
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _group_content(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...], int]:
-    """The group's type and buckets, and the id its content hashes to (cached: repairs
-    keep re-creating the same few groups)."""
-    type_, buckets = _group_buckets(spec)
-    return type_, buckets, group_id(type_, buckets)
-
-
-def _group_buckets(spec: GroupSpec) -> tuple[str, tuple[Bucket, ...]]:
-    kind = spec[0]
-    if kind == "select":
-        return "select", tuple(Bucket((("output", p),), watch_port=p, weight=1)
-                               for p in spec[1])
-    if kind == "ff-group":
-        _, select, backup = spec
-        return "ff", (Bucket((("group", select),), watch_group=select),
-                      Bucket((("output", backup),), watch_port=backup))
-    outs = tuple(Bucket((("output", p),), watch_port=p) for p in spec[1])
-    if kind == "ff-back":
-        return "ff", (*outs, Bucket((("output", IN_PORT),), watch_port=spec[2]))
-    return "ff", outs
-
-
-class _GroupPool:
-    """One switch's route groups, shared and reference-counted, with ids derived from
-    their content (`group_id`), so ids survive recompiles and restarts."""
-
-    def __init__(self, dpid: int) -> None:
-        self.dpid = dpid
-        self.groups: dict[int, Group] = {}
-        self._ids: dict[GroupSpec, int] = {}
-        self._specs: dict[int, GroupSpec] = {}
-        self._refs: dict[int, int] = {}
-
-    def acquire(self, spec: GroupSpec) -> int:
-        gid = self._ids.get(spec)
-        if gid is None:
-            type_, buckets, gid = _group_content(spec)
-            while gid in self.groups:
-                gid += 1
-            self._ids[spec], self._specs[gid], self._refs[gid] = gid, spec, 0
-            self.groups[gid] = Group(self.dpid, gid, type_, buckets)
-        self._refs[gid] += 1
-        return gid
-
-    def release(self, gid: int) -> None:
-        self._refs[gid] -= 1
-        if not self._refs[gid]:
-            del self.groups[gid], self._refs[gid], self._ids[self._specs.pop(gid)]
-
-
-class _CellGroups:
-    """Group allocation for one route cell, remembering what it took."""
-
-    def __init__(self, pool: _GroupPool) -> None:
-        self.pool = pool
-        self.taken: list[int] = []
-
-    def get(self, spec: GroupSpec) -> int:
-        gid = self.pool.acquire(spec)
-        self.taken.append(gid)
-        return gid
-
-
 @dataclass(frozen=True)
 class _CellInputs:
     """Everything one switch's route toward one destination switch depends on."""
@@ -218,7 +144,7 @@ class NetworkCompiler:
         self._hosts: dict[str, Host] = {}
         self._mapped: dict[int, dict[str, Host]] = {}  # destination -> hosts mapped to it
         self._flows: dict[int, dict[RuleKey, FlowRule]] = {}
-        self._pools: dict[int, _GroupPool] = {}
+        self._pools: dict[int, GroupPool] = {}
         self._static: dict[int, tuple[tuple, tuple[RuleKey, ...]]] = {}
         self._answers: dict[str, str] = {}  # IP -> MAC the switches answer ARP with
         self._answering: set[int] = set()  # switches with hosts, which hold the answers
@@ -369,7 +295,7 @@ class NetworkCompiler:
         return _CellInputs(ports, backup_port, uturns, back)
 
     def _set_cell(self, dst: int, node: int, inputs: _CellInputs) -> None:
-        groups = _CellGroups(self._pool(node))
+        groups = CellGroups(self._pool(node))
         rules = _route_cell(node, dst, inputs, groups)
         old = self._cells[dst].get(node)
         if old is not None:
@@ -463,10 +389,10 @@ class NetworkCompiler:
         return tree
 
     # bookkeeping
-    def _pool(self, dpid: int) -> _GroupPool:
+    def _pool(self, dpid: int) -> GroupPool:
         pool = self._pools.get(dpid)
         if pool is None:
-            pool = self._pools[dpid] = _GroupPool(dpid)
+            pool = self._pools[dpid] = GroupPool(dpid)
         return pool
 
     def _put(self, dpid: int, rules: Iterable[FlowRule]) -> None:
@@ -497,7 +423,7 @@ def _host_rule(node: int, host: Host) -> FlowRule:
                     write_metadata=(host.dpid, METADATA_DPID_MASK))
 
 
-def _route_cell(node: int, dst: int, inputs: _CellInputs, groups: _CellGroups
+def _route_cell(node: int, dst: int, inputs: _CellInputs, groups: CellGroups
                 ) -> list[FlowRule]:
     """Table 3 at `node` toward switch `dst`: the route, and the U-turn rules for packets
     a neighbour sends back to us after its own primaries failed: from a primary neighbour
@@ -506,7 +432,7 @@ def _route_cell(node: int, dst: int, inputs: _CellInputs, groups: _CellGroups
     route = cookie(COOKIE_ROUTE, dst)
     ports, backup = inputs.primary_ports, inputs.backup_port
     rules = [FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
-                      _forward(groups, ports, backup), cookie=route)]
+                      forward_actions(groups, ports, backup), cookie=route)]
     for port in inputs.uturn_ports:
         others = tuple(p for p in ports if p != port) + (() if backup is None else (backup,))
         rules.append(FlowRule(node, TABLE_ROUTE, PRIO_UTURN, match(metadata=dst, in_port=port),
@@ -518,14 +444,3 @@ def _route_cell(node: int, dst: int, inputs: _CellInputs, groups: _CellGroups
     return rules
 
 
-def _forward(groups: _CellGroups, primary: tuple[int, ...], backup: int | None) -> tuple:
-    """Actions toward a destination: one port, an ECMP select group, either guarded by a
-    fast-failover group when there is a backup."""
-    if len(primary) > 1:
-        select = groups.get(("select", primary))
-        if backup is None:
-            return (("group", select),)
-        return (("group", groups.get(("ff-group", select, backup))),)
-    if backup is None:
-        return (("output", primary[0]),)
-    return (("group", groups.get(("ff", (primary[0], backup)))),)

@@ -8,10 +8,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdn.compile.chains import ChainError
+from sdn.compile.chain_model import ChainError
 from sdn.controller.state import ControllerState
 from sdn.model.rules import SwitchRules
-from sdn.policy.schema import Policy, PolicyError, Problem, format_path, load_policy
+from sdn.policy.load import load_policy
+from sdn.policy.problems import PolicyError, Problem, format_path
+from sdn.policy.schema import Policy
 from sdn.policy.store import PolicyStore, Revision, summarize
 from sdn.reconcile.diff import Changes
 

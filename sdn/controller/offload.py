@@ -18,7 +18,7 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdn.compile.chains import L4_PROTOS, Bypass, SettledFlow
+from sdn.compile.chain_model import L4_PROTOS, Bypass, SettledFlow
 from sdn.model.rules import MatchItems
 
 ENDED_KEEP = 256  # ended bypasses /v1/offload still reports, newest last

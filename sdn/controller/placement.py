@@ -16,7 +16,7 @@ from typing import Any
 from common.contract import PLACEMENT_KEYS
 from nfv.host.netns import arm_names
 from nfv.host.runtime import Runtime, VnfSpec, VnfStatus, instance_name
-from sdn.compile.chains import VnfInstance
+from sdn.compile.chain_model import VnfInstance
 from sdn.controller.offload import WorkerReport
 from sdn.model.topology import Topology
 from sdn.policy.schema import LoadBalancer, Policy, Vnf

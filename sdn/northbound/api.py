@@ -9,11 +9,11 @@ import networkx as nx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sdn.compile import routing
-from sdn.compile.chains import BYPASS_IDLE_TIMEOUT
+from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.state import ControllerState
 from sdn.model.rules import FlowRule, Group
-from sdn.policy.schema import PolicyError
+from sdn.policy.problems import PolicyError
 from sdn.policy.store import RevisionNotFound
 
 

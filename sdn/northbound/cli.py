@@ -13,7 +13,8 @@ import typer
 
 from common.cli import Output, default_state_dir
 from nfv.cli import app as vnf_app
-from sdn.policy.schema import PolicyError, load_policy
+from sdn.policy.load import load_policy
+from sdn.policy.problems import PolicyError
 
 DEFAULT_API = "127.0.0.1:8080"
 

@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sdn.policy.schema import Policy, canonical_json, load_policy, policy_objects
+from sdn.policy.canonical import canonical_json, policy_objects
+from sdn.policy.load import load_policy
+from sdn.policy.schema import Policy
 
 DB_NAME = "state.db"
 _KIND_ORDER = ("routing", "topology", "host", "class", "vnf", "chain")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sdn.compile.chains import BYPASS_IDLE_TIMEOUT, bypass_cookie
+from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT, bypass_cookie
 from testing.harness import network, ping, wait_until
 from topologies.sdn_topos import LinearTopo
 

@@ -16,7 +16,7 @@ import pytest
 
 from sdn.compile.queues import QueuePlan, plan_queues
 from sdn.controller.queues import apply_queues
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from testing.harness import Capture, network, ping_all, wait_until
 from tests.integration.test_policy_apply import write_policy
 from topologies.sdn_topos import DumbbellTopo

@@ -7,7 +7,7 @@ import pytest
 
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.model.cookies import COOKIE_CLASS, cookie_kind
-from sdn.policy.schema import PolicyError
+from sdn.policy.problems import PolicyError
 from sdn.policy.store import PolicyStore
 from testing.fakes import connected_state
 

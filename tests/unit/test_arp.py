@@ -11,7 +11,7 @@ import pytest
 from sdn.compile import arp
 from sdn.compile.desired import desired_rules
 from sdn.compile.routes import NetworkCompiler
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from sdn.southbound.connection import SwitchConnection
 from testing.flowsim import Network, fat_tree, snapshot_from_graph
 

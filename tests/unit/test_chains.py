@@ -9,17 +9,16 @@ from dataclasses import replace
 
 import pytest
 
-from sdn.compile.chains import (
+from sdn.compile.chain_model import (
     MAX_INSTANCES,
     VLAN_PRESENT,
     ChainError,
     SettledFlow,
     VnfInstance,
     bypass_cookie,
-    compile_chains,
-    tag_vids,
-    without_vnf_ports,
 )
+from sdn.compile.chain_steering import tag_vids
+from sdn.compile.chains import compile_chains, without_vnf_ports
 from sdn.compile.routes import compile_network
 from sdn.controller.placement import specs_for
 from sdn.model.cookies import (
@@ -33,7 +32,7 @@ from sdn.model.cookies import (
 from sdn.model.pipeline import TABLE_CHAIN
 from sdn.model.rules import SwitchRules
 from sdn.model.topology import Host, Link, Snapshot, Topology
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from testing.flowsim import Network, Trace, VnfModel
 
 VIP = "10.0.0.100"

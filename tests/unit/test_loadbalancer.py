@@ -16,7 +16,7 @@ from scapy.packet import Packet, Raw
 from common.contract import probe_ports
 from nfv.datapath.function import Side, Verdict
 from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer, tcp_syn
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from testing.fuzzing import mutate
 
 VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"

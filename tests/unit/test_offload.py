@@ -3,13 +3,8 @@ their cookies, and their counters outlive them."""
 
 from __future__ import annotations
 
-from sdn.compile.chains import (
-    BYPASS_IDLE_TIMEOUT,
-    SettledFlow,
-    bypass_cookie,
-    bypasses,
-    compile_chains,
-)
+from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT, SettledFlow, bypass_cookie
+from sdn.compile.chains import bypasses, compile_chains
 from sdn.controller.offload import OffloadTable, WorkerReport, settled_flow
 from sdn.model.cookies import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind
 from sdn.model.rules import match

@@ -18,6 +18,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
 from nfv.datapath import packet as P
+from nfv.datapath import rewrite as R
 
 
 def ip4(text: str) -> int:
@@ -125,10 +126,10 @@ def test_nat_rewrite_keeps_checksums_valid() -> None:
     for l4 in (TCP(sport=1000, dport=80, flags="PA") / Raw(b"data!"), UDP(sport=1000, dport=80)):
         frame = Ether() / IP(src="10.0.0.1", dst="10.0.0.100") / l4
         _, p, buf = parse(bytes(frame))
-        P.set_ipv4_dst(buf, p, ip4("10.0.0.3"))
-        P.set_dport(buf, p, 8080)
-        P.set_ipv4_src(buf, p, ip4("192.168.1.1"))
-        P.set_sport(buf, p, 40000)
+        R.set_ipv4_dst(buf, p, ip4("10.0.0.3"))
+        R.set_dport(buf, p, 8080)
+        R.set_ipv4_src(buf, p, ip4("192.168.1.1"))
+        R.set_sport(buf, p, 40000)
         got = Ether(bytes(buf))
         assert (got[IP].src, got[IP].dst) == ("192.168.1.1", "10.0.0.3")
         assert (got.sport, got.dport) == (40000, 8080)
@@ -139,24 +140,24 @@ def test_nat_rewrite_keeps_checksums_valid() -> None:
         fresh = Ether(bytes(fresh))
         assert got[IP].chksum == fresh[IP].chksum
         assert got[l4_name].chksum == fresh[l4_name].chksum
-        assert P.l4_checksum(buf, p) == got[l4_name].chksum
+        assert R.l4_checksum(buf, p) == got[l4_name].chksum
 
 
 def test_udp_without_checksum_stays_without() -> None:
     frame = bytearray(bytes(Ether() / IP() / UDP(sport=1, dport=2)))
     frame[14 + 20 + 6 : 14 + 20 + 8] = b"\x00\x00"
     _, p, buf = parse(bytes(frame))
-    P.set_ipv4_dst(buf, p, ip4("10.1.1.1"))
+    R.set_ipv4_dst(buf, p, ip4("10.1.1.1"))
     assert Ether(bytes(buf))[UDP].chksum == 0
 
 
 def test_csum_replace_matches_recomputation() -> None:
     data = bytearray(b"\x45\x00\x00\x54\x12\x34\x40\x00\x40\x01\x00\x00\x0a\x00\x00\x01\x0a\x00")
     data += b"\x00\x02"
-    csum = P.ipv4_header_checksum(data, 0, 20)
+    csum = R.ipv4_header_checksum(data, 0, 20)
     data[16:20] = bytes([192, 168, 7, 9])
-    expected = P.ipv4_header_checksum(data, 0, 20)
-    assert P.csum_replace32(csum, ip4("10.0.0.2"), ip4("192.168.7.9")) == expected
+    expected = R.ipv4_header_checksum(data, 0, 20)
+    assert R.csum_replace32(csum, ip4("10.0.0.2"), ip4("192.168.7.9")) == expected
 
 
 def verify_fresh(reply: Ether, *layers: type) -> None:
@@ -175,7 +176,7 @@ def test_tcp_rst_for_a_syn_and_for_an_ack() -> None:
     syn = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=9)
     syn = syn / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1234, dport=23, flags="S", seq=1000)
     _, p, buf = parse(bytes(syn))
-    n = P.build_tcp_rst(buf, p)
+    n = R.build_tcp_rst(buf, p)
     r = Ether(bytes(buf[:n]))
     assert (r.src, r.dst, r[Dot1Q].vlan) == ("02:00:00:00:00:02", "02:00:00:00:00:01", 9)
     assert (r[IP].src, r[IP].dst, r[TCP].sport, r[TCP].dport) == ("10.0.0.2", "10.0.0.1", 23, 1234)
@@ -183,12 +184,12 @@ def test_tcp_rst_for_a_syn_and_for_an_ack() -> None:
     verify_fresh(r, IP, TCP)
     ack = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="A", seq=5, ack=777)
     _, p, buf = parse(bytes(ack / Raw(b"zz")))
-    r = Ether(bytes(buf[: P.build_tcp_rst(buf, p)]))
+    r = Ether(bytes(buf[: R.build_tcp_rst(buf, p)]))
     assert r[TCP].flags == "R" and r[TCP].seq == 777
     verify_fresh(r, IP, TCP)
     v6 = Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=9, dport=22, flags="S")
     _, p, buf = parse(bytes(v6))
-    r = Ether(bytes(buf[: P.build_tcp_rst(buf, p)]))
+    r = Ether(bytes(buf[: R.build_tcp_rst(buf, p)]))
     assert r[IPv6].src == "2001:db8::2" and r[TCP].flags == "RA"
     verify_fresh(r, TCP)
 
@@ -196,19 +197,19 @@ def test_tcp_rst_for_a_syn_and_for_an_ack() -> None:
 def test_icmp_unreachable_quotes_the_packet_and_needs_room() -> None:
     udp = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000, dport=53) / Raw(b"q")
     _, p, buf = parse(bytes(udp))
-    assert P.build_icmp_unreachable(buf, p) == 0  # no room for the quote beyond the frame
+    assert R.build_icmp_unreachable(buf, p) == 0  # no room for the quote beyond the frame
     _, p, buf = parse(bytes(udp), room=600)
-    n = P.build_icmp_unreachable(buf, p)
+    n = R.build_icmp_unreachable(buf, p)
     r = Ether(bytes(buf[:n]))
     assert (r[IP].src, r[IP].dst, r[ICMP].type, r[ICMP].code) == ("10.0.0.2", "10.0.0.1", 3, 3)
     assert r[UDPerror].dport == 53
     verify_fresh(r, IP, ICMP)
     big = Ether() / IP() / UDP() / Raw(b"x" * 1400)
     _, p, buf = parse(bytes(big))
-    n = P.build_icmp_unreachable(buf, p)
+    n = R.build_icmp_unreachable(buf, p)
     assert n == 14 + 576  # RFC 1812 limit
     v6 = Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(dport=53)
     _, p, buf = parse(bytes(v6), room=200)
-    r = Ether(bytes(buf[: P.build_icmp_unreachable(buf, p)]))
+    r = Ether(bytes(buf[: R.build_icmp_unreachable(buf, p)]))
     assert r[ICMPv6DestUnreach].code == 4 and r[IPv6].dst == "2001:db8::1"
     verify_fresh(r, ICMPv6DestUnreach)

@@ -8,16 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from common.contract import vip_mac
-from sdn.policy.schema import (
-    Firewall,
-    LoadBalancer,
-    Match,
-    Policy,
-    PolicyError,
-    Problem,
-    format_path,
-    load_policy,
-)
+from sdn.policy.load import load_policy
+from sdn.policy.problems import PolicyError, Problem, format_path
+from sdn.policy.schema import Firewall, LoadBalancer, Match, Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((Path(__file__).parent / "bad_policies").glob("*.yaml"))

@@ -21,7 +21,7 @@ from sdn.model.cookies import COOKIE_CLASS, cookie
 from sdn.model.pipeline import METADATA_FROM_LINK, TABLE_CHAIN, TABLE_INGRESS, TABLE_POLICY
 from sdn.model.rules import FlowRule, Meter, SwitchRules, match
 from sdn.model.topology import Host
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from sdn.reconcile.diff import diff
 from sdn.southbound import codec
 from sdn.southbound.connection import SwitchConnection

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sdn.policy.schema import load_policy
+from sdn.policy.load import load_policy
 from sdn.policy.store import DB_NAME, PolicyStore, RevisionNotFound, summarize, summarize_canonical
 
 V1 = """\
