@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from nfv.host.ovsdb import Ovsdb, detect_datapath
-from nfv.host.runtime import Runtime, VnfSpec
+from nfv.host.runtime import Runtime
+from nfv.host.spec import VnfSpec
 from nfv.host.supervisor import Backoff, State
 
 BRIDGE = "vnfbench0"

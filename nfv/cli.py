@@ -19,7 +19,8 @@ import yaml
 from common.cli import Output, default_state_dir
 from common.contract import PLACEMENT_KEYS
 from common.units import parse_size
-from nfv.host.runtime import KINDS, Runtime, VnfError, VnfSpec, VnfStatus
+from nfv.host.runtime import Runtime
+from nfv.host.spec import KINDS, VnfError, VnfSpec, VnfStatus
 from nfv.host.supervisor import State, token_alive
 
 STATUS_FILE = "vnfs.json"

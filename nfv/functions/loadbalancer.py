@@ -36,7 +36,6 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from itertools import count
 from time import perf_counter
@@ -59,14 +58,23 @@ from nfv.datapath.packet import (
 )
 from nfv.datapath.rewrite import (
     build_tcp_rst,
-    fold,
-    ones_sum,
     set_dport,
     set_ipv4_dst,
     set_ipv4_src,
     set_sport,
 )
-from nfv.functions.conntrack import CT_NEW, ConnTrack, Entry, flow_key
+from nfv.functions.backends import (
+    ARP_BODY,
+    BROADCAST_MAC,
+    Backend,
+    Probe,
+    arp_request,
+    mac_bytes,
+    parse_backend,
+    tcp_syn,
+)
+from nfv.functions.conntrack import ConnTrack
+from nfv.functions.conntrack_entry import CT_NEW, Entry, flow_key
 from nfv.functions.maglev import DEFAULT_TABLE_SIZE, Maglev, flow_hash
 
 DEFAULT_HEALTH = {"interval": 0.2, "timeout": 0.3, "fall": 2, "rise": 2}
@@ -89,75 +97,6 @@ OUTCOMES = (
 NAT, UNNAT, ARP_REPLY, PROBE_REPLY, PASSED, MALFORMED, NO_BACKEND, FRAGMENT = range(8)
 
 _FIVE = struct.Struct("!IIHHB")  # src dst sport dport proto: the bytes Maglev hashes
-_IP_HDR = struct.Struct("!BBHHHBBHII")
-_TCP_HDR = struct.Struct("!HHIIBBHHH")
-_ARP_BODY = struct.Struct("!HHBBH6sI6sI")
-_BROADCAST = b"\xff" * 6
-
-
-def mac_bytes(text: str) -> bytes:
-    raw = bytes.fromhex(text.replace(":", "").replace("-", ""))
-    if len(raw) != 6:
-        raise ValueError(f"invalid MAC address {text!r}")
-    return raw
-
-
-@dataclass(eq=False)
-class Backend:
-    """A real server behind the VIP, with its health and traffic counters."""
-
-    ip: int
-    port: int | None
-    weight: int
-    mac: bytes | None = None
-    healthy: bool = True
-    fails: int = 0  # consecutive failed probes
-    oks: int = 0  # consecutive successful probes
-    next_probe: float = 0.0
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "connections",
-                "packets_to",
-                "bytes_to",
-                "packets_from",
-                "bytes_from",
-                "probes_sent",
-                "probes_ok",
-                "probes_failed",
-            ),
-            0,
-        )
-    )
-
-    @property
-    def key(self) -> str:
-        return f"{IPv4Address(self.ip)}:{self.port or '*'}"
-
-
-def parse_backend(spec: str | Mapping[str, Any]) -> Backend:
-    """A backend from the policy: a bare IP or ``{ip, port, weight}``."""
-    if isinstance(spec, str):
-        return Backend(int(IPv4Address(spec)), None, 1)
-    unknown = set(spec) - {"ip", "port", "weight"}
-    if unknown:
-        raise ValueError(f"unknown backend keys: {sorted(unknown)}")
-    port = spec.get("port")
-    weight = int(spec.get("weight", 1))
-    if port is not None and not 1 <= int(port) <= 65535:
-        raise ValueError(f"backend port out of range: {port}")
-    if weight < 0:
-        raise ValueError(f"backend weight must not be negative: {weight}")
-    return Backend(int(IPv4Address(spec["ip"])), int(port) if port else None, weight)
-
-
-@dataclass(eq=False)
-class Probe:
-    backend: Backend
-    port: int  # our (the VIP's) source port: identifies the probe
-    seq: int
-    deadline: float
-    arp: bool  # an ARP request for the backend's MAC rather than a SYN
 
 
 class LoadBalancer:
@@ -333,7 +272,7 @@ class LoadBalancer:
         asker_ip = bytes(frame[a + 14 : a + 18])
         frame[0:6] = asker_mac
         frame[6:12] = self.vip_mac
-        _ARP_BODY.pack_into(
+        ARP_BODY.pack_into(
             frame,
             a,
             1,
@@ -355,7 +294,7 @@ class LoadBalancer:
         if hosts is None:
             return
         mac = bytes(frame[at : at + 6])
-        if mac == _BROADCAST or not any(mac):
+        if mac == BROADCAST_MAC or not any(mac):
             return
         for b in hosts:
             b.mac = mac
@@ -471,27 +410,3 @@ class LoadBalancer:
         }
 
 
-def arp_request(src_mac: bytes, src_ip: int, target_ip: int) -> bytes:
-    """Who-has ``target_ip``, tell ``src_ip`` (broadcast)."""
-    buf = bytearray(42)
-    buf[0:6] = _BROADCAST
-    buf[6:12] = src_mac
-    buf[12:14] = b"\x08\x06"
-    _ARP_BODY.pack_into(buf, 14, 1, 0x0800, 6, 4, 1, src_mac, src_ip, bytes(6), target_ip)
-    return bytes(buf)
-
-
-def tcp_syn(
-    dst_mac: bytes, src_mac: bytes, src: int, dst: int, sport: int, dport: int, seq: int
-) -> bytes:
-    """A bare TCP SYN (no options) with correct IPv4 and TCP checksums."""
-    buf = bytearray(54)
-    buf[0:6] = dst_mac
-    buf[6:12] = src_mac
-    buf[12:14] = b"\x08\x00"
-    _IP_HDR.pack_into(buf, 14, 0x45, 0, 40, 0, 0x4000, 64, PROTO_TCP, 0, src, dst)
-    struct.pack_into("!H", buf, 24, fold(ones_sum(buf, 14, 34)) ^ 0xFFFF)
-    _TCP_HDR.pack_into(buf, 34, sport, dport, seq, 0, 5 << 4, TCP_SYN, 64240, 0, 0)
-    pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + PROTO_TCP + 20
-    struct.pack_into("!H", buf, 50, fold(ones_sum(buf, 34, 54) + pseudo) ^ 0xFFFF)
-    return bytes(buf)

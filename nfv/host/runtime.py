@@ -14,171 +14,42 @@ import contextlib
 import json
 import logging
 import os
-import re
-import shlex
-import shutil
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from common.files import write_atomic
 from common.helper import nap
 from nfv.host import netns
-from nfv.host.cgroups import Cgroup, Limits, leftover_groups
+from nfv.host.cgroups import Cgroup, Limits
+from nfv.host.instance import (
+    Instance,
+    default_worker,
+    place,
+    purge,
+    status_of,
+)
+from nfv.host.leftovers import foreign_owner, reap_leftovers
 from nfv.host.ovsdb import DEFAULT_REMOTE, Ovsdb
+from nfv.host.spec import SIDES, STATUS_VERSION, StateCallback, VnfError, VnfSpec, VnfStatus
 from nfv.host.supervisor import (
     Adopted,
     Backoff,
     State,
-    StatsSample,
-    Worker,
     is_fresh,
-    kill_pids,
     log_tail,
     process_token,
-    rates,
     read_stats,
     spawn_in,
     terminate,
-    token_alive,
     worker_argv,
 )
 
 log = logging.getLogger(__name__)
 
-KINDS = ("forward", "firewall", "loadbalancer", "analyzer")
-FAILURE_MODES = ("open", "closed")
-SIDES = ("ingress", "egress")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 DEFAULT_RUN_DIR = Path("/run/sdn-nfv")
-STATUS_VERSION = 1
-# external_ids on our OVS ports: how reap() recognises them after a crash
-EXT_NETNS = "sdn-nfv-netns"
-EXT_VNF = "sdn-nfv-vnf"
-EXT_ARM = "sdn-nfv-arm"
-EXT_OWNER = "sdn-nfv-owner"  # process token of the runtime that placed it
-
-
-class VnfError(RuntimeError):
-    """A VNF could not be placed, or the request names an unknown VNF."""
-
-
-@dataclass(frozen=True)
-class VnfSpec:
-    """What to run: the policy's VNF entry, resolved to one replica on one bridge."""
-
-    name: str
-    kind: str
-    switch: str  # the Open vSwitch bridge (Mininet names it like the switch: s1)
-    config: Mapping[str, Any] = field(default_factory=dict)  # function-specific keys
-    cpu: float | None = None  # cores
-    memory: int | None = None  # bytes
-    failure_mode: str = "closed"
-    replica: int | None = None  # None for a VNF with a single replica
-    mtu: int = 1500
-
-    def __post_init__(self) -> None:
-        if not NAME_RE.match(self.name):
-            raise ValueError(f"VNF name {self.name!r} must match {NAME_RE.pattern}")
-        if self.kind not in KINDS:
-            raise ValueError(f"VNF kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.failure_mode not in FAILURE_MODES:
-            raise ValueError(f"failure_mode {self.failure_mode!r} is not open or closed")
-        if self.replica is not None and self.replica < 0:
-            raise ValueError(f"replica index must be >= 0, got {self.replica}")
-        Limits(self.cpu, self.memory)  # validates
-
-    @property
-    def instance(self) -> str:
-        return instance_name(self.name, self.replica)
-
-
-def instance_name(name: str, replica: int | None) -> str:
-    """The instance id: the VNF's name, plus `-<replica>` for replicated VNFs."""
-    return name if replica is None else f"{name}-{replica}"
-
-
-@dataclass
-class VnfStatus:
-    """One instance as the runtime sees it; `to_dict()` is the status file's entry."""
-
-    name: str  # instance id
-    vnf: str  # the policy's VNF name
-    replica: int | None
-    kind: str
-    state: str
-    healthy: bool
-    failure_mode: str
-    netns: str
-    switch: str
-    ports: dict[str, int]  # arm -> OpenFlow port number on `switch`
-    interfaces: dict[str, str]  # arm -> switch-side interface (= OVS port) name
-    pid: int | None
-    restarts: int
-    since: float  # when the current state began (epoch seconds)
-    rx_pps: float
-    tx_pps: float
-    rx_packets: int
-    tx_packets: int
-    drops: int
-    malformed: int
-    stats_updated: float | None
-    stats_file: str
-    cpu: float | None
-    memory: int | None
-    last_error: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-StateCallback = Callable[[VnfStatus, State], None]
-
-
-@dataclass
-class _Instance:
-    spec: VnfSpec
-    netns: str
-    arms: dict[str, netns.ArmNames]
-    dir: Path
-    cgroup: Cgroup | None
-    ports: dict[str, int] = field(default_factory=dict)
-    proc: Worker | None = None
-    state: State = State.STARTING
-    since: float = field(default_factory=time.time)
-    spawned: float = 0.0
-    restarts: int = 0
-    failures: int = 0
-    restart_at: float = 0.0
-    prev: StatsSample | None = None
-    last: StatsSample | None = None
-    last_error: str | None = None
-
-    @property
-    def stats_path(self) -> Path:
-        return self.dir / "stats.json"
-
-    @property
-    def config_path(self) -> Path:
-        return self.dir / "config.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "worker.log"
-
-    @property
-    def owner_path(self) -> Path:
-        return self.dir / "owner"
-
-
-def default_worker() -> list[str]:
-    """`python -m nfv.datapath.worker`, or the command in $SDN_VNF_WORKER (a test double, say)."""
-    override = os.environ.get("SDN_VNF_WORKER")
-    return shlex.split(override) if override else [sys.executable, "-m", "nfv.datapath.worker"]
 
 
 class Runtime:
@@ -208,7 +79,7 @@ class Runtime:
         self.poll_interval = poll_interval
         self.stale_after = stale_after
         self.start_timeout = start_timeout
-        self._instances: dict[str, _Instance] = {}
+        self._instances: dict[str, Instance] = {}
         self._placing: set[str] = set()  # names reserved by a start() in progress
         self._callbacks: list[StateCallback] = []
         self._lock = threading.RLock()
@@ -242,7 +113,7 @@ class Runtime:
         """
         inst = self._instance(spec)
         ns_name = inst.netns
-        owner = self._foreign_owner(ns_name)
+        owner = foreign_owner(self.run_dir, ns_name, self._token)
         if owner is not None:
             raise VnfError(f"VNF {spec.instance} ({ns_name}) is run by another runtime, "
                            f"process {owner.partition(':')[0]}")
@@ -253,14 +124,14 @@ class Runtime:
                 raise VnfError(f"VNF {spec.instance} is already running")
             self._placing.add(spec.instance)
         try:
-            self._purge(inst)
-            self._place(inst)
+            purge(inst, self.ovsdb_remote)
+            place(inst, self._token, self.ovsdb_remote)
             with self._lock:
                 self._spawn(inst)
                 self._instances[spec.instance] = inst
-                status = self._status(inst)
+                status = self._status_of(inst)
         except BaseException:
-            self._purge(inst)
+            purge(inst, self.ovsdb_remote)
             raise
         finally:
             with self._lock:
@@ -275,7 +146,7 @@ class Runtime:
         keeps its state (a firewall's connections, a load balancer's NAT). None when there
         is no such instance to take over; `start` then places it anew."""
         inst = self._instance(spec)
-        if self._foreign_owner(inst.netns) is not None:
+        if foreign_owner(self.run_dir, inst.netns, self._token) is not None:
             return None
         try:
             placed = json.loads(inst.config_path.read_text())
@@ -300,7 +171,7 @@ class Runtime:
             inst.proc, inst.spawned, inst.last = Adopted(sample.pid), time.time(), sample
             self._set_state(inst, State.RUNNING, None)
             self._instances[spec.instance] = inst
-            status = self._status(inst)
+            status = self._status_of(inst)
         log.info("VNF %s: took over worker %d", spec.instance, sample.pid)
         self._notify([(status, State.STOPPED)])
         self._wake.set()
@@ -317,10 +188,10 @@ class Runtime:
             proc, inst.proc = inst.proc, None
         if proc is not None:
             terminate(proc)
-        self._purge(inst)
+        purge(inst, self.ovsdb_remote)
         with self._lock:
             self._instances.pop(name, None)
-            status = self._status(inst)
+            status = self._status_of(inst)
         self._notify([(status, previous)])
         self._publish()
         return status
@@ -332,14 +203,14 @@ class Runtime:
 
     def list(self) -> list[VnfStatus]:
         with self._lock:
-            return [self._status(inst) for inst in self._instances.values()]
+            return [self._status_of(inst) for inst in self._instances.values()]
 
     def status(self, name: str) -> VnfStatus:
         with self._lock:
             inst = self._instances.get(name)
             if inst is None:
                 raise VnfError(f"no VNF instance named {name!r}")
-            return self._status(inst)
+            return self._status_of(inst)
 
     def cgroup(self, name: str) -> Cgroup | None:
         """The instance's cgroup (None without limits), e.g. to read its usage."""
@@ -360,52 +231,17 @@ class Runtime:
             nap(0.05)
 
     def reap(self, prefix: str | None = None) -> dict[str, list[str]]:
-        """Remove leftovers of VNFs whose namespace name starts with `prefix`.
-
-        Recognised as ours: namespaces by name, OVS ports by their external_ids marker,
-        cgroups and run directories by name. Kept: instances this runtime manages, and
-        those of another runtime process that is still alive (its token is recorded in
-        the run directory and on the OVS ports). Returns what was removed, by category.
-        """
+        """Remove leftovers of VNFs whose namespace name starts with `prefix` (this
+        runtime's by default), keeping what this or another live runtime manages."""
         prefix = self.netns_prefix if prefix is None else prefix
-        if not prefix:
-            raise ValueError("refusing to reap with an empty prefix")
         with self._lock:
             live = {inst.netns for inst in self._instances.values()}
+        return reap_leftovers(prefix, live, self.run_dir, self._token, self.ovsdb_remote)
 
-        def owned(ns_name: str) -> bool:
-            return (ns_name.startswith(prefix) and ns_name not in live
-                    and self._foreign_owner(ns_name) is None)
-
-        removed: dict[str, list[str]] = {"processes": [], "ports": [], "netns": [],
-                                         "cgroups": [], "dirs": []}
-        for ns_name in filter(owned, netns.list_netns(prefix)):
-            removed["processes"] += [str(p) for p in kill_pids(netns.netns_pids(ns_name))]
-        with Ovsdb(self.ovsdb_remote) as db:
-            ports = [name for name, ids in db.ports_with_external_id(EXT_NETNS).items()
-                     if owned(ids[EXT_NETNS]) and not self._alive_foreign(ids.get(EXT_OWNER))]
-            removed["ports"] = db.del_ports(ports)
-        for ns_name in filter(owned, netns.list_netns(prefix)):
-            netns.remove_netns(ns_name)
-            removed["netns"].append(ns_name)
-        netns.delete_links_helper(self._lingering(ports))
-        for group in leftover_groups(prefix):
-            if owned(group.name):
-                procs = [int(p) for p in (group / "cgroup.procs").read_text().split()]
-                removed["processes"] += [str(p) for p in kill_pids(procs)]
-                group.rmdir()
-                removed["cgroups"].append(str(group))
-        if self.run_dir.is_dir():
-            for d in self.run_dir.iterdir():
-                if d.is_dir() and owned(d.name):
-                    shutil.rmtree(d, ignore_errors=True)
-                    removed["dirs"].append(str(d))
-        return removed
-
-    def _instance(self, spec: VnfSpec) -> _Instance:
+    def _instance(self, spec: VnfSpec) -> Instance:
         ns_name = f"{self.netns_prefix}{spec.instance}"
         limits = Limits(spec.cpu, spec.memory)
-        return _Instance(
+        return Instance(
             spec=spec,
             netns=ns_name,
             arms={side: netns.arm_names(spec.instance, side, self.port_prefix)
@@ -424,62 +260,11 @@ class Runtime:
             self._thread.join(timeout=5)
         self._publish()
 
-    def _alive_foreign(self, token: str | None) -> bool:
-        return token is not None and token != self._token and token_alive(token)
-
-    def _foreign_owner(self, ns_name: str) -> str | None:
-        """The token of another live runtime that placed `ns_name`, if there is one."""
-        try:
-            token = (self.run_dir / ns_name / "owner").read_text().strip()
-        except OSError:
-            return None
-        return token if self._alive_foreign(token) else None
-
     # -- placement ----------------------------------------------------------------------
-
-    def _place(self, inst: _Instance) -> None:
-        spec = inst.spec
-        inst.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(inst.owner_path, self._token)
-        write_atomic(inst.config_path, json.dumps(dict(spec.config), indent=2, sort_keys=True))
-        netns.setup_arms(inst.netns, list(inst.arms.values()), spec.mtu)
-        ids = {EXT_NETNS: inst.netns, EXT_VNF: spec.instance, EXT_OWNER: self._token}
-        with Ovsdb(self.ovsdb_remote) as db:
-            ofports = db.add_ports(spec.switch, {
-                arm.outside: {**ids, EXT_ARM: side} for side, arm in inst.arms.items()
-            })
-        inst.ports = {side: ofports[arm.outside] for side, arm in inst.arms.items()}
-        if inst.cgroup is not None:
-            inst.cgroup.create()
-
-    def _purge(self, inst: _Instance) -> None:
-        """Remove whatever exists of `inst`; safe on partial placements and leftovers."""
-        if inst.netns in netns.list_netns(inst.netns):
-            kill_pids(netns.netns_pids(inst.netns))
-        outside = [arm.outside for arm in inst.arms.values()]
-        with Ovsdb(self.ovsdb_remote) as db:
-            db.del_ports(outside)
-        netns.remove_netns(inst.netns)  # takes the veths inside, and so their peers, along
-        netns.delete_links_helper(self._lingering(outside + [a.peer for a in inst.arms.values()]))
-        if inst.cgroup is not None and inst.cgroup.exists():
-            kill_pids(inst.cgroup.pids())
-            inst.cgroup.remove()
-        shutil.rmtree(inst.dir, ignore_errors=True)
-
-    @staticmethod
-    def _lingering(links: Sequence[str], wait: float = 1.0) -> list[str]:
-        """Links still present after `wait` s: the kernel frees a dead namespace's veths
-        asynchronously; only the ones that stay need an explicit delete."""
-        deadline = time.monotonic() + wait
-        while True:
-            left = [name for name in links if netns.link_exists(name)]
-            if not left or time.monotonic() >= deadline:
-                return left
-            nap(0.02)
 
     # -- supervision --------------------------------------------------------------------
 
-    def _spawn(self, inst: _Instance) -> None:
+    def _spawn(self, inst: Instance) -> None:
         """Start the worker (lock held). Old stats go first: fresh stats mean this process."""
         with contextlib.suppress(FileNotFoundError):
             inst.stats_path.unlink()
@@ -494,13 +279,13 @@ class Runtime:
         inst.spawned = time.time()
         inst.prev = inst.last = None
 
-    def _set_state(self, inst: _Instance, state: State, error: str | None) -> None:
+    def _set_state(self, inst: Instance, state: State, error: str | None) -> None:
         inst.state = state
         inst.since = time.time()
         if error is not None:
             inst.last_error = error
 
-    def _fail(self, inst: _Instance, reason: str, now: float) -> None:
+    def _fail(self, inst: Instance, reason: str, now: float) -> None:
         """The worker is gone or hopeless (lock held): schedule a restart or give up."""
         if inst.proc is not None:
             terminate(inst.proc, grace=0.5)
@@ -513,7 +298,7 @@ class Runtime:
         inst.restart_at = now + self.backoff.delay(inst.failures)
         self._set_state(inst, State.BACKOFF, error)
 
-    def _check(self, inst: _Instance, now: float) -> None:
+    def _check(self, inst: Instance, now: float) -> None:
         """One supervision step for one instance (lock held)."""
         sample = read_stats(inst.stats_path)
         if sample is not None and (inst.last is None or sample.updated != inst.last.updated):
@@ -561,7 +346,7 @@ class Runtime:
                     except Exception:
                         log.exception("supervising VNF %s failed", inst.spec.instance)
                     if inst.state != before:
-                        events.append((self._status(inst), before))
+                        events.append((self._status_of(inst), before))
             self._notify(events)
             self._publish()
             self._wake.wait(self.poll_interval)
@@ -580,38 +365,8 @@ class Runtime:
 
     # -- status -------------------------------------------------------------------------
 
-    def _status(self, inst: _Instance) -> VnfStatus:
-        spec, last = inst.spec, inst.last
-        rx_pps, tx_pps = rates(inst.prev, last)
-        alive = inst.proc is not None and inst.proc.poll() is None
-        return VnfStatus(
-            name=spec.instance,
-            vnf=spec.name,
-            replica=spec.replica,
-            kind=spec.kind,
-            state=inst.state.value,
-            healthy=inst.state == State.RUNNING and alive
-            and is_fresh(last, time.time(), self.stale_after),
-            failure_mode=spec.failure_mode,
-            netns=inst.netns,
-            switch=spec.switch,
-            ports=dict(inst.ports),
-            interfaces={side: arm.outside for side, arm in inst.arms.items()},
-            pid=inst.proc.pid if alive and inst.proc is not None else None,
-            restarts=inst.restarts,
-            since=inst.since,
-            rx_pps=round(rx_pps, 1),
-            tx_pps=round(tx_pps, 1),
-            rx_packets=last.rx_packets if last else 0,
-            tx_packets=last.tx_packets if last else 0,
-            drops=last.dropped if last else 0,
-            malformed=last.malformed if last else 0,
-            stats_updated=last.updated if last else None,
-            stats_file=str(inst.stats_path),
-            cpu=spec.cpu,
-            memory=spec.memory,
-            last_error=inst.last_error,
-        )
+    def _status_of(self, inst: Instance) -> VnfStatus:
+        return status_of(inst, self.stale_after)
 
     def status_document(self) -> dict[str, Any]:
         """What the status file holds (format version 1)."""
@@ -631,3 +386,5 @@ class Runtime:
             write_atomic(self.status_file, json.dumps(self.status_document(), indent=1))
         except OSError:
             log.exception("cannot write VNF status to %s", self.status_file)
+
+

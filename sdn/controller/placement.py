@@ -15,7 +15,8 @@ from typing import Any
 
 from common.contract import PLACEMENT_KEYS
 from nfv.host.netns import arm_names
-from nfv.host.runtime import Runtime, VnfSpec, VnfStatus, instance_name
+from nfv.host.runtime import Runtime
+from nfv.host.spec import VnfSpec, VnfStatus, instance_name
 from sdn.compile.chain_model import VnfInstance
 from sdn.controller.offload import WorkerReport
 from sdn.model.topology import Topology

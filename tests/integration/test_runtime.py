@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from nfv.host.instance import EXT_NETNS
 from nfv.host.netns import tx_checksum_enabled
 from nfv.host.ovsdb import Ovsdb, detect_datapath, kernel_datapath_loaded
-from nfv.host.runtime import EXT_NETNS, Runtime, VnfError, VnfSpec, VnfStatus
+from nfv.host.runtime import Runtime
+from nfv.host.spec import VnfError, VnfSpec, VnfStatus
 from nfv.host.supervisor import Backoff, State, has_exited
 
 pytestmark = pytest.mark.integration

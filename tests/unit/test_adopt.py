@@ -9,7 +9,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from nfv.host.runtime import Runtime, VnfSpec
+from nfv.host.runtime import Runtime
+from nfv.host.spec import VnfSpec
 from nfv.host.supervisor import Adopted, terminate
 
 SPEC = VnfSpec(name="fw", kind="firewall", switch="s1", config={"default": "allow"})

@@ -15,7 +15,8 @@ from scapy.packet import Packet, Raw
 
 from common.contract import probe_ports
 from nfv.datapath.function import Side, Verdict
-from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer, tcp_syn
+from nfv.functions.backends import tcp_syn
+from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer
 from sdn.policy.load import load_policy
 from testing.fuzzing import mutate
 

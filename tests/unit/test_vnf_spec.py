@@ -2,7 +2,8 @@
 
 import pytest
 
-from nfv.host.runtime import VnfSpec, default_worker
+from nfv.host.instance import default_worker
+from nfv.host.spec import VnfSpec
 
 
 def test_instance_names() -> None:
