@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-_NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+# ASCII digits only: int() and float() also read full-width digits (U+FF10-FF19).
+_NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 RATE_UNITS: dict[str, int] = {
     "": 1,
@@ -99,7 +100,7 @@ def parse_size(value: int | str) -> int:
 
 
 def _port(text: str, spec: object) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"invalid port {spec!r}: expected a number 1-65535 or a range 'lo-hi'")
     port = int(text)
     if not PORT_MIN <= port <= PORT_MAX:

@@ -28,6 +28,7 @@ from testing.harness import (  # noqa: E402
     network,
     ping,
     ping_all,
+    reap_vnfs,
     stop_process,
     wait_until,
     web_servers,
@@ -79,6 +80,7 @@ def main() -> int:
             run(controller, report, Path(tmp))
         finally:
             controller.stop()
+            reap_vnfs()
         errors = controller.errors()
         report.check(not errors, f"controller log free of errors ({len(errors)} found)")
         for line in errors[:5]:

@@ -27,6 +27,7 @@ from mininet.node import RemoteController
 
 REPO = Path(__file__).resolve().parent.parent
 SDNCTL = Path(sys.executable).parent / "sdnctl"
+STOP_TIMEOUT = 2.0  # a controller exits this soon after SIGTERM (README, "Security")
 MININET_LOCK = Path("/run/lock/sdn-nfv-mininet.lock")
 ERROR_PATTERN = re.compile(r" ERROR |Traceback|OpenFlow error")
 
@@ -90,14 +91,17 @@ class Controller:
         return True
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the controller with `sig`; one that has not exited STOP_TIMEOUT seconds
+        after SIGTERM or SIGINT is killed, and that is an error."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(10)
+            return self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait(5)
+            self.proc.wait(5)
+            raise AssertionError(f"controller ignored signal {sig} for {STOP_TIMEOUT}s") from None
 
     def sdnctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """The CLI, pointed at this controller."""
@@ -330,3 +334,12 @@ def scapy_send(host, code: str) -> str:
     """Run a few lines of scapy inside a host's namespace (test traffic only)."""
     script = f"from scapy.all import *\nconf.verb = 0\n{code}\n"
     return host.cmd(f"{sys.executable} -c {shlex.quote(script)}")
+
+
+def reap_vnfs() -> dict[str, list[str]]:
+    """Remove the VNFs that stopped controllers left running (a stop keeps them for the
+    next controller to take over); those of a live controller stay."""
+    from nfv.host.runtime import Runtime
+
+    with Runtime() as runtime:
+        return runtime.reap()

@@ -71,12 +71,14 @@ class SdnController(app_manager.OSKenApp):
         """Take over the stored desired state, as after a controller restart."""
         self.state.ordered_updates = ordered_updates
         self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
+        engine = PolicyEngine(self.state, store)
+        engine.recover()
         current = store.current()
         if current is not None:
             self.state.policy = current.policy()
             self.state.vnfs.expect(self.state.policy)
             LOG.info("restored policy revision %d", current.rev)
-        return PolicyEngine(self.state, store)
+        return engine
 
     # switches
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -232,8 +234,9 @@ class SdnController(app_manager.OSKenApp):
             hub.sleep(0)
 
     def close(self) -> None:
-        if self.state.vnfs is not None:
-            self.state.vnfs.close()
+        """VNFs are left running: the next controller takes them over (`Runtime.adopt`);
+        a policy without them is what removes them."""
+        self.state.freeze()
 
     def _queues_loop(self) -> None:
         """Egress HTB queues follow the policy's classes and the switch ports. tc runs in

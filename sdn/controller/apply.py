@@ -4,7 +4,9 @@ every switch to confirm (barrier), record a revision — or put everything back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,7 @@ from sdn.model.rules import SwitchRules
 from sdn.policy.load import load_policy
 from sdn.policy.problems import PolicyError, Problem, format_path
 from sdn.policy.schema import Policy
-from sdn.policy.store import PolicyStore, Revision, summarize
+from sdn.policy.store import PolicyStore, Revision, StoreError, summarize
 from sdn.reconcile.diff import Changes
 
 LOG = logging.getLogger("sdn.controller.apply")
@@ -88,8 +90,8 @@ class PolicyEngine:
             unchanged = self.ctl.policy is not None and self.ctl.policy.digest() == policy.digest()
             if dry_run or (unchanged and not plan.flow_mods):
                 return plan, None
-            self._switch_to(policy)
-            revision = self.store.commit(text, policy, author, plan.summary)
+            revision = self._transaction(
+                policy, lambda: self.store.begin(text, policy, author, plan.summary))
         LOG.info("policy r%d applied by %s: %s (%d FlowMods)", revision.rev, author,
                  plan.summary, plan.flow_mods)
         return plan, revision
@@ -99,13 +101,45 @@ class PolicyEngine:
         policy = self.load(old.source, f"revision {rev}")
         with self.ctl.lock:
             plan = self.plan(policy)
-            self._switch_to(policy)
-            revision = self.store.rollback(rev, author)
+            revision = self._transaction(policy, lambda: self.store.begin_rollback(rev, author))
         return plan, revision
+
+    def recover(self) -> None:
+        """A revision left pending by a controller that stopped mid-apply never became
+        current: forget it. The switches are then reconciled to the current revision,
+        every one the same way."""
+        for rev in self.store.pending():
+            LOG.warning("revision r%d was being applied when the controller stopped: "
+                        "rolled back", rev)
+            self.store.abandon(rev)
+
+    def _transaction(self, policy: Policy, record: Callable[[], Revision]) -> Revision:
+        """Record the revision as pending (a store that cannot write stops the apply
+        before anything is sent), switch every switch to `policy`, then confirm it. Any
+        failure on the way restores the previous policy, VNFs and rules."""
+        try:
+            pending = record()
+        except StoreError as exc:
+            raise ApplyFailed({"revision store": str(exc)}) from exc
+        previous = self.ctl.policy
+        try:
+            self._switch_to(policy)
+            self.store.confirm(pending.rev)
+        except Exception as exc:
+            if not isinstance(exc, ApplyFailed):
+                LOG.exception("apply of r%d failed; restoring the previous state", pending.rev)
+                self._restore(previous)
+            with contextlib.suppress(StoreError):
+                self.store.abandon(pending.rev)
+            if isinstance(exc, ApplyFailed):
+                raise
+            what = "revision store" if isinstance(exc, StoreError) else "apply"
+            raise ApplyFailed({what: str(exc) or type(exc).__name__}) from exc
+        return pending
 
     def _switch_to(self, policy: Policy) -> None:
         """Place the policy's VNFs, install its rules everywhere and wait for confirmation;
-        on any failure go back to the previous state."""
+        on a failure go back to the previous state and raise ApplyFailed."""
         previous = self.ctl.policy
         self.ctl.policy = policy
         try:
@@ -124,7 +158,10 @@ class PolicyEngine:
             self.ctl.vnfs.reconcile(previous)
         except (LookupError, OSError, RuntimeError, ValueError):
             LOG.exception("could not restore the previous VNFs")
-        self._push()
+        try:
+            self._push()
+        except Exception:
+            LOG.exception("could not restore the previous rules; the next sync retries")
 
     def _push(self) -> dict[str, str]:
         """Send every ready switch its difference in ordered, barrier-confirmed rounds, so

@@ -38,6 +38,7 @@ class ControllerState:
         self.lock = hub.Semaphore(1)
         self.ordered_updates = ordered_updates
         self._compilers = CompilerCache()
+        self.frozen = False  # stopping: nothing more is sent to any switch
 
     def desired(self, policy: Policy | None, snapshot: Snapshot | None = None
                 ) -> dict[int, SwitchRules]:
@@ -51,7 +52,10 @@ class ControllerState:
         """Send every ready switch the difference to what the policy in force wants, in
         ordered rounds. Waiting, each round is confirmed by barriers and failures are
         reported; not waiting (topology changes), rounds follow one another at once.
-        Switches held after a warm restart keep what they have until discovery caught up."""
+        Switches held after a warm restart keep what they have until discovery caught up.
+        A frozen controller sends nothing."""
+        if self.frozen:
+            return PushResult()
         snapshot = self.topology.snapshot()
         desired = self.desired(self.policy, snapshot)
         now = time.monotonic()
@@ -82,6 +86,14 @@ class ControllerState:
             self.vnfs.reconcile(self.policy)
         except LookupError as exc:
             LOG.debug("VNFs wait for their switches: %s", exc)
+
+    def freeze(self) -> None:
+        """From now on send nothing: a stopping controller must not take down the links
+        and rules it can no longer see (fail-secure switches keep forwarding with them),
+        and waits for any push under way to finish."""
+        self.frozen = True
+        with self.lock:
+            pass
 
     def vip_mac(self, ip: str) -> str | None:
         """The MAC the controller answers ARP with for a load balancer's virtual IP."""

@@ -14,7 +14,14 @@ from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.state import ControllerState
 from sdn.model.rules import FlowRule, Group
 from sdn.policy.problems import PolicyError
-from sdn.policy.store import RevisionNotFound
+from sdn.policy.source import MAX_POLICY_BYTES
+from sdn.policy.store import RevisionNotFound, StoreError
+
+MAX_BODY = MAX_POLICY_BYTES + (64 << 10)  # a policy as JSON, and room for the rest
+MAX_AUTHOR = 128
+MAX_HISTORY = 10_000  # revisions one history request returns at most
+MAX_REV = (1 << 63) - 1  # SQLite's integers
+MAX_FILENAME = 256
 
 
 def dpid_name(dpid: int) -> str:
@@ -142,10 +149,11 @@ class PolicyView(Resource):
         if not isinstance(body, dict) or not isinstance(body.get("text"), str):
             raise falcon.HTTPBadRequest(title="bad request",
                                         description="expected JSON {text, filename?, dry_run?}")
+        filename = _label(body, "filename", "<policy>", MAX_FILENAME)
+        author = _label(body, "author", "api", MAX_AUTHOR)
         try:
-            plan, revision = self.engine.apply(
-                body["text"], str(body.get("filename", "<policy>")),
-                str(body.get("author") or "api"), dry_run=bool(body.get("dry_run")))
+            plan, revision = self.engine.apply(body["text"], filename, author,
+                                               dry_run=bool(body.get("dry_run")))
         except PolicyError as exc:
             raise _invalid(exc) from exc
         except ApplyFailed as exc:
@@ -160,7 +168,7 @@ class PolicyView(Resource):
 
 class HistoryView(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = req.get_param_as_int("limit", min_value=1, default=50)
+        limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_HISTORY, default=50)
         resp.media = [r.to_json() for r in self.engine.store.history(limit)]
 
 
@@ -168,10 +176,10 @@ class RollbackView(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = req.get_media()
         rev = body.get("rev") if isinstance(body, dict) else None
-        if not isinstance(rev, int):
+        if isinstance(rev, bool) or not isinstance(rev, int) or not 1 <= rev <= MAX_REV:
             raise falcon.HTTPBadRequest(title="bad request", description="expected {rev: N}")
         try:
-            plan, revision = self.engine.rollback(rev, str(body.get("author") or "api"))
+            plan, revision = self.engine.rollback(rev, _label(body, "author", "api", MAX_AUTHOR))
         except RevisionNotFound as exc:
             raise falcon.HTTPNotFound(title="unknown revision", description=str(exc)) from exc
         except PolicyError as exc:
@@ -180,6 +188,16 @@ class RollbackView(Resource):
             raise falcon.HTTPConflict(title="rollback failed, previous state restored",
                                       description=str(exc)) from exc
         resp.media = {**plan.to_json(), "revision": revision.to_json()}
+
+
+def _label(body: dict, field: str, default: str, limit: int) -> str:
+    """A short printable string from the request (it goes into logs and the history)."""
+    value = body.get(field) or default
+    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+        raise falcon.HTTPBadRequest(
+            title="bad request",
+            description=f"{field}: a printable string of at most {limit} characters")
+    return value
 
 
 def _invalid(exc: PolicyError) -> falcon.HTTPError:
@@ -194,10 +212,30 @@ class TokenAuth:
         self.token = token
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = (req.get_header("Authorization") or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, self.token):
+        scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 self.token.encode()):
             raise falcon.HTTPUnauthorized(title="token required",
                                           description="send Authorization: Bearer <token>")
+
+
+class BodyLimit:
+    """Requests with a body must say how long it is, and be at most `limit` bytes: a
+    request is read whole before it is handled, on the controller's only event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method not in ("POST", "PUT", "PATCH"):
+            return
+        if req.content_length is None:
+            raise falcon.HTTPLengthRequired(title="length required",
+                                            description="send a Content-Length header")
+        if req.content_length > self.limit:
+            raise falcon.HTTPContentTooLarge(
+                title="body too large",
+                description=f"{req.content_length} bytes; at most {self.limit} are accepted")
 
 
 class VnfsView(Resource):
@@ -221,9 +259,10 @@ class Metrics:
         resp.data = generate_latest()
 
 
-def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = None
-             ) -> falcon.App:
-    api = falcon.App(middleware=[TokenAuth(token)] if token else [])
+def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = None,
+             max_body: int = MAX_BODY) -> falcon.App:
+    auth = [TokenAuth(token)] if token else []
+    api = falcon.App(middleware=[*auth, BodyLimit(max_body)])
     routes = {"/v1/health": Health, "/v1/topology": TopologyView, "/v1/path": PathView,
               "/v1/flows": FlowsView, "/v1/policy": PolicyView,
               "/v1/policy/history": HistoryView, "/v1/policy/rollback": RollbackView,
@@ -231,4 +270,11 @@ def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = N
     for path, resource in routes.items():
         api.add_route(path, resource(state, engine))
     api.add_route("/metrics", Metrics())
+    api.add_error_handler(StoreError, _store_unavailable)
     return api
+
+
+def _store_unavailable(req: falcon.Request, resp: falcon.Response, exc: StoreError,
+                       params: dict) -> None:
+    raise falcon.HTTPServiceUnavailable(title="revision store unavailable",
+                                        description=str(exc))

@@ -15,6 +15,7 @@ from common.cli import Output, default_state_dir
 from nfv.cli import app as vnf_app
 from sdn.policy.load import load_policy
 from sdn.policy.problems import PolicyError
+from sdn.policy.source import MAX_POLICY_BYTES, decode_policy
 
 DEFAULT_API = "127.0.0.1:8080"
 
@@ -44,11 +45,16 @@ def controller_run(
         help="Where state and logs live [default: /var/lib/sdnctl as root, "
              "~/.local/state/sdnctl otherwise, or $SDN_STATE_DIR].")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    api_max_body: Annotated[int | None, typer.Option(
+        min=1024, help="Largest request body the REST API reads, in bytes "
+                       "[default: 4 MiB + 64 KiB].")] = None,
 ) -> None:
     """Run the controller in the foreground until SIGINT or SIGTERM."""
     argv = [sys.executable, "-m", "sdn.northbound.main", "--ofp-host", ofp_host,
             "--ofp-port", str(ofp_port), "--api", api,
             "--state-dir", str(state_dir or default_state_dir())]
+    if api_max_body is not None:
+        argv += ["--api-max-body", str(api_max_body)]
     os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)
 
 
@@ -146,8 +152,14 @@ FileOpt = Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=Fal
 
 def _read_policy(path: Path) -> str:
     """Validate locally first, so mistakes are reported against the real file name."""
-    text = path.read_text()
     try:
+        with path.open("rb") as f:
+            data = f.read(MAX_POLICY_BYTES + 1)
+    except OSError as exc:
+        typer.echo(f"{path}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        text = decode_policy(data, str(path))
         load_policy(text, str(path), hosts={})  # host names come from the policy only
     except PolicyError as exc:
         typer.echo(str(exc), err=True)

@@ -12,6 +12,7 @@ import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from sdn.northbound import service  # noqa: E402
+from sdn.northbound.api import MAX_BODY  # noqa: E402
 
 
 def main() -> None:
@@ -21,12 +22,13 @@ def main() -> None:
     parser.add_argument("--api", default="127.0.0.1:8080")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--api-max-body", type=int, default=MAX_BODY)
     # For measurement only (bench.update_loss): each switch gets its whole difference in
     # one round, as before loss-free ordering existed.
     parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    service.run(args.ofp_host, args.ofp_port, args.api, args.state_dir, args.verbose,
-                ordered_updates=not args.unordered_updates)
+    service.run(args.ofp_host, args.ofp_port, args.api, args.state_dir, verbose=args.verbose,
+                ordered_updates=not args.unordered_updates, api_max_body=args.api_max_body)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -19,35 +20,68 @@ from os_ken.base.app_manager import AppManager
 from os_ken.controller import controller as _ofp_listener  # noqa: F401  (registers --ofp-*)
 from os_ken.lib import hub
 
-from sdn.northbound.api import make_api
+from sdn.northbound.api import MAX_BODY, make_api
 from sdn.policy.store import PolicyStore
 
 LOG = logging.getLogger("sdn.northbound.service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+STOP_POLL = 0.1  # seconds between looks for a stop signal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EscapingFormatter(logging.Formatter):
+    """Control characters in a message (an author's CR/LF, a name from a packet) are
+    escaped, so no input can forge or break log lines; tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
+        return super().formatMessage(record)
+
+
+def private_state_dir(state_dir: Path) -> None:
+    """The state dir holds the API token and the policy history: only its owner may
+    read it, whatever the umask; files created later by this process are private too."""
+    os.umask(0o077)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for path in state_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
 
 
 def setup_logging(state_dir: Path, verbose: bool) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
     log_file = state_dir / "controller.log"
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
                                        logging.FileHandler(log_file)]
+    for handler in handlers:
+        handler.setFormatter(EscapingFormatter(LOG_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format=LOG_FORMAT, handlers=handlers, force=True)
+                        handlers=handlers, force=True)
     for noisy in ("os_ken.base.app_manager", "os_ken.controller.controller"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_file
 
 
 def parse_address(value: str, default_port: int) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host:
-        return value, default_port
-    return host.strip("[]"), int(port)
+    """host:port, [v6 address]:port, or a host alone."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if value.count(":") == 1:
+        host, port = value.split(":")
+        return host, int(port)
+    return value, default_port
+
+
+def is_loopback(host: str) -> bool:
+    """Every address the name resolves to is a loopback address."""
+    addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
 def api_token(host: str, state_dir: Path) -> str | None:
     """No token on loopback; elsewhere $SDN_API_TOKEN, or one generated into the state dir."""
-    if ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+    if is_loopback(host):
         return None
     token = os.environ.get("SDN_API_TOKEN")
     if not token:
@@ -55,16 +89,18 @@ def api_token(host: str, state_dir: Path) -> str | None:
         if not path.exists():
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
         token = path.read_text().strip()
         LOG.info("API token in %s (send it as Authorization: Bearer ...)", path)
     return token
 
 
-def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool = False,
-        ordered_updates: bool = True) -> None:
+def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, *, verbose: bool = False,
+        ordered_updates: bool = True, api_max_body: int = MAX_BODY) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
     cfg.CONF(args=["--ofp-tcp-listen-port", str(ofp_port), "--ofp-listen-host", ofp_host],
              project="os_ken")
+    private_state_dir(state_dir)
     log_file = setup_logging(state_dir, verbose)
 
     manager = AppManager.get_instance()
@@ -76,21 +112,20 @@ def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, verbose: bool =
 
     api_host, api_port = parse_address(api, 8080)
     token = api_token(api_host, state_dir)
-    server = hub.WSGIServer((api_host, api_port), make_api(controller.state, engine, token))
+    server = hub.WSGIServer((api_host, api_port), make_api(controller.state, engine, token,
+                                                                  api_max_body))
     hub.spawn(server.serve_forever)
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              ofp_host, ofp_port, api_host, api_port, log_file)
 
-    stopping = hub.Event()
-
-    def stop(signum, _frame):
-        LOG.info("signal %d: controller stopping", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        stopping.wait()
-    finally:
-        controller.close()
-        manager.close()
+    signals: list[int] = []
+    # The handler only records the signal: an eventlet event set from inside a signal
+    # handler did not wake its waiter (the process never exited).
+    signal.signal(signal.SIGTERM, lambda signum, _frame: signals.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: signals.append(signum))
+    while not signals:
+        hub.sleep(STOP_POLL)
+    LOG.info("signal %d: controller stopping; switches keep their rules and VNFs keep "
+             "running for the next controller to take over", signals[0])
+    controller.state.freeze()
+    logging.shutdown()

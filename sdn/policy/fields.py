@@ -21,6 +21,9 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 PROTO_NUMBERS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17}
+BROADCAST = "255.255.255.255"
+MIN_RATE_BPS = 1000  # a meter's unit
+MAX_RATE_BPS = (2**32 - 1) * 1000  # a meter's 32-bit kbit/s
 
 
 def _name(value: object) -> object:
@@ -88,6 +91,37 @@ def _mac(value: object) -> object:
     return value.lower()
 
 
+def _unicast_ipv4(value: object) -> object:
+    """An address one host can own: not 0.0.0.0, broadcast, multicast, loopback or the
+    reserved 240/4 (a VIP or a backend there would capture or lose traffic)."""
+    text = _ipv4(value)
+    address = ipaddress.IPv4Address(text)
+    for kind, bad in (("unspecified", address.is_unspecified),
+                      ("the broadcast address", address == ipaddress.IPv4Address(BROADCAST)),
+                      ("multicast", address.is_multicast), ("loopback", address.is_loopback),
+                      ("reserved", address.is_reserved)):
+        if bad:
+            raise ValueError(f"{text} is {kind}: a host's, VIP's or backend's address must "
+                             "be a unicast address")
+    return text
+
+
+def _unicast_mac(value: object) -> object:
+    text = _mac(value)
+    if int(text[:2], 16) & 1 or text == "00:00:00:00:00:00":
+        raise ValueError(f"{text} is a multicast, broadcast or null MAC: use a unicast one "
+                         "(locally administered ones start 02:)")
+    return text
+
+
+def _rate(value: object) -> object:
+    """A rate the switches can enforce: OpenFlow meters count kbit/s in 32 bits."""
+    bits = parse_rate(value)  # type: ignore[arg-type]
+    if not MIN_RATE_BPS <= bits <= MAX_RATE_BPS:
+        raise ValueError(f"rate {value!r} out of range: 1kbit to {MAX_RATE_BPS // 10**12}tbit")
+    return bits
+
+
 def _single_port(value: object) -> object:
     lo, hi = parse_port_range(value)  # type: ignore[arg-type]
     if lo != hi:
@@ -101,7 +135,7 @@ def parse_backend(value: object) -> object:
 
 
 def check_version(value: object) -> object:
-    if isinstance(value, bool) or value != SCHEMA_VERSION:
+    if type(value) is not int or value != SCHEMA_VERSION:  # not 1.0, '1' or true
         raise ValueError(
             f"unsupported policy version {value!r}: this controller understands "
             f"version {SCHEMA_VERSION}"
@@ -122,9 +156,11 @@ IPv4 = Annotated[str, BeforeValidator(_ipv4)]
 
 
 Mac = Annotated[str, BeforeValidator(_mac)]
+UnicastIPv4 = Annotated[str, BeforeValidator(_unicast_ipv4)]
+UnicastMac = Annotated[str, BeforeValidator(_unicast_mac)]
 
 
-Rate = Annotated[int, BeforeValidator(parse_rate)]
+Rate = Annotated[int, BeforeValidator(_rate)]
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]

@@ -53,7 +53,11 @@ _FIELD_NAMES: frozenset[str] = frozenset().union(*(m.model_fields for m in _MODE
 
 
 def _schema_problems(src: Source, error: ValidationError) -> None:
-    for err in error.errors():
+    errors = error.errors()
+    inner = {err["loc"][:i] for err in errors for i in range(len(err["loc"]))}
+    for err in errors:
+        if err["type"] == "too_short" and err["loc"] in inner:
+            continue  # the list is short because an item failed: that item says why
         path = _data_path(src.data, err["loc"])
         kind, msg = err["type"], err["msg"]
         if kind == "extra_forbidden":

@@ -35,14 +35,14 @@ from sdn.policy.fields import (
     Address,
     Dpid,
     Duration,
-    IPv4,
-    Mac,
     Name,
     Port,
     PortRange,
     Proto,
     Rate,
     Size,
+    UnicastIPv4,
+    UnicastMac,
     check_version,
     parse_backend,
 )
@@ -72,7 +72,7 @@ class Link(_Model):
     """Attributes of the link between two switches (links themselves are discovered)."""
 
     between: tuple[Name, Name]
-    weight: Annotated[StrictFloat, Field(gt=0)] | None = None
+    weight: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)] | None = None
     capacity: Rate | None = None
     latency: Duration | None = None
 
@@ -90,8 +90,8 @@ class Topology(_Model):
 
 
 class Host(_Model):
-    mac: Mac | None = None
-    ip: IPv4 | None = None
+    mac: UnicastMac | None = None
+    ip: UnicastIPv4 | None = None
 
     @model_validator(mode="after")
     def _needs_an_address(self) -> Host:
@@ -193,7 +193,7 @@ class Firewall(_VnfBase):
 
 
 class Backend(_Model):
-    ip: IPv4
+    ip: UnicastIPv4
     port: Port | None = None
     weight: Annotated[StrictInt, Field(ge=0)] = 1
 
@@ -207,8 +207,8 @@ class HealthCheck(_Model):
 
 class LoadBalancer(_VnfBase):
     type: Literal["loadbalancer"]
-    vip: IPv4
-    vip_mac: Mac | None = None
+    vip: UnicastIPv4
+    vip_mac: UnicastMac | None = None
     port: Port | None = None
     proto: Literal["tcp", "udp"] = "tcp"
     backends: Annotated[
@@ -258,7 +258,8 @@ class Policy(_Model):
     def _empty_sections(cls, data: Any) -> Any:
         # `vnfs:` with all its entries commented out is YAML null: read it as empty.
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None or k == "version"}
+            return {k: v for k, v in data.items()
+                    if v is not None or k == "version" or k not in cls.model_fields}
         return data
 
     def dpid_of(self, switch: str) -> int | None:

@@ -7,12 +7,29 @@ from typing import Any
 
 import yaml
 
-from sdn.policy.problems import Path, Problem, format_path
+from sdn.policy.problems import Path, PolicyError, Problem, format_path
 
+MAX_POLICY_BYTES = 4 << 20  # the largest useful policy is a few hundred kB
 MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 32  # a policy nests 5 deep; the composer recurses per level
 MERGE_TAG = "tag:yaml.org,2002:merge"
 MAP_TAG = "tag:yaml.org,2002:map"
 SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+def decode_policy(data: bytes, filename: str) -> str:
+    """A policy file's bytes as text, or a PolicyError saying where it stops being UTF-8
+    (or that it is too large to be a policy)."""
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError([Problem(filename, 1, 1, "", f"{len(data)} bytes: a policy is at "
+                                   f"most {MAX_POLICY_BYTES} bytes")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[:e.start]
+        line, col = before.count(b"\n") + 1, e.start - (before.rfind(b"\n") + 1) + 1
+        raise PolicyError([Problem(filename, line, col, "", f"not UTF-8 text (byte "
+                                   f"{data[e.start]:#04x})")]) from None
 
 
 class Source:
@@ -24,8 +41,11 @@ class Source:
         self.problems: list[Problem] = []
         self.data: Any = None
         self._nodes = 0
-        self._loader = yaml.SafeLoader(text)
+        self._ancestors: set[int] = set()
+        self._loader: _BoundedLoader | None = None
         try:
+            # the reader checks the characters here already (it refuses control codes)
+            self._loader = _BoundedLoader(text)
             root = self._loader.get_single_node()
             if root is not None:
                 self.positions[()] = _mark(root)
@@ -36,13 +56,17 @@ class Source:
             msg = " ".join(str(x) for x in (e.context, e.problem) if x) or str(e)
             self.problems.append(Problem(filename, line, col, "", f"YAML syntax error: {msg}"))
         except yaml.YAMLError as e:
-            self.problems.append(Problem(filename, 1, 1, "", f"YAML error: {e}"))
+            self.problems.append(Problem(filename, 1, 1, "", f"YAML error: {_one_line(e)}"))
         except _TooLarge:
             self.problems.append(
                 Problem(filename, 1, 1, "", f"document too large (over {MAX_YAML_NODES} nodes)")
             )
+        except _TooDeep as e:
+            self.problems.append(Problem(filename, *e.position, "",
+                                         f"nested more than {MAX_YAML_DEPTH} levels deep"))
         finally:
-            self._loader.dispose()
+            if self._loader is not None:
+                self._loader.dispose()
 
     def problem(self, path: Path, message: str) -> None:
         self._add(*self.locate(path), path, message)
@@ -64,6 +88,16 @@ class Source:
             raise _TooLarge
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if id(node) in self._ancestors:
+            self._add(*_mark(node), path, "an alias that contains itself")
+            return None
+        self._ancestors.add(id(node))
+        try:
+            return self._collection(node, path)
+        finally:
+            self._ancestors.discard(id(node))
+
+    def _collection(self, node: yaml.Node, path: Path) -> Any:
         if node.tag not in (MAP_TAG, SEQ_TAG):
             self._add(*_mark(node), path, f"unsupported YAML tag {node.tag!r}")
             return None
@@ -81,7 +115,9 @@ class Source:
             return self._loader.construct_object(node)
         except yaml.constructor.ConstructorError as e:
             self._add(*_mark(node), path, f"YAML error: {e.problem}")
-            return None
+        except ValueError as e:  # an integer of thousands of digits, say
+            self._add(*_mark(node), path, f"unreadable value: {_one_line(e)}")
+        return None
 
     def _build_mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
         pairs = [(k, v) for k, v in node.value if k.tag != MERGE_TAG]
@@ -122,6 +158,34 @@ class Source:
 
 class _TooLarge(Exception):
     pass
+
+
+class _TooDeep(Exception):
+    def __init__(self, position: tuple[int, int]) -> None:
+        self.position = position
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """Refuses nesting deeper than MAX_YAML_DEPTH while composing, before Python's own
+    recursion limit would (some 300 brackets deep)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep((mark.line + 1, mark.column + 1))
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:

@@ -4,6 +4,10 @@ SQLite (one file, ``state.db``, WAL journal) because it is atomic, survives cras
 may be opened by several processes at once: revision numbers are allocated inside an
 ``IMMEDIATE`` transaction, so two writers can never get the same number. Each operation
 opens its own short-lived connection, so a store is safe to share between threads too.
+
+An apply is two-phase: its revision is recorded *pending* before anything is sent to a
+switch and *confirmed* once every switch has; history shows confirmed revisions only. A
+pending revision found at start belongs to an apply that never finished.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sdn.policy.schema import Policy
 
 DB_NAME = "state.db"
 _KIND_ORDER = ("routing", "topology", "host", "class", "vnf", "chain")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
     rev        INTEGER PRIMARY KEY,
@@ -33,9 +37,15 @@ CREATE TABLE IF NOT EXISTS revisions (
     summary    TEXT    NOT NULL,
     source     TEXT    NOT NULL,
     canonical  TEXT    NOT NULL,
-    restored_from INTEGER REFERENCES revisions(rev)
+    restored_from INTEGER REFERENCES revisions(rev),
+    state      TEXT    NOT NULL DEFAULT 'applied'
 )
 """
+PENDING, APPLIED = "pending", "applied"
+
+
+class StoreError(RuntimeError):
+    """The revision store cannot be read or written (disk full, file removed)."""
 
 
 class RevisionNotFound(LookupError):
@@ -89,19 +99,33 @@ class PolicyStore:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.state_dir / DB_NAME
-        with self._connect() as db:
+        with self._connect(create=True) as db:
             _use_wal(db)
             db.execute(_SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(revisions)")}
+            if "state" not in columns:  # a version-1 store: every revision was applied
+                db.execute(f"ALTER TABLE revisions ADD COLUMN state TEXT NOT NULL "
+                           f"DEFAULT '{APPLIED}'")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where we write).
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection; SQLite's errors (disk full, I/O, a removed file) become
+        StoreError, with the file named."""
+        if not create and not self.path.exists():
+            raise StoreError(f"{self.path} has disappeared; restart the controller to "
+                             "start a new history")
+        try:
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE to write).
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=10000")
             yield db
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
         finally:
             db.close()
 
@@ -112,6 +136,7 @@ class PolicyStore:
         author: str,
         summary: str,
         restored_from: int | None = None,
+        state: str = APPLIED,
     ) -> Revision:
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with self._connect() as db:
@@ -119,7 +144,7 @@ class PolicyStore:
             try:
                 (rev,) = db.execute("SELECT COALESCE(MAX(rev), 0) + 1 FROM revisions").fetchone()
                 db.execute(
-                    "INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         rev,
                         created,
@@ -128,6 +153,7 @@ class PolicyStore:
                         source,
                         canonical_json(canonical),
                         restored_from,
+                        state,
                     ),
                 )
                 db.execute("COMMIT")
@@ -140,6 +166,38 @@ class PolicyStore:
         """Store an applied policy as the next revision and return it."""
         return self._insert(text, policy.canonical(), author, summary)
 
+    def begin(self, text: str, policy: Policy, author: str, summary: str) -> Revision:
+        """Record a policy about to be applied, as the next revision, pending."""
+        return self._insert(text, policy.canonical(), author, summary, state=PENDING)
+
+    def begin_rollback(self, rev: int, author: str) -> Revision:
+        """Record a rollback to ``rev`` about to be applied, pending."""
+        target = self.get(rev)
+        current = self.current()
+        change = summarize_canonical(current.canonical if current else None, target.canonical)
+        return self._insert(target.source, target.canonical, author,
+                            f"rollback to r{rev}: {change}", rev, state=PENDING)
+
+    def confirm(self, rev: int) -> None:
+        """Every switch holds pending revision ``rev``: it becomes current."""
+        with self._connect() as db:
+            done = db.execute("UPDATE revisions SET state = ? WHERE rev = ? AND state = ?",
+                              (APPLIED, rev, PENDING)).rowcount
+        if not done:
+            raise StoreError(f"revision {rev} is not pending")
+
+    def abandon(self, rev: int) -> None:
+        """Pending revision ``rev`` was not applied: forget it."""
+        with self._connect() as db:
+            db.execute("DELETE FROM revisions WHERE rev = ? AND state = ?", (rev, PENDING))
+
+    def pending(self) -> list[int]:
+        """Revisions whose apply never finished (the controller stopped in between)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT rev FROM revisions WHERE state = ? ORDER BY rev",
+                              (PENDING,)).fetchall()
+        return [row["rev"] for row in rows]
+
     def current(self) -> Revision | None:
         """The latest revision, or None before the first commit."""
         revisions = self.history(limit=1)
@@ -147,7 +205,8 @@ class PolicyStore:
 
     def get(self, rev: int) -> Revision:
         with self._connect() as db:
-            row = db.execute("SELECT * FROM revisions WHERE rev = ?", (rev,)).fetchone()
+            row = db.execute("SELECT * FROM revisions WHERE rev = ? AND state = ?",
+                             (rev, APPLIED)).fetchone()
         if row is None:
             raise RevisionNotFound(f"no revision {rev}")
         return _revision(row)
@@ -156,18 +215,16 @@ class PolicyStore:
         """The latest ``limit`` revisions, newest first."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT * FROM revisions ORDER BY rev DESC LIMIT ?", (limit,)
+                "SELECT * FROM revisions WHERE state = ? ORDER BY rev DESC LIMIT ?",
+                (APPLIED, limit),
             ).fetchall()
         return [_revision(row) for row in rows]
 
     def rollback(self, rev: int, author: str) -> Revision:
         """Make ``rev``'s content current again, as a new revision (history only grows)."""
-        target = self.get(rev)
-        current = self.current()
-        change = summarize_canonical(current.canonical if current else None, target.canonical)
-        return self._insert(
-            target.source, target.canonical, author, f"rollback to r{rev}: {change}", rev
-        )
+        pending = self.begin_rollback(rev, author)
+        self.confirm(pending.rev)
+        return pending
 
 
 def _revision(row: sqlite3.Row) -> Revision:

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from testing.harness import Controller
+from testing.harness import Controller, reap_vnfs
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,6 +34,7 @@ def controller(tmp_path):
         yield ctl
     finally:
         ctl.stop()
+        reap_vnfs()
         errors = ctl.errors()
         if errors:
             pytest.fail("controller logged errors:\n" + "\n".join(errors[:20]))

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from testing.harness import network, ping_all, wait_until
+from testing.harness import dump_flows, network, ping_all, reap_vnfs, wait_until
 from topologies.sdn_topos import LinearTopo
 
 POLICY = """\
@@ -71,11 +71,29 @@ def test_policy_places_supervises_and_removes_vnfs(controller, tmp_path):
         assert not {"vfw-i", "vfw-e"} & set(net.get("s1").cmd("ovs-vsctl list-ports s1").split())
 
 
-def test_controller_stop_removes_its_vnfs(controller, tmp_path):
+def test_a_stopped_controllers_vnfs_keep_running_for_the_next_one(controller, tmp_path):
+    """SIGTERM: the controller exits at once and sends nothing; its VNFs keep running and
+    the next controller takes them over as they are. Reaping removes them afterwards."""
     policy = tmp_path / "vnfs.yaml"
     policy.write_text(POLICY)
-    with network(LinearTopo(n=2), controller):
+    with network(LinearTopo(n=2), controller) as net:
         controller.apply(policy)
-        assert "vnf-fw" in netns_list()
+        wait_until(lambda: all(v["state"] == "running" for v in vnfs(controller).values()),
+                   15, what="VNFs running")
+        pids = {name: v["pid"] for name, v in vnfs(controller).items()}
+        before = {s.name: dump_flows(s) for s in net.switches}
+        assert controller.stop(signal.SIGTERM) == 0
+        time.sleep(4)  # longer than a link's LLDP timeout: nothing may age out and go
+        assert {s.name: dump_flows(s) for s in net.switches} == before
+        assert {"vnf-fw", "vnf-mon-0", "vnf-mon-1"} <= netns_list()
+        controller.start()
+        controller.wait_topology(2, 1)
+        wait_until(lambda: {n: v["pid"] for n, v in vnfs(controller).items()} == pids
+                   and all(v["state"] == "running" for v in vnfs(controller).values()),
+                   15, what="VNFs taken over")
+        time.sleep(3)  # past the reconcile grace period
+        assert controller.metric("sdn_flow_mods_total") == 0
+        assert {s.name: dump_flows(s) for s in net.switches} == before
         controller.stop()
-        assert not {"vnf-fw", "vnf-mon-0", "vnf-mon-1"} & netns_list()
+    reap_vnfs()
+    assert not {"vnf-fw", "vnf-mon-0", "vnf-mon-1"} & netns_list()

@@ -69,3 +69,32 @@ def test_a_token_is_required_when_configured(tmp_path):
                                ).status_code == 401
     assert client.simulate_get("/v1/health", headers={"Authorization": "Bearer s3cret"}
                                ).status_code == 200
+
+
+def test_labels_and_numbers_from_requests_are_bounded(api):
+    for body in ({"text": VOICE, "author": "x" * 129}, {"text": VOICE, "author": "a\r\nb"},
+                 {"text": VOICE, "filename": "f" * 257}, {"text": VOICE, "author": 7}):
+        assert api.simulate_post("/v1/policy", json=body).status_code == 400, body
+    for rev in (True, 1 << 63, 0, -1, 1.0):
+        assert api.simulate_post("/v1/policy/rollback", json={"rev": rev}).status_code == 400
+    for limit in ("1e23", str(10**23), "0"):
+        assert api.simulate_get("/v1/policy/history", params={"limit": limit}
+                                ).status_code == 400
+
+
+def test_the_token_must_come_as_a_bearer_token(tmp_path):
+    state = connected_state()
+    app = make_api(state, PolicyEngine(state, PolicyStore(tmp_path)), token="s3cret")
+    client = falcon.testing.TestClient(app)
+    for header in ("s3cret", "Basic s3cret", "Bearer", "Bearers3cret", "Bearer s3cret2"):
+        assert client.simulate_get("/v1/health", headers={"Authorization": header}
+                                   ).status_code == 401, header
+    assert client.simulate_get("/v1/health", headers={"Authorization": "bearer s3cret"}
+                               ).status_code == 200
+
+
+def test_a_store_that_disappeared_answers_503(api, tmp_path):
+    (tmp_path / "state.db").unlink()
+    resp = api.simulate_get("/v1/policy/history")
+    assert resp.status_code == 503 and "disappeared" in resp.json["description"]
+    assert api.simulate_post("/v1/policy", json={"text": VOICE}).status_code == 409

@@ -7,8 +7,9 @@ import pytest
 
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.model.cookies import COOKIE_CLASS, cookie_kind
+from sdn.policy.load import load_policy
 from sdn.policy.problems import PolicyError
-from sdn.policy.store import PolicyStore
+from sdn.policy.store import PolicyStore, StoreError
 from testing.fakes import connected_state
 
 PLAIN = "version: 1\n"
@@ -83,3 +84,64 @@ def test_rollback_restores_an_old_revision_as_a_new_one(engine):
     assert revision.rev == 3 and plan.flow_mods > 0
     assert class_rules(engine.ctl) == {1: 0, 2: 0}
     assert engine.store.current().source == PLAIN
+
+
+def held(state) -> dict:
+    return {d: dict(c.held.flows) for d, c in state.switches.items()}
+
+
+def test_an_exception_while_sending_restores_everything(engine, monkeypatch):
+    """A rule that passes validation but cannot be encoded (an error inside the push)."""
+    engine.apply(VOICE, "voice.yaml", "alice")
+    before, policy = held(engine.ctl), engine.ctl.policy
+    conn = engine.ctl.switches[2]
+    original = conn.apply_changes
+    calls = []
+
+    def explode_once(changes):
+        calls.append(changes)
+        if len(calls) == 1:
+            raise OverflowError("meter rate out of range")
+        original(changes)
+
+    monkeypatch.setattr(conn, "apply_changes", explode_once)
+    with pytest.raises(ApplyFailed) as err:
+        engine.apply(BULK, "bulk.yaml", "bob")
+    assert "meter rate out of range" in str(err.value)
+    assert engine.ctl.policy is policy and held(engine.ctl) == before
+    assert engine.store.current().rev == 2 and engine.store.pending() == []
+    assert engine.ctl.sync() == 0  # and the controller still follows the network
+
+
+def test_a_store_that_cannot_write_stops_the_apply_before_anything_is_sent(engine):
+    messages = {d: c.datapath.messages for d, c in engine.ctl.switches.items()}
+    engine.store.path.unlink()
+    with pytest.raises(ApplyFailed) as err:
+        engine.apply(VOICE, "voice.yaml", "alice")
+    assert "revision store" in err.value.failures
+    assert {d: c.datapath.messages for d, c in engine.ctl.switches.items()} == messages
+    assert class_rules(engine.ctl) == {1: 0, 2: 0}
+
+
+def test_a_revision_that_cannot_be_confirmed_is_undone_on_every_switch(engine, monkeypatch):
+    before, policy = held(engine.ctl), engine.ctl.policy
+
+    def broken(rev):
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(engine.store, "confirm", broken)
+    with pytest.raises(ApplyFailed) as err:
+        engine.apply(VOICE, "voice.yaml", "alice")
+    assert err.value.failures == {"revision store": "disk full"}
+    assert engine.ctl.policy is policy and held(engine.ctl) == before
+    assert engine.store.pending() == [] and engine.store.current().rev == 1
+
+
+def test_a_revision_left_pending_by_a_stopped_controller_is_rolled_back_at_start(tmp_path):
+    store = PolicyStore(tmp_path)
+    applied = store.commit(PLAIN, load_policy(PLAIN), "alice", "first")
+    store.begin(VOICE, load_policy(VOICE), "bob", "interrupted")
+    engine = PolicyEngine(connected_state(), PolicyStore(tmp_path))
+    engine.recover()
+    assert engine.store.pending() == [] and engine.store.current() == applied
+    assert [r.rev for r in engine.store.history()] == [1]

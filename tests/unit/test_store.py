@@ -7,7 +7,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from sdn.policy.load import load_policy
-from sdn.policy.store import DB_NAME, PolicyStore, RevisionNotFound, summarize, summarize_canonical
+from sdn.policy.store import (
+    DB_NAME,
+    PolicyStore,
+    RevisionNotFound,
+    StoreError,
+    summarize,
+    summarize_canonical,
+)
 
 V1 = """\
 version: 1
@@ -171,3 +178,34 @@ def test_summarize_reports_precedence_changes():
 def test_summarize_canonical_matches_summarize():
     v1, v2 = load_policy(V1), load_policy(V2)
     assert summarize_canonical(v1.canonical(), v2.canonical()) == summarize(v1, v2)
+
+
+def test_pending_revisions_stay_out_of_history_until_confirmed(tmp_path):
+    store = PolicyStore(tmp_path)
+    pending = store.begin("version: 1\n", load_policy("version: 1\n"), "alice", "first")
+    assert store.current() is None and store.history() == [] and store.pending() == [1]
+    with pytest.raises(RevisionNotFound):
+        store.get(pending.rev)
+    store.confirm(pending.rev)
+    assert store.current().rev == 1 and store.pending() == []
+    with pytest.raises(StoreError):
+        store.confirm(pending.rev)  # confirmed once
+
+
+def test_a_version_1_store_is_read_as_all_applied(tmp_path):
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("CREATE TABLE revisions (rev INTEGER PRIMARY KEY, created TEXT NOT NULL, "
+                   "author TEXT NOT NULL, summary TEXT NOT NULL, source TEXT NOT NULL, "
+                   "canonical TEXT NOT NULL, restored_from INTEGER)")
+        db.execute("INSERT INTO revisions VALUES (1, '2026-01-01T00:00:00', 'a', 's', "
+                   "'version: 1\n', '{}', NULL)")
+    store = PolicyStore(tmp_path)
+    assert [r.rev for r in store.history()] == [1]
+    assert store.commit("version: 1\n", load_policy("version: 1\n"), "b", "x").rev == 2
+
+
+def test_a_removed_store_file_is_a_clear_error(tmp_path):
+    store = PolicyStore(tmp_path)
+    store.path.unlink()
+    with pytest.raises(StoreError, match="disappeared"):
+        store.history()
