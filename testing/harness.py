@@ -58,6 +58,7 @@ class Controller:
     ofp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # more `sdnctl controller run` options
 
     @property
     def api(self) -> str:
@@ -73,7 +74,7 @@ class Controller:
         self.proc = subprocess.Popen(
             [str(SDNCTL), "controller", "run", "--ofp-host", "127.0.0.1",
              "--ofp-port", str(self.ofp_port), "--api", f"{self.api_host}:{self.api_port}",
-             "--state-dir", str(self.state_dir)],
+             "--state-dir", str(self.state_dir), *self.extra_args],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
         out.close()

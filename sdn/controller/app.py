@@ -22,6 +22,7 @@ from os_ken.controller.handler import (
 )
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
+from prometheus_client import Counter
 
 from sdn.compile import chains
 from sdn.compile.queues import QueuePlan, plan_queues, port_capacities
@@ -37,6 +38,8 @@ from sdn.southbound import codec
 from sdn.southbound.connection import SwitchConnection
 
 LOG = logging.getLogger(__name__)
+REFUSED = Counter("sdn_switch_connections_refused_total",
+                  "Switch connections refused, by reason", ["reason"])
 
 LLDP_INTERVAL = 1.0
 REPROBE_DELAY = 0.05  # after a switch is ready: time for its first rules to be installed
@@ -54,6 +57,7 @@ class SdnController(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.state = ControllerState()
+        self.allowed_dpids: frozenset[int] | None = None  # None: any switch may connect
         self.topology = self.state.topology
         self.switches = self.state.switches
         self.handler = EventHandler(self.topology, self.state.vip_mac)
@@ -66,10 +70,11 @@ class SdnController(app_manager.OSKenApp):
         self.threads.append(hub.spawn(self._lldp_loop))
         self.threads.append(hub.spawn(self._offload_loop))
 
-    def restore(self, store: PolicyStore, state_dir: Path, ordered_updates: bool = True
-                ) -> PolicyEngine:
+    def restore(self, store: PolicyStore, state_dir: Path, ordered_updates: bool = True,
+                allowed_dpids: frozenset[int] | None = None) -> PolicyEngine:
         """Take over the stored desired state, as after a controller restart."""
         self.state.ordered_updates = ordered_updates
+        self.allowed_dpids = allowed_dpids
         self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
         engine = PolicyEngine(self.state, store)
         engine.recover()
@@ -84,11 +89,35 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _on_features(self, ev) -> None:
         dp = ev.msg.datapath
+        refusal = self._refusal(dp)
+        if refusal is not None:
+            LOG.warning("refused a connection from %s claiming switch %016x: %s",
+                        dp.address, dp.id, refusal)
+            REFUSED.labels("connected" if dp.id in self.switches else "not allowed").inc()
+            dp.close()
+            return
         conn = SwitchConnection(dp)
         self.switches[dp.id] = conn
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
         conn.request_tables()
         LOG.info("switch %016x connected from %s", dp.id, dp.address)
+
+    def _refusal(self, dp) -> str | None:
+        """Why a connection may not speak for its datapath id: that switch is connected
+        already (an impostor, or a stale session; the first keeps it), or the id is
+        not on the allow-list."""
+        held = self.switches.get(dp.id)
+        if held is not None and held.datapath is not dp and held.datapath.is_active:
+            return f"already connected from {held.datapath.address}"
+        if self.allowed_dpids is not None and dp.id not in self.allowed_dpids:
+            return "not on the allow-list (--allow-dpid)"
+        return None
+
+    def _registered(self, dp) -> SwitchConnection | None:
+        """The connection `dp` is, if it speaks for its switch; events from any other
+        connection claiming the same datapath id are ignored."""
+        conn = self.switches.get(dp.id)
+        return conn if conn is not None and conn.datapath is dp else None
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _on_disconnect(self, ev) -> None:
@@ -105,6 +134,8 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _on_port_desc(self, ev) -> None:
         dp = ev.msg.datapath
+        if self._registered(dp) is None:
+            return
         ports = [p.port_no for p in ev.msg.body if _is_live(p)]
         self.topology.add_switch(dp.id, ports)
         self.topology.name_ports(
@@ -119,7 +150,7 @@ class SdnController(app_manager.OSKenApp):
     def _on_port_status(self, ev) -> None:
         msg = ev.msg
         dpid, port = msg.datapath.id, msg.desc.port_no
-        if port > ofp.OFPP_MAX:
+        if port > ofp.OFPP_MAX or self._registered(msg.datapath) is None:
             return
         self.topology.name_ports(dpid, {port: _name(msg.desc)})
         if msg.reason == ofp.OFPPR_DELETE or not _is_live(msg.desc):
@@ -133,7 +164,9 @@ class SdnController(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _on_flow_stats(self, ev) -> None:
-        conn = self.switches.get(ev.msg.datapath.id)
+        conn = self._registered(ev.msg.datapath)
+        if conn is None:
+            return
         if (ev.msg.datapath.id, ev.msg.xid) in self._bypass_requests:
             self._on_bypass_stats(ev.msg)
         elif conn is not None and not conn.ready:
@@ -142,7 +175,7 @@ class SdnController(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     def _on_group_desc(self, ev) -> None:
-        conn = self.switches.get(ev.msg.datapath.id)
+        conn = self._registered(ev.msg.datapath)
         if conn is not None and not conn.ready:
             conn.on_group_desc(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
             self._tables_read(conn)
@@ -176,13 +209,13 @@ class SdnController(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _on_meter_config(self, ev) -> None:
-        conn = self.switches.get(ev.msg.datapath.id)
+        conn = self._registered(ev.msg.datapath)
         if conn is not None and not conn.meters_read:
             conn.on_meter_config(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _on_barrier(self, ev) -> None:
-        conn = self.switches.get(ev.msg.datapath.id)
+        conn = self._registered(ev.msg.datapath)
         if conn is not None:
             conn.on_barrier_reply(ev.msg.xid)
 
@@ -192,7 +225,7 @@ class SdnController(app_manager.OSKenApp):
         description = f"OpenFlow error type={msg.type} code={msg.code} xid={msg.xid}"
         LOG.error("%s from switch %016x: data=%s", description, msg.datapath.id or 0,
                   bytes(msg.data[:64]).hex())
-        conn = self.switches.get(msg.datapath.id)
+        conn = self._registered(msg.datapath)
         if conn is not None:
             conn.on_error(description)
 
@@ -200,6 +233,8 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _on_packet_in(self, ev) -> None:
         msg = ev.msg
+        if self._registered(msg.datapath) is None:
+            return
         self._carry_out(self.handler.packet_in(
             msg.datapath.id, msg.match["in_port"], msg.table_id, bytes(msg.data),
             list(self.switches), time.monotonic()))
@@ -317,7 +352,7 @@ class SdnController(app_manager.OSKenApp):
         other rules go too; the flow's next packets take the whole chain). Rules we
         deleted ourselves only bring their final counters."""
         msg = ev.msg
-        if chain_sub_kind(msg.cookie) != CHAIN_BYPASS:
+        if chain_sub_kind(msg.cookie) != CHAIN_BYPASS or self._registered(msg.datapath) is None:
             return
         dpid, items = msg.datapath.id, codec.match_items(msg.match)
         self.state.offload.record(msg.cookie, dpid, msg.table_id, msg.priority, items,

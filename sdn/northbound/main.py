@@ -15,6 +15,14 @@ from sdn.northbound import service  # noqa: E402
 from sdn.northbound.api import MAX_BODY  # noqa: E402
 
 
+def dpid(text: str) -> int:
+    """A datapath id as OVS prints it (16 hex digits), in 0x hex, or in decimal."""
+    value = int(text, 16) if len(text) == 16 or text.startswith("0x") else int(text)
+    if not 0 <= value < 1 << 64:
+        raise ValueError(text)
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="sdnctl controller run")
     parser.add_argument("--ofp-host", default="0.0.0.0")
@@ -23,13 +31,22 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--api-max-body", type=int, default=MAX_BODY)
+    parser.add_argument("--allow-dpid", type=dpid, action="append")
+    parser.add_argument("--ofp-tls-key", type=Path)
+    parser.add_argument("--ofp-tls-cert", type=Path)
+    parser.add_argument("--ofp-tls-ca", type=Path)
     # For measurement only (bench.update_loss): each switch gets its whole difference in
     # one round, as before loss-free ordering existed.
     parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    service.run(args.ofp_host, args.ofp_port, args.api, args.state_dir, verbose=args.verbose,
-                ordered_updates=not args.unordered_updates, api_max_body=args.api_max_body)
-
+    if (args.ofp_tls_key is None) != (args.ofp_tls_cert is None):
+        parser.error("--ofp-tls-key and --ofp-tls-cert go together")
+    service.run(service.Options(
+        state_dir=args.state_dir, ofp_host=args.ofp_host, ofp_port=args.ofp_port, api=args.api,
+        verbose=args.verbose, ordered_updates=not args.unordered_updates,
+        api_max_body=args.api_max_body,
+        allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None,
+        tls_key=args.ofp_tls_key, tls_cert=args.ofp_tls_cert, tls_ca=args.ofp_tls_ca))
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from os_ken import cfg
@@ -95,28 +96,57 @@ def api_token(host: str, state_dir: Path) -> str | None:
     return token
 
 
-def run(ofp_host: str, ofp_port: int, api: str, state_dir: Path, *, verbose: bool = False,
-        ordered_updates: bool = True, api_max_body: int = MAX_BODY) -> None:
+@dataclass(frozen=True)
+class Options:
+    """How the controller process is run (`sdnctl controller run`'s options)."""
+
+    state_dir: Path
+    ofp_host: str = "0.0.0.0"
+    ofp_port: int = 6653
+    api: str = "127.0.0.1:8080"
+    verbose: bool = False
+    ordered_updates: bool = True
+    api_max_body: int = MAX_BODY
+    allowed_dpids: frozenset[int] | None = None  # None: any datapath id may connect
+    tls_key: Path | None = None  # OpenFlow over TLS on ofp_port, with tls_cert
+    tls_cert: Path | None = None
+    tls_ca: Path | None = None  # switches must present a certificate signed by it
+
+    def ofp_args(self) -> list[str]:
+        """os-ken's listener options: plain TCP, or TLS (only) on the same port."""
+        args = ["--ofp-listen-host", self.ofp_host, "--ofp-tcp-listen-port", str(self.ofp_port)]
+        if self.tls_key is not None:
+            args += ["--ofp-ssl-listen-port", str(self.ofp_port),
+                     "--ctl-privkey", str(self.tls_key), "--ctl-cert", str(self.tls_cert)]
+            if self.tls_ca is not None:
+                args += ["--ca-certs", str(self.tls_ca)]
+        return args
+
+
+def run(options: Options) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
-    cfg.CONF(args=["--ofp-tcp-listen-port", str(ofp_port), "--ofp-listen-host", ofp_host],
-             project="os_ken")
+    cfg.CONF(args=options.ofp_args(), project="os_ken")
+    state_dir = options.state_dir
     private_state_dir(state_dir)
-    log_file = setup_logging(state_dir, verbose)
+    log_file = setup_logging(state_dir, options.verbose)
+    if options.tls_key is not None and options.tls_ca is None:
+        LOG.warning("OpenFlow over TLS without --ofp-tls-ca: switches are not authenticated")
 
     manager = AppManager.get_instance()
     manager.load_apps(["sdn.controller.app"])
     contexts = manager.create_contexts()
     manager.instantiate_apps(**contexts)
     controller = manager.applications["SdnController"]
-    engine = controller.restore(PolicyStore(state_dir), state_dir, ordered_updates)
+    engine = controller.restore(PolicyStore(state_dir), state_dir, options.ordered_updates,
+                                options.allowed_dpids)
 
-    api_host, api_port = parse_address(api, 8080)
+    api_host, api_port = parse_address(options.api, 8080)
     token = api_token(api_host, state_dir)
     server = hub.WSGIServer((api_host, api_port), make_api(controller.state, engine, token,
-                                                                  api_max_body))
+                                                                  options.api_max_body))
     hub.spawn(server.serve_forever)
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
-             ofp_host, ofp_port, api_host, api_port, log_file)
+             options.ofp_host, options.ofp_port, api_host, api_port, log_file)
 
     signals: list[int] = []
     # The handler only records the signal: an eventlet event set from inside a signal
