@@ -33,7 +33,9 @@ MAX_CLASSES = 9000  # keeps every class above the miss rule and below the top
 PRIO_UNCLASSIFIED = 1  # below every class, above table 1's miss rule
 DSCP_BEST_EFFORT = 0
 PORT_BITS = 16
-METER_ID_SPACE = 0xFFFF  # ids 1..65535: within what Open vSwitch's meter table accepts
+# ids 1..65533: within what Open vSwitch's meter tables accept; 65534 and 65535 are the
+# packet-in meters (sdn.compile.pipeline)
+METER_ID_SPACE = 0xFFFD
 MIN_BURST_SECONDS = 0.5  # TCP through a policer reaches the cap only with a deep bucket
 MIN_BURST_KBITS = 100  # ~8 full-size frames, for very low caps
 

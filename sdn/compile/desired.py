@@ -13,6 +13,7 @@ from sdn.compile.arp import answer_rule
 from sdn.compile.chain_model import SettledFlow, VnfInstance
 from sdn.compile.chains import compile_chains, vnf_ports
 from sdn.compile.classes import add_class_rules
+from sdn.compile.pipeline import packet_in_meters
 from sdn.compile.routes import CompilerCache, Options, compile_network
 from sdn.model.rules import SwitchRules
 from sdn.model.topology import Snapshot
@@ -65,6 +66,8 @@ def desired_rules(
     recompiled incrementally."""
     weighted = replace(snapshot, weights=link_weights(policy, snapshot))
     rules = compile_network(weighted, options_for(policy), cache)
+    for dpid, switch_rules in rules.items():
+        switch_rules.meters.update((m.meter_id, m) for m in packet_in_meters(dpid))
     add_class_rules(rules, policy, snapshot)
     add_virtual_ip_answers(rules, policy, snapshot)
     arms = vnf_ports(instances)

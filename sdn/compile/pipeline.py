@@ -14,10 +14,7 @@ from sdn.model.pipeline import (
     TABLE_INGRESS,
     TABLE_POLICY,
 )
-from sdn.model.rules import (
-    FlowRule,
-    match,
-)
+from sdn.model.rules import FlowRule, Meter, match
 from sdn.model.topology import Snapshot
 
 ETH_TYPE_LLDP = 0x88CC
@@ -34,6 +31,15 @@ PRIO_UTURN = 210
 PRIO_FLOOD = 100
 PRIO_MISS = 0
 
+# What a switch sends the controller only to learn hosts or answer ARP is metered per
+# switch in packets/s, so a flood of new sources cannot swamp the controller or bloat
+# every table; LLDP is not metered, so discovery goes on during a flood. Known hosts'
+# traffic never meets these meters. Ids above every class meter's (sdn.compile.classes).
+METER_ARP_IN = 0xFFFE  # unknown ARP, gratuitous ARP
+METER_LEARN_IN = 0xFFFF  # first packets of unknown sources, unknown destinations
+ARP_IN_PPS = 200
+LEARN_IN_PPS = 500
+
 
 def base_pipeline(dpid: int, snapshot: Snapshot) -> list[FlowRule]:
     control = cookie(COOKIE_CONTROL, "pipeline")
@@ -43,12 +49,14 @@ def base_pipeline(dpid: int, snapshot: Snapshot) -> list[FlowRule]:
         FlowRule(dpid, TABLE_INGRESS, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP),
                  (to_controller,), cookie=control),
         FlowRule(dpid, TABLE_INGRESS, PRIO_ARP, match(eth_type=ETH_TYPE_ARP),
-                 (to_controller,), cookie=control),
+                 (to_controller,), cookie=control, meter=METER_ARP_IN),
         FlowRule(dpid, TABLE_INGRESS, PRIO_MISS, match(),
-                 (("controller", PACKET_IN_LEARN_BYTES),), goto=TABLE_POLICY, cookie=learn),
+                 (("controller", PACKET_IN_LEARN_BYTES),), goto=TABLE_POLICY, cookie=learn,
+                 meter=METER_LEARN_IN),
         FlowRule(dpid, TABLE_POLICY, PRIO_MISS, match(), goto=TABLE_CHAIN, cookie=control),
         FlowRule(dpid, TABLE_CHAIN, PRIO_MISS, match(), goto=TABLE_FORWARD, cookie=control),
-        FlowRule(dpid, TABLE_FORWARD, PRIO_MISS, match(), (to_controller,), cookie=control),
+        FlowRule(dpid, TABLE_FORWARD, PRIO_MISS, match(), (to_controller,), cookie=control,
+                 meter=METER_LEARN_IN),
     ]
     rules += [
         FlowRule(dpid, TABLE_INGRESS, PRIO_LINK_PORT, match(in_port=port),
@@ -70,8 +78,14 @@ def base_pipeline(dpid: int, snapshot: Snapshot) -> list[FlowRule]:
                                   goto=TABLE_POLICY, cookie=learn))
             rules.append(FlowRule(dpid, TABLE_INGRESS, PRIO_GRATUITOUS_ARP,
                                   match(**arp_from, arp_tpa=ip), (to_controller,),
-                                  cookie=learn))
+                                  cookie=learn, meter=METER_ARP_IN))
     return rules
+
+
+def packet_in_meters(dpid: int) -> list[Meter]:
+    """The meters `base_pipeline`'s controller-bound rules use (a burst of one second)."""
+    return [Meter(dpid, METER_ARP_IN, ARP_IN_PPS, ARP_IN_PPS, pktps=True),
+            Meter(dpid, METER_LEARN_IN, LEARN_IN_PPS, LEARN_IN_PPS, pktps=True)]
 
 
 def flood_rules(dpid: int, snapshot: Snapshot, tree: nx.Graph) -> list[FlowRule]:

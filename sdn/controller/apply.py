@@ -8,9 +8,11 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sdn.compile.chain_model import ChainError
+from sdn.controller.blocking import run_blocking
 from sdn.controller.state import ControllerState
 from sdn.model.rules import SwitchRules
 from sdn.policy.load import load_policy
@@ -67,7 +69,8 @@ class PolicyEngine:
     def load(self, text: str, filename: str) -> Policy:
         """Validate against the live network too: switch names must exist."""
         switches = {f"s{dpid}": dpid for dpid in self.ctl.switches}
-        return load_policy(text, filename, switches=switches, hosts=NO_LIVE_HOST_NAMES)
+        return run_blocking(partial(load_policy, switches=switches, hosts=NO_LIVE_HOST_NAMES),
+                            text, filename)
 
     def plan(self, policy: Policy, filename: str = "<policy>") -> Plan:
         try:

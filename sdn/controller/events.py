@@ -24,6 +24,8 @@ LOG = logging.getLogger(__name__)
 LINK_TIMEOUT = 3.5  # seconds without an LLDP packet-in before a link is taken down
 
 PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
+HOSTS_REFUSED = Counter("sdn_hosts_refused_total",
+                        "Hosts not learned: their port holds the most hosts a port may")
 
 
 @dataclass
@@ -142,6 +144,9 @@ class EventHandler:
 
     def _learn(self, mac: str, dpid: int, port: int, ip: str | None, effects: Effects) -> None:
         if int(mac[:2], 16) & 1:
+            return
+        if not self.topology.has_room(mac, dpid, port):
+            HOSTS_REFUSED.inc()
             return
         if self.topology.learn_host(mac, dpid, port, ip):
             LOG.info("host %s at %016x port %d", mac, dpid, port)

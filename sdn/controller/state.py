@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge
 from common.collector import collector_paused
 from sdn.compile.desired import desired_rules
 from sdn.compile.routes import CompilerCache
+from sdn.controller.blocking import run_blocking
 from sdn.controller.offload import OffloadTable
 from sdn.controller.placement import VnfManager
 from sdn.model.rules import SwitchRules
@@ -44,9 +45,15 @@ class ControllerState:
                 ) -> dict[int, SwitchRules]:
         """What every switch should hold under `policy`, with the VNFs where they are."""
         instances = self.vnfs.instances() if self.vnfs else []
+        snapshot = snapshot or self.topology.snapshot()
+        return run_blocking(self._compile, policy, snapshot, instances, self.offload.flows)
+
+    def _compile(self, policy: Policy | None, snapshot: Snapshot, instances: list,
+                 settled: frozenset) -> dict[int, SwitchRules]:
+        """Pure work on values taken before: may run in another thread (`run_blocking`);
+        the compiler cache is only used under `lock`."""
         with collector_paused():
-            return desired_rules(policy, snapshot or self.topology.snapshot(), instances,
-                                 self.offload.flows, self._compilers)
+            return desired_rules(policy, snapshot, instances, settled, self._compilers)
 
     def push(self, wait: bool) -> PushResult:
         """Send every ready switch the difference to what the policy in force wants, in

@@ -64,14 +64,15 @@ class Group:
 
 @dataclass(frozen=True, order=True)
 class Meter:
-    """An OpenFlow 1.3 meter with one band: packets beyond `rate_kbps` (1 kbit = 1000 bit)
-    are dropped, after a burst of `burst_kbits`."""
+    """An OpenFlow 1.3 meter with one band: packets beyond `rate` kbit/s (1 kbit = 1000
+    bit) are dropped, after a burst of `burst` kbit; with `pktps`, packets/s and packets."""
 
     dpid: int
     meter_id: int
-    rate_kbps: int
-    burst_kbits: int
+    rate: int
+    burst: int
     band: str = "drop"  # what a switch holds that we would not install reads back otherwise
+    pktps: bool = False
 
 
 @dataclass

@@ -17,6 +17,11 @@ import networkx as nx
 # (where hosts live). Before that it might still turn out to face another switch.
 EDGE_SETTLE_SECONDS = 0.3
 UNSPECIFIED_IP = "0.0.0.0"
+# Bounds on what hosts can make the controller hold (each host and address costs rules on
+# every switch): a port with more hosts behind it is a hub or a flood, a host with more
+# addresses is spraying ARP.
+HOSTS_PER_PORT = 16
+ADDRESSES_PER_HOST = 8
 
 
 @dataclass(frozen=True, order=True)
@@ -169,13 +174,25 @@ class Topology:
         if (old is not None and (old.dpid, old.port) != (dpid, port)
                 and self.is_edge_port(old.dpid, old.port) and not self.is_edge_port(dpid, port)):
             return False  # our own flood echoed back through a link not discovered yet
-        ips = tuple(old.ips) if old and (old.dpid, old.port) == (dpid, port) else ()
-        if ip and ip != UNSPECIFIED_IP and ip not in ips:
+        if not self.has_room(mac, dpid, port):
+            return False
+        ips = tuple(old.ips) if old else ()  # a host that moves keeps its addresses
+        if (ip and ip != UNSPECIFIED_IP and ip not in ips
+                and len(ips) < ADDRESSES_PER_HOST):
             ips = (*ips, ip)
             self._release_ip(ip)
         new = Host(mac=mac, dpid=dpid, port=port, ips=ips, name=old.name if old else "")
         self.hosts[mac] = new
         return old is None or (old.dpid, old.port, old.ips) != (dpid, port, ips)
+
+    def has_room(self, mac: str, dpid: int, port: int) -> bool:
+        """Whether `mac` may be learned at (dpid, port): it is there already, or the port
+        holds fewer than HOSTS_PER_PORT hosts."""
+        old = self.hosts.get(mac)
+        if old is not None and (old.dpid, old.port) == (dpid, port):
+            return True
+        return sum((h.dpid, h.port) == (dpid, port) for h in self.hosts.values()) \
+            < HOSTS_PER_PORT
 
     def _release_ip(self, ip: str) -> None:
         for mac, host in list(self.hosts.items()):

@@ -4,6 +4,7 @@ not clash, classes that shadow each other, chains that must be steerable."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -156,16 +157,23 @@ class Checker:
             first.setdefault(name, i)
 
     def check_shadowing(self, section: str, kind: str, entries: list[tuple[str, Match]]) -> None:
-        """List order is precedence: an entry covered by an earlier one never matches."""
+        """List order is precedence: an entry covered by an earlier one never matches.
+        Earlier entries are indexed by what a covering entry must equal or leave out, so
+        each entry is compared with the few that could cover it, not with all before it
+        (4,000 classes: pairwise took 104 s)."""
+        index: dict[tuple, list[int]] = {}
         for i, (name, match) in enumerate(entries):
-            for j, (earlier_name, earlier) in enumerate(entries[:i]):
-                if earlier.covers(match, self.resolve):
+            candidates = sorted(j for key in _keys_that_could_cover(match)
+                                for j in index.get(key, ()))
+            for j in candidates:
+                if entries[j][1].covers(match, self.resolve):
                     self.report(
                         (section, i, "match"),
                         f"{kind} {name!r} can never match: {section}[{j}] "
-                        f"({earlier_name!r}) comes first and covers all its traffic",
+                        f"({entries[j][0]!r}) comes first and covers all its traffic",
                     )
                     break
+            index.setdefault(_cover_key(match), []).append(i)
 
     def check_vnf(self, name: str, vnf: Firewall | LoadBalancer | Analyzer) -> None:
         path: Path = ("vnfs", name)
@@ -288,3 +296,24 @@ class Checker:
                 f"chain goes through load balancer {name!r}, whose replies must come "
                 "back through it: set symmetric: true",
             )
+
+
+def _port_key(ports: tuple[int, int] | None) -> int | str | None:
+    if ports is None:
+        return None
+    return ports[0] if ports[0] == ports[1] else "range"
+
+
+def _cover_key(match: Match) -> tuple:
+    """The exact-match part of a match: protocol, DSCP, ingress host, destination port."""
+    return match.proto, match.dscp, match.in_host, _port_key(match.dst_port)
+
+
+def _keys_that_could_cover(match: Match) -> itertools.product:
+    """The cover keys of every match that could cover `match`: each field either left
+    out or equal (a destination port: any range, or the same single port)."""
+    ports: set[int | str | None] = {None}
+    if match.dst_port is not None:
+        ports |= {"range", _port_key(match.dst_port)}
+    return itertools.product({None, match.proto}, {None, match.dscp}, {None, match.in_host},
+                             ports)

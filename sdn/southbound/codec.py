@@ -21,6 +21,7 @@ GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
                "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 GROUP_NAMES = {v: k for k, v in GROUP_TYPES.items()}
 METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+PKTPS_METER_FLAGS = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
 XID_OFFSET = 4  # in the OpenFlow header: version, type, length, xid
 
 
@@ -199,9 +200,10 @@ def decode_group(dpid: int, desc) -> Group:
 
 
 def meter_mod(datapath, meter: Meter, command: int) -> parser.OFPMeterMod:
-    """OFPMC_ADD or OFPMC_MODIFY of a one-band drop meter in kbit/s."""
-    band = parser.OFPMeterBandDrop(rate=meter.rate_kbps, burst_size=meter.burst_kbits)
-    return parser.OFPMeterMod(datapath, command=command, flags=METER_FLAGS,
+    """OFPMC_ADD or OFPMC_MODIFY of a one-band drop meter in kbit/s or packets/s."""
+    band = parser.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)
+    flags = PKTPS_METER_FLAGS if meter.pktps else METER_FLAGS
+    return parser.OFPMeterMod(datapath, command=command, flags=flags,
                               meter_id=meter.meter_id, bands=[band])
 
 
@@ -214,8 +216,9 @@ def decode_meter(dpid: int, config) -> Meter:
     """A meter config as held by a switch; anything but our one-band form keeps a `band`
     description that differs from "drop", so the diff replaces it."""
     bands = config.bands
-    if (config.flags == METER_FLAGS and len(bands) == 1
+    if (config.flags in (METER_FLAGS, PKTPS_METER_FLAGS) and len(bands) == 1
             and isinstance(bands[0], parser.OFPMeterBandDrop)):
-        return Meter(dpid, config.meter_id, bands[0].rate, bands[0].burst_size)
+        return Meter(dpid, config.meter_id, bands[0].rate, bands[0].burst_size,
+                     pktps=config.flags == PKTPS_METER_FLAGS)
     described = ",".join(f"{type(b).__name__}:{b.rate}:{b.burst_size}" for b in bands)
     return Meter(dpid, config.meter_id, 0, 0, f"flags={config.flags} {described}")

@@ -4,11 +4,25 @@ the network as it is."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 from collections.abc import Iterator
 
-from testing.harness import Controller, datapath, dump_flows, network, ping_all, wait_until
-from topologies.sdn_topos import LinearTopo
+import requests
+
+from sdn.compile.pipeline import METER_ARP_IN
+from sdn.model.topology import ADDRESSES_PER_HOST, HOSTS_PER_PORT
+from sdn.policy.source import MAX_POLICY_BYTES
+from testing.harness import (
+    Controller,
+    datapath,
+    dump_flows,
+    network,
+    ping_all,
+    scapy_send,
+    wait_until,
+)
+from topologies.sdn_topos import LinearTopo, RingTopo
 
 REFUSED = "sdn_switch_connections_refused_total"
 
@@ -63,3 +77,63 @@ def test_only_allowed_switches_are_taken_in(tmp_path):
     finally:
         ctl.stop()
     assert ctl.errors() == []
+
+
+def big_policy(classes: int) -> str:
+    return "version: 1\nclasses:\n" + "".join(
+        f"  - {{name: c{i}, match: {{proto: tcp, dst_port: {1000 + i}}}, priority: low}}\n"
+        for i in range(classes))
+
+
+def test_heavy_requests_do_not_stall_the_switches(controller):
+    """A maximal body and a 4,000-class policy: validation and compilation leave the
+    event loop free, so no link ages out, no switch drops, traffic flows."""
+    with network(RingTopo(n=4), controller) as net:
+        assert ping_all(net) == []
+        api = f"http://{controller.api}/v1/policy"
+        padding = "# " + "x" * 1000 + "\n"
+        maximal = big_policy(10) + padding * ((MAX_POLICY_BYTES - 2000) // len(padding))
+        assert requests.post(api, json={"text": maximal, "dry_run": True},
+                             timeout=120).status_code == 200
+        too_big = requests.post(api, data=b"x" * (MAX_POLICY_BYTES + (128 << 10)), timeout=60)
+        assert too_big.status_code == 413
+        applied = requests.post(api, json={"text": big_policy(4000)}, timeout=300)
+        assert applied.status_code == 200 and applied.json()["changed"]
+        assert ping_all(net) == []
+        topo = controller.get("/v1/topology")
+        assert len(topo["links"]) == 4 and all(s["connected"] for s in topo["switches"])
+        log = controller.log_file.read_text()
+        assert "timed out (no LLDP)" not in log and "disconnected" not in log
+
+
+def test_a_random_source_arp_flood_neither_hurts_known_hosts_nor_bloats_tables(controller):
+    """h3 sends 2,000 ARP requests from random MACs and addresses while h1 pings h2 at
+    100 pps: the ping loses nothing, the switches meter what they send the controller,
+    and the hosts learned (so the rules on every switch) stay bounded."""
+    with network(LinearTopo(n=3), controller) as net:
+        h1, h2, h3 = net.get("h1", "h2", "h3")
+        assert ping_all(net) == []
+        rules_before = len(dump_flows(net.get("s1")))
+        stream = h1.popen(["ping", "-n", "-i", "0.01", "-c", "500", h2.IP()],
+                          stdout=subprocess.PIPE, text=True)
+        scapy_send(h3, f"""
+frames = [Ether(src=RandMAC()._fix(), dst="ff:ff:ff:ff:ff:ff")
+          / ARP(op=1, hwsrc=RandMAC()._fix(), psrc=RandIP("10.0.0.0/8")._fix(),
+                pdst="{h1.IP()}") for _ in range(2000)]
+sendp(frames, iface="{h3.defaultIntf()}")
+""")
+        out, _ = stream.communicate(timeout=60)
+        assert " 0% packet loss" in out, out[-300:]
+        hosts = controller.get("/v1/topology")["hosts"]
+        assert len(hosts) <= 3 + HOSTS_PER_PORT
+        rules_after = len(dump_flows(net.get("s1")))
+        assert rules_after - rules_before <= 2 * HOSTS_PER_PORT * (1 + ADDRESSES_PER_HOST)
+        arp_in = controller.metric('sdn_packet_in_total{kind="arp"}')
+        assert 100 < arp_in < 1500  # the flood arrived, metered
+        assert meter_drops(net.get("s3"), METER_ARP_IN) > 500
+        assert ping_all(net) == []
+
+
+def meter_drops(switch, meter_id: int) -> int:
+    out = switch.cmd("ovs-ofctl -O OpenFlow13 meter-stats", switch.name, f"meter={meter_id}")
+    return sum(int(n) for n in re.findall(r"packet_count:(\d+)", out.split("bands:", 1)[-1]))

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
+import networkx as nx
 import pytest
 
 from sdn.compile import arp
 from sdn.compile.desired import desired_rules
+from sdn.compile.pipeline import METER_ARP_IN, METER_LEARN_IN
 from sdn.compile.routes import NetworkCompiler
 from sdn.policy.load import load_policy
 from sdn.southbound.connection import SwitchConnection
@@ -137,3 +139,17 @@ def test_a_restarted_controller_reads_hosts_and_their_addresses_back(fabric):
     dpid = snapshot.hosts[0].dpid
     conn = SwitchConnection(SimpleNamespace(id=dpid), held=rules[dpid])
     assert conn.learned_hosts() == [h for h in snapshot.hosts if h.dpid == dpid]
+
+
+def test_controller_bound_rules_are_metered_and_lldp_is_not():
+    snapshot = snapshot_from_graph(nx.path_graph([1, 2]))
+    rules = desired_rules(None, snapshot)
+    for dpid, switch in rules.items():
+        assert {m.meter_id for m in switch.meters.values() if m.pktps} == {
+            METER_ARP_IN, METER_LEARN_IN}
+        to_controller = [r for r in switch.flows.values()
+                         if any(a[0] == "controller" for a in r.actions)]
+        lldp = [r for r in to_controller if dict(r.match).get("eth_type") == 0x88CC]
+        assert len(lldp) == 1 and lldp[0].meter is None
+        assert all(r.meter in (METER_ARP_IN, METER_LEARN_IN)
+                   for r in to_controller if r not in lldp), dpid

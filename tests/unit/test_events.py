@@ -8,7 +8,12 @@ from scapy.layers.l2 import ARP, Ether
 from sdn.compile.desired import desired_rules
 from sdn.controller.events import LINK_TIMEOUT, EventHandler
 from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
-from sdn.model.topology import EDGE_SETTLE_SECONDS, Topology
+from sdn.model.topology import (
+    ADDRESSES_PER_HOST,
+    EDGE_SETTLE_SECONDS,
+    HOSTS_PER_PORT,
+    Topology,
+)
 from sdn.southbound import arp, lldp
 from testing.flowsim import Network
 
@@ -121,3 +126,29 @@ def test_malformed_frames_change_nothing():
         effects = handler.packet_in(1, 3, TABLE_INGRESS, frame, [1, 2, 3], clock.now)
         assert not effects.packets and not effects.changed
     assert not handler.topology.hosts and len(handler.topology.links) == 3
+
+
+def test_a_flood_of_new_sources_on_one_port_learns_only_what_a_port_may_hold():
+    handler, clock = ring()
+    for i in range(2000):
+        mac = f"02:00:00:{i >> 16 & 0xff:02x}:{i >> 8 & 0xff:02x}:{i & 0xff:02x}"
+        handler.packet_in(1, 3, TABLE_INGRESS,
+                          arp_frame("who-has", mac, f"10.9.{i >> 8 & 0xff}.{i & 0xff}", H2_IP),
+                          [1, 2, 3], clock.now)
+    assert len(handler.topology.hosts) == HOSTS_PER_PORT
+    legit = handler.packet_in(3, 3, TABLE_INGRESS, arp_frame("is-at", H2_MAC, H2_IP, H2_IP),
+                              [1, 2, 3], clock.now)
+    assert legit.changed and H2_MAC in handler.topology.hosts  # other ports are unaffected
+
+
+def test_a_host_keeps_its_addresses_when_it_moves_and_holds_only_so_many():
+    handler, clock = ring()
+    for i in range(ADDRESSES_PER_HOST + 5):
+        handler.packet_in(1, 3, TABLE_INGRESS, arp_frame("is-at", H1_MAC, f"10.0.1.{i + 1}",
+                                                         f"10.0.1.{i + 1}"), [1, 2, 3], clock.now)
+    ips = handler.topology.hosts[H1_MAC].ips
+    assert len(ips) == ADDRESSES_PER_HOST
+    handler.packet_in(2, 3, TABLE_INGRESS, bytes(Ether(src=H1_MAC, dst=H2_MAC, type=0x0800))
+                      + bytes(20), [1, 2, 3], clock.now)
+    moved = handler.topology.hosts[H1_MAC]
+    assert (moved.dpid, moved.port) == (2, 3) and moved.ips == ips

@@ -1,10 +1,12 @@
 """Policy schema v1: what loads, what is rejected, and where the error is reported."""
 
 import json
+import random
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from common.contract import vip_mac
@@ -428,3 +430,33 @@ def test_sections_left_empty_mean_empty():
     p = load_policy("version: 1\nclasses:\nvnfs:\n# fw: {type: firewall, switch: s1}\n")
     assert (p.classes, p.vnfs) == ((), {})
     assert fields_of("version:\n") == {"version"}
+
+
+def test_shadowing_found_by_the_index_equals_the_pairwise_definition():
+    rng = random.Random(5)
+    classes = []
+    for i in range(400):
+        match = {}
+        if rng.random() < 0.7:
+            match["proto"] = rng.choice(["tcp", "udp"])
+        if rng.random() < 0.6:
+            lo = rng.randrange(1, 40)
+            match["dst_port"] = lo if rng.random() < 0.6 else f"{lo}-{lo + rng.randrange(1, 20)}"
+        if rng.random() < 0.4:
+            match["dst"] = rng.choice(["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3"])
+        if rng.random() < 0.2:
+            match["dscp"] = rng.choice([10, 46])
+        classes.append({"name": f"c{i}", "match": match or {"proto": "tcp"},
+                        "priority": "low"})
+    text = yaml.safe_dump({"version": 1, "classes": classes}, default_flow_style=True)
+    matches = [Match.model_validate(c["match"]) for c in classes]
+    expected = {}
+    for i, m in enumerate(matches):
+        first = next((j for j in range(i) if matches[j].covers(m, lambda _: None)), None)
+        if first is not None:
+            expected[i] = first
+    with pytest.raises(PolicyError) as err:
+        load_policy(text, "p.yaml")
+    found = {int(m.group(1)): int(m.group(2)) for m in re.finditer(
+        r"classes\[(\d+)\]\.match: class '\w+' can never match: classes\[(\d+)\]", str(err.value))}
+    assert found == expected and len(expected) > 50

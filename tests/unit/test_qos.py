@@ -210,7 +210,12 @@ def test_meter_codec_round_trip_and_foreign_meters():
     config = parser.OFPMeterConfigStats(flags=msg.flags, meter_id=77, bands=msg.bands)
     assert codec.decode_meter(1, config) == meter
     pktps = parser.OFPMeterConfigStats(flags=ofp.OFPMF_PKTPS, meter_id=77, bands=msg.bands)
-    assert codec.decode_meter(1, pktps) != meter
+    assert codec.decode_meter(1, pktps) != meter  # not the flags we set: replaced
+    packets = Meter(1, 0xFFFE, 200, 200, pktps=True)
+    msg = codec.meter_mod(None, packets, ofp.OFPMC_ADD)
+    assert msg.flags == ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+    config = parser.OFPMeterConfigStats(flags=msg.flags, meter_id=0xFFFE, bands=msg.bands)
+    assert codec.decode_meter(1, config) == packets
 
 
 def test_class_rule_codec_round_trip():

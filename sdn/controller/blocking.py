@@ -1,0 +1,19 @@
+"""Long pure work (validating a large policy, compiling every switch's rules) runs in an
+OS thread while the controller's eventlet loop goes on answering switches: OpenFlow
+echoes and LLDP must not wait seconds behind a 4,000-class policy. Outside the
+controller process (tests, tools) the work simply runs in the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from eventlet import patcher, tpool
+
+T = TypeVar("T")
+
+
+def run_blocking(work: Callable[..., T], *args: object) -> T:
+    if patcher.is_monkey_patched("thread"):
+        return tpool.execute(work, *args)
+    return work(*args)
