@@ -371,6 +371,7 @@ class SdnController(app_manager.OSKenApp):
             hub.sleep(LLDP_INTERVAL)
             self._probe_all()
             self._carry_out(self.handler.expire_links(time.monotonic()))
+            self._carry_out(self.handler.settle_claims())
 
 def _name(port) -> str:
     name = port.name

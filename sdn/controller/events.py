@@ -22,8 +22,14 @@ from sdn.southbound import arp, lldp
 LOG = logging.getLogger(__name__)
 
 LINK_TIMEOUT = 3.5  # seconds without an LLDP packet-in before a link is taken down
+# The controller's own address for the ARP probes that verify moves (locally administered).
+PROBE_MAC = "02:5d:c0:00:00:01"
 
 PACKET_INS = Counter("sdn_packet_in_total", "Packet-in messages by kind", ["kind"])
+SPOOFED_ARP = Counter("sdn_arp_spoofed_total",
+                      "ARP not answered or passed on: its sender address is another host's")
+PROBES = Counter("sdn_host_probes_total", "ARP probes sent to verify a host move or an "
+                 "address takeover")
 HOSTS_REFUSED = Counter("sdn_hosts_refused_total",
                         "Hosts not learned: their port holds the most hosts a port may")
 
@@ -90,6 +96,10 @@ class EventHandler:
                 effects.send(dpid, port, lldp.build_probe(dpid, port))
         return effects
 
+    def settle_claims(self) -> Effects:
+        """Moves and address takeovers nobody objected to take effect."""
+        return Effects(changed=self.topology.settle_claims())
+
     def expire_links(self, now: float) -> Effects:
         """Links whose LLDP has not been seen for LINK_TIMEOUT are taken down."""
         effects = Effects()
@@ -119,7 +129,11 @@ class EventHandler:
         if msg is None or self.topology.is_link_port(dpid, in_port):
             return
         self._learn(msg.src_mac, dpid, in_port, msg.src_ip, effects)
-        if msg.gratuitous:
+        if msg.gratuitous or msg.dst_mac == PROBE_MAC:
+            return
+        owner = self.topology.host_by_ip(msg.src_ip)
+        if owner is not None and owner.mac != msg.src_mac:
+            SPOOFED_ARP.inc()  # dynamic ARP inspection: poison nobody's cache
             return
         if msg.opcode == arp.REQUEST:
             target = self.topology.host_by_ip(msg.dst_ip)
@@ -148,6 +162,15 @@ class EventHandler:
         if not self.topology.has_room(mac, dpid, port):
             HOSTS_REFUSED.inc()
             return
+        claims = set(self.topology.claims)
         if self.topology.learn_host(mac, dpid, port, ip):
             LOG.info("host %s at %016x port %d", mac, dpid, port)
             effects.changed = True
+        for key in self.topology.claims.keys() - claims:
+            claim = self.topology.claims[key]
+            owner = claim.owner
+            LOG.info("%s at %016x port %d claims %s of %s: asking it", mac, dpid, port,
+                     claim.ip or "the place", owner.mac)
+            PROBES.inc()
+            effects.send(owner.dpid, owner.port,
+                         arp.probe(owner.mac, claim.ip or owner.ips[0], PROBE_MAC))

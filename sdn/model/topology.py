@@ -22,6 +22,9 @@ UNSPECIFIED_IP = "0.0.0.0"
 # addresses is spraying ARP.
 HOSTS_PER_PORT = 16
 ADDRESSES_PER_HOST = 8
+# A host seen somewhere new, or an address claimed by another host, while the old
+# location is still up: the owner is asked (an ARP probe) and has this long to answer.
+VERIFY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, order=True)
@@ -82,6 +85,18 @@ class Snapshot:
         return ports | {lk.b_port for lk in self.links if lk.b == dpid}
 
 
+@dataclass(frozen=True)
+class Claim:
+    """`mac` seen at (dpid, port), or claiming address `ip`, which `owner` holds now."""
+
+    mac: str
+    dpid: int
+    port: int
+    ip: str | None  # None: a move of the host itself
+    owner: Host
+    since: float
+
+
 class Topology:
     """Mutable model fed by OpenFlow events. Not thread-safe: one eventlet loop owns it."""
 
@@ -94,6 +109,7 @@ class Topology:
         self.port_names: dict[int, dict[int, str]] = {}  # dpid -> {port: interface name}
         self.bridge_names: dict[int, str] = {}  # dpid -> OVS bridge name (its LOCAL port)
         self.service_port_names: set[str] = set()  # VNF arms: neither hosts nor links
+        self.claims: dict[tuple[str, str | None], Claim] = {}  # (mac, ip or None) -> claim
 
     def name_ports(self, dpid: int, names: dict[int, str], bridge: str | None = None) -> None:
         self.port_names.setdefault(dpid, {}).update(names)
@@ -176,8 +192,16 @@ class Topology:
             return False  # our own flood echoed back through a link not discovered yet
         if not self.has_room(mac, dpid, port):
             return False
+        if old is not None and (old.dpid, old.port) == (dpid, port):
+            self._still_there(old)
+        elif old is not None and old.ips and self._present(old):
+            self._claim(Claim(mac, dpid, port, None, old, self._clock()))
+            return False  # a move while the old place is up: verified first
         ips = tuple(old.ips) if old else ()  # a host that moves keeps its addresses
-        if (ip and ip != UNSPECIFIED_IP and ip not in ips
+        owner = self.host_by_ip(ip) if ip else None
+        if owner is not None and owner.mac != mac and self._present(owner):
+            self._claim(Claim(mac, dpid, port, ip, owner, self._clock()))
+        elif (ip and ip != UNSPECIFIED_IP and ip not in ips
                 and len(ips) < ADDRESSES_PER_HOST):
             ips = (*ips, ip)
             self._release_ip(ip)
@@ -193,6 +217,40 @@ class Topology:
             return True
         return sum((h.dpid, h.port) == (dpid, port) for h in self.hosts.values()) \
             < HOSTS_PER_PORT
+
+    def _present(self, host: Host) -> bool:
+        """The host's place is still an edge port that is up: it can be asked."""
+        return self.is_edge_port(host.dpid, host.port)
+
+    def _claim(self, claim: Claim) -> None:
+        self.claims.setdefault((claim.mac, claim.ip), claim)
+
+    def _still_there(self, host: Host) -> None:
+        """The host spoke from its place: claims on it or its addresses are refused."""
+        for key, claim in list(self.claims.items()):
+            if claim.owner.mac == host.mac:
+                del self.claims[key]
+
+    def settle_claims(self) -> bool:
+        """Claims whose owner did not answer in VERIFY_SECONDS take effect; True if
+        something the compiler needs changed."""
+        changed = False
+        for key, claim in list(self.claims.items()):
+            if self._clock() - claim.since < VERIFY_SECONDS:
+                continue
+            del self.claims[key]
+            if claim.ip is None:
+                old = self.hosts.get(claim.mac)
+                if old is not None and self.has_room(claim.mac, claim.dpid, claim.port):
+                    self.hosts[claim.mac] = replace(old, dpid=claim.dpid, port=claim.port)
+                    changed = True
+            else:
+                host = self.hosts.get(claim.mac)
+                if host is not None and len(host.ips) < ADDRESSES_PER_HOST:
+                    self._release_ip(claim.ip)
+                    self.hosts[claim.mac] = replace(host, ips=(*host.ips, claim.ip))
+                    changed = True
+        return changed
 
     def _release_ip(self, ip: str) -> None:
         for mac, host in list(self.hosts.items()):

@@ -32,21 +32,15 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--api-max-body", type=int, default=MAX_BODY)
     parser.add_argument("--allow-dpid", type=dpid, action="append")
-    parser.add_argument("--ofp-tls-key", type=Path)
-    parser.add_argument("--ofp-tls-cert", type=Path)
-    parser.add_argument("--ofp-tls-ca", type=Path)
     # For measurement only (bench.update_loss): each switch gets its whole difference in
     # one round, as before loss-free ordering existed.
     parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if (args.ofp_tls_key is None) != (args.ofp_tls_cert is None):
-        parser.error("--ofp-tls-key and --ofp-tls-cert go together")
     service.run(service.Options(
         state_dir=args.state_dir, ofp_host=args.ofp_host, ofp_port=args.ofp_port, api=args.api,
         verbose=args.verbose, ordered_updates=not args.unordered_updates,
         api_max_body=args.api_max_body,
-        allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None,
-        tls_key=args.ofp_tls_key, tls_cert=args.ofp_tls_cert, tls_ca=args.ofp_tls_ca))
+        allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None))
 
 if __name__ == "__main__":
     main()

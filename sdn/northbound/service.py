@@ -108,29 +108,15 @@ class Options:
     ordered_updates: bool = True
     api_max_body: int = MAX_BODY
     allowed_dpids: frozenset[int] | None = None  # None: any datapath id may connect
-    tls_key: Path | None = None  # OpenFlow over TLS on ofp_port, with tls_cert
-    tls_cert: Path | None = None
-    tls_ca: Path | None = None  # switches must present a certificate signed by it
-
-    def ofp_args(self) -> list[str]:
-        """os-ken's listener options: plain TCP, or TLS (only) on the same port."""
-        args = ["--ofp-listen-host", self.ofp_host, "--ofp-tcp-listen-port", str(self.ofp_port)]
-        if self.tls_key is not None:
-            args += ["--ofp-ssl-listen-port", str(self.ofp_port),
-                     "--ctl-privkey", str(self.tls_key), "--ctl-cert", str(self.tls_cert)]
-            if self.tls_ca is not None:
-                args += ["--ca-certs", str(self.tls_ca)]
-        return args
 
 
 def run(options: Options) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
-    cfg.CONF(args=options.ofp_args(), project="os_ken")
+    cfg.CONF(args=["--ofp-listen-host", options.ofp_host,
+                   "--ofp-tcp-listen-port", str(options.ofp_port)], project="os_ken")
     state_dir = options.state_dir
     private_state_dir(state_dir)
     log_file = setup_logging(state_dir, options.verbose)
-    if options.tls_key is not None and options.tls_ca is None:
-        LOG.warning("OpenFlow over TLS without --ofp-tls-ca: switches are not authenticated")
 
     manager = AppManager.get_instance()
     manager.load_apps(["sdn.controller.app"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from os_ken.lib.packet import arp, ethernet, packet
 
-from sdn.compile.arp import REPLY, REQUEST  # noqa: F401  (callers compare opcodes)
+from sdn.compile.arp import REPLY, REQUEST
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,17 @@ def parse(data: bytes) -> ArpMessage | None:
     if msg is None:
         return None
     return ArpMessage(msg.opcode, msg.src_mac, msg.src_ip, msg.dst_mac, msg.dst_ip)
+
+
+def probe(target_mac: str, target_ip: str, probe_mac: str) -> bytes:
+    """An ARP probe (RFC 5227: sender address 0.0.0.0) asking `target_mac` whether it
+    still holds `target_ip`; its answer comes back to `probe_mac`."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=target_mac, src=probe_mac, ethertype=0x0806))
+    pkt.add_protocol(arp.arp(opcode=REQUEST, src_mac=probe_mac, src_ip="0.0.0.0",
+                             dst_mac=target_mac, dst_ip=target_ip))
+    pkt.serialize()
+    return bytes(pkt.data)
 
 
 def reply(request: ArpMessage, answer_mac: str) -> bytes:

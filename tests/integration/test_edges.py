@@ -14,6 +14,7 @@ from sdn.compile.pipeline import METER_ARP_IN
 from sdn.model.topology import ADDRESSES_PER_HOST, HOSTS_PER_PORT
 from sdn.policy.source import MAX_POLICY_BYTES
 from testing.harness import (
+    Capture,
     Controller,
     datapath,
     dump_flows,
@@ -137,3 +138,34 @@ sendp(frames, iface="{h3.defaultIntf()}")
 def meter_drops(switch, meter_id: int) -> int:
     out = switch.cmd("ovs-ofctl -O OpenFlow13 meter-stats", switch.name, f"meter={meter_id}")
     return sum(int(n) for n in re.findall(r"packet_count:(\d+)", out.split("bands:", 1)[-1]))
+
+
+
+def test_a_host_repeating_anothers_mac_and_address_diverts_nothing(controller, tmp_path):
+    """h3 sends frames from h2's MAC and ARP claiming h2's address every 50 ms for 3 s
+    while h1 pings h2: the controller asks h2, h2 answers, nothing moves; h3 receives
+    none of the echo requests meant for h2."""
+    with network(LinearTopo(n=3), controller) as net:
+        h1, h2, h3 = net.get("h1", "h2", "h3")
+        assert ping_all(net) == []
+        capture = Capture(h3, f"icmp and dst host {h2.IP()}", tmp_path / "h3.pcap")
+        stream = h1.popen(["ping", "-n", "-i", "0.075", "-c", "40", h2.IP()],
+                          stdout=subprocess.PIPE, text=True)
+        scapy_send(h3, f"""
+import time
+spoof = Ether(src="{h2.MAC()}", dst="{h1.MAC()}") / IP(src="{h2.IP()}", dst="{h1.IP()}") / UDP()
+claim = Ether(src="{h3.MAC()}", dst="{h1.MAC()}") / ARP(op=2, hwsrc="{h3.MAC()}",
+            psrc="{h2.IP()}", hwdst="{h1.MAC()}", pdst="{h1.IP()}")
+for _ in range(60):
+    sendp([spoof, claim], iface="{h3.defaultIntf()}")
+    time.sleep(0.05)
+""")
+        out, _ = stream.communicate(timeout=30)
+        diverted = capture.packets(timeout=1)
+        assert diverted == [], f"{len(diverted)} echo requests for h2 reached h3"
+        received = int(re.search(r"(\d+) received", out).group(1))
+        assert received >= 38, out[-300:]
+        assert controller.metric("sdn_host_probes_total") > 0
+        assert controller.metric("sdn_arp_spoofed_total") > 0
+        host = next(h for h in controller.get("/v1/topology")["hosts"] if h["mac"] == h2.MAC())
+        assert host["ips"] == [h2.IP()] and host["switch"] == net.get("s2").dpid

@@ -6,12 +6,13 @@ from __future__ import annotations
 from scapy.layers.l2 import ARP, Ether
 
 from sdn.compile.desired import desired_rules
-from sdn.controller.events import LINK_TIMEOUT, EventHandler
+from sdn.controller.events import LINK_TIMEOUT, PROBE_MAC, EventHandler
 from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
 from sdn.model.topology import (
     ADDRESSES_PER_HOST,
     EDGE_SETTLE_SECONDS,
     HOSTS_PER_PORT,
+    VERIFY_SECONDS,
     Topology,
 )
 from sdn.southbound import arp, lldp
@@ -150,5 +151,51 @@ def test_a_host_keeps_its_addresses_when_it_moves_and_holds_only_so_many():
     assert len(ips) == ADDRESSES_PER_HOST
     handler.packet_in(2, 3, TABLE_INGRESS, bytes(Ether(src=H1_MAC, dst=H2_MAC, type=0x0800))
                       + bytes(20), [1, 2, 3], clock.now)
+    clock.now += VERIFY_SECONDS  # its old place did not answer the probe
+    assert handler.settle_claims().changed
     moved = handler.topology.hosts[H1_MAC]
     assert (moved.dpid, moved.port) == (2, 3) and moved.ips == ips
+
+
+def victim_and_attacker() -> tuple[EventHandler, Clock]:
+    """h2 (the victim) at switch 3, h1 (the attacker) at switch 1, both known."""
+    handler, clock = ring()
+    for dpid, mac, ip in ((3, H2_MAC, H2_IP), (1, H1_MAC, H1_IP)):
+        handler.packet_in(dpid, 3, TABLE_INGRESS, arp_frame("is-at", mac, ip, ip), [1, 2, 3],
+                          clock.now)
+    return handler, clock
+
+
+def probe_of(effects) -> tuple[int, int, arp.ArpMessage]:
+    [(dpid, port, data)] = effects.packets
+    return dpid, port, arp.parse(data)
+
+
+def test_a_host_repeating_anothers_mac_does_not_take_its_place():
+    handler, clock = victim_and_attacker()
+    spoof = bytes(Ether(src=H2_MAC, dst="00:00:00:00:00:09", type=0x0800)) + bytes(20)
+    effects = handler.packet_in(1, 3, TABLE_INGRESS, spoof, [1, 2, 3], clock.now)
+    dpid, port, probe = probe_of(effects)  # the victim is asked where it was
+    assert (dpid, port) == (3, 3) and probe.opcode == arp.REQUEST
+    assert (probe.dst_mac, probe.dst_ip, probe.src_ip) == (H2_MAC, H2_IP, "0.0.0.0")
+    answer = bytes(Ether(src=H2_MAC, dst=PROBE_MAC) / ARP(op="is-at", hwsrc=H2_MAC, psrc=H2_IP,
+                                                         hwdst=PROBE_MAC, pdst="0.0.0.0"))
+    assert not handler.packet_in(3, 3, TABLE_FORWARD, answer, [1, 2, 3], clock.now).packets
+    clock.now += VERIFY_SECONDS
+    assert not handler.settle_claims().changed
+    assert (handler.topology.hosts[H2_MAC].dpid, handler.topology.hosts[H2_MAC].port) == (3, 3)
+
+
+def test_a_host_claiming_anothers_address_is_not_believed_nor_passed_on():
+    handler, clock = victim_and_attacker()
+    lie = bytes(Ether(src=H1_MAC, dst="00:00:00:00:00:07")
+                / ARP(op="is-at", hwsrc=H1_MAC, psrc=H2_IP, hwdst="00:00:00:00:00:07",
+                      pdst="10.0.0.7"))
+    effects = handler.packet_in(1, 3, TABLE_INGRESS, lie, [1, 2, 3], clock.now)
+    dpid, port, probe = probe_of(effects)  # only the probe: the lie reaches nobody
+    assert (dpid, port, probe.dst_ip) == (3, 3, H2_IP)
+    answer = arp_frame("is-at", H2_MAC, H2_IP, H2_IP)
+    handler.packet_in(3, 3, TABLE_INGRESS, answer, [1, 2, 3], clock.now)
+    clock.now += VERIFY_SECONDS
+    handler.settle_claims()
+    assert handler.topology.host_by_ip(H2_IP).mac == H2_MAC

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdn.model.topology import EDGE_SETTLE_SECONDS, Link, Topology
+from sdn.model.topology import EDGE_SETTLE_SECONDS, VERIFY_SECONDS, Link, Topology
 
 
 class Clock:
@@ -53,7 +53,9 @@ def test_a_flood_echo_does_not_move_a_host():
     assert not topo.learn_host("00:00:00:00:00:01", 2, 3)
     assert topo.hosts["00:00:00:00:00:01"].dpid == 1
     clock.now += EDGE_SETTLE_SECONDS + 0.01
-    assert topo.learn_host("00:00:00:00:00:01", 2, 3)  # a real move, once settled
+    assert not topo.learn_host("00:00:00:00:00:01", 2, 3)  # a move, once settled: verified
+    clock.now += VERIFY_SECONDS
+    assert topo.settle_claims() and topo.hosts["00:00:00:00:00:01"].dpid == 2
 
 
 def test_host_keeps_its_addresses_and_is_found_by_ip():
@@ -65,14 +67,30 @@ def test_host_keeps_its_addresses_and_is_found_by_ip():
     assert topo.host_by_ip("10.0.0.11").mac == "00:00:00:00:00:01"
 
 
-def test_an_address_moves_to_the_host_that_claims_it_last():
+def test_an_address_moves_to_its_claimant_only_if_its_owner_stays_silent():
     clock = Clock()
     topo = two_switches(clock)
     clock.now += EDGE_SETTLE_SECONDS + 0.01
     topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
-    assert topo.learn_host("00:00:00:00:00:02", 2, 2, "10.0.0.1")
+    topo.learn_host("00:00:00:00:00:02", 2, 2, "10.0.0.1")
+    assert topo.host_by_ip("10.0.0.1").mac == "00:00:00:00:00:01"  # claimed, not taken
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")  # the owner answers its probe
+    clock.now += VERIFY_SECONDS
+    assert not topo.settle_claims() and topo.host_by_ip("10.0.0.1").mac.endswith("01")
+    topo.learn_host("00:00:00:00:00:02", 2, 2, "10.0.0.1")  # claimed again: no answer
+    clock.now += VERIFY_SECONDS
+    assert topo.settle_claims()
     assert topo.host_by_ip("10.0.0.1").mac == "00:00:00:00:00:02"
     assert topo.hosts["00:00:00:00:00:01"].ips == ()
+
+
+def test_a_host_whose_port_went_down_moves_at_once():
+    clock = Clock()
+    topo = two_switches(clock)
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    topo.port_down(1, 1)
+    assert topo.learn_host("00:00:00:00:00:01", 2, 2, "10.0.0.1") and not topo.claims
 
 
 def test_arp_probes_unspecified_address_is_nobodys():
