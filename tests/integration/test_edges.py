@@ -7,6 +7,7 @@ import contextlib
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import requests
 
@@ -169,3 +170,42 @@ for _ in range(60):
         assert controller.metric("sdn_arp_spoofed_total") > 0
         host = next(h for h in controller.get("/v1/topology")["hosts"] if h["mac"] == h2.MAC())
         assert host["ips"] == [h2.IP()] and host["switch"] == net.get("s2").dpid
+
+
+@contextlib.contextmanager
+def small_disk(path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs at `path`, unmounted afterwards."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_an_apply_the_store_cannot_record_changes_nothing(tmp_path):
+    voice = ("version: 1\nclasses:\n  - {name: voice, match: {proto: udp, dst_port: 5004}, "
+             "priority: high}\n")
+    with small_disk(tmp_path / "state") as state:
+        ctl = Controller(state).start()
+        try:
+            with network(LinearTopo(n=2), ctl) as net:
+                assert ping_all(net) == []
+                before = {s.name: dump_flows(s) for s in net.switches}
+                filler = state / "filler"
+                subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
+                               capture_output=True)  # until the disk is full
+                api = f"http://{ctl.api}/v1/policy"
+                refused = requests.post(api, json={"text": voice}, timeout=60)
+                assert refused.status_code == 409, refused.text
+                assert "revision store" in refused.json()["description"]
+                assert {s.name: dump_flows(s) for s in net.switches} == before
+                filler.unlink()
+                assert requests.get(f"{api}/history", timeout=10).json() == []
+                applied = requests.post(api, json={"text": voice}, timeout=60)
+                assert applied.status_code == 200 and applied.json()["revision"]["rev"] == 1
+                assert {s.name: dump_flows(s) for s in net.switches} != before
+                assert ping_all(net) == []
+        finally:
+            ctl.stop()
