@@ -237,7 +237,7 @@ class SdnController(app_manager.OSKenApp):
             return
         self._carry_out(self.handler.packet_in(
             msg.datapath.id, msg.match["in_port"], msg.table_id, bytes(msg.data),
-            list(self.switches), time.monotonic()))
+            list(self.switches)))
 
     def _carry_out(self, effects: Effects) -> None:
         for dpid, port, data in effects.packets:
@@ -370,7 +370,7 @@ class SdnController(app_manager.OSKenApp):
         while True:
             hub.sleep(LLDP_INTERVAL)
             self._probe_all()
-            self._carry_out(self.handler.expire_links(time.monotonic()))
+            self._carry_out(self.handler.expire_links())
             self._carry_out(self.handler.settle_claims())
 
 def _name(port) -> str:

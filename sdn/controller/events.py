@@ -21,7 +21,11 @@ from sdn.southbound import arp, lldp
 
 LOG = logging.getLogger(__name__)
 
-LINK_TIMEOUT = 3.5  # seconds without an LLDP packet-in before a link is taken down
+# A link goes down when the controller has read, at its ends, LLDP of a round that came
+# this many rounds after the last one heard on the link: evidence, not the clock, so LLDP
+# waiting in a backlog (read in round order, any order within a round) or a controller too
+# busy to read loses no link (with a round a second, about 4 s of silence).
+LINK_TIMEOUT_ROUNDS = 3
 # The controller's own address for the ARP probes that verify moves (locally administered).
 PROBE_MAC = "02:5d:c0:00:00:01"
 
@@ -60,10 +64,12 @@ class EventHandler:
     def __init__(self, topology: Topology, vip_mac: Callable[[str], str | None]) -> None:
         self.topology = topology
         self.vip_mac = vip_mac
-        self.link_seen: dict[Link, float] = {}
+        self.round = 0  # of LLDP probing
+        self.link_seen: dict[Link, int] = {}  # the newest round read on the link
+        self.heard: dict[int, int] = {}  # dpid -> the newest round read at that switch
 
     def packet_in(self, dpid: int, in_port: int, table_id: int, data: bytes,
-                  connected: Collection[int], now: float) -> Effects:
+                  connected: Collection[int]) -> Effects:
         """A frame a switch sent up; `connected` are the switches we can send to."""
         effects = Effects()
         if len(data) < 14:
@@ -71,7 +77,7 @@ class EventHandler:
         eth_type = int.from_bytes(data[12:14], "big")
         if eth_type == ETH_TYPE_LLDP:
             PACKET_INS.labels("lldp").inc()
-            self._on_lldp(dpid, in_port, data, now, effects)
+            self._on_lldp(dpid, in_port, data, effects)
         elif eth_type == ETH_TYPE_ARP:
             PACKET_INS.labels("arp").inc()
             self._on_arp(dpid, in_port, data, connected, effects)
@@ -85,40 +91,43 @@ class EventHandler:
         return effects
 
     def probes(self, ports: Collection[tuple[int, int]] | None = None) -> Effects:
-        """LLDP probes out of `ports` (every known port by default); VNF arms see only
-        their own traffic."""
+        """LLDP probes out of `ports`, or a new round out of every known port; VNF arms
+        see only their own traffic."""
         if ports is None:
+            self.round += 1
             ports = [(dpid, port) for dpid, known in list(self.topology.ports.items())
                      for port in list(known)]
         effects = Effects()
         for dpid, port in ports:
             if not self.topology.is_service_port(dpid, port):
-                effects.send(dpid, port, lldp.build_probe(dpid, port))
+                effects.send(dpid, port, lldp.build_probe(dpid, port, self.round))
         return effects
 
     def settle_claims(self) -> Effects:
         """Moves and address takeovers nobody objected to take effect."""
         return Effects(changed=self.topology.settle_claims())
 
-    def expire_links(self, now: float) -> Effects:
-        """Links whose LLDP has not been seen for LINK_TIMEOUT are taken down."""
+    def expire_links(self) -> Effects:
+        """Links not heard for LINK_TIMEOUT_ROUNDS of the rounds read at their ends go."""
         effects = Effects()
         for link in list(self.topology.links):
-            if now - self.link_seen.get(link, now) > LINK_TIMEOUT:
+            seen = self.link_seen.setdefault(link, self.round)
+            listened = max(self.heard.get(link.a, seen), self.heard.get(link.b, seen))
+            if listened - seen > LINK_TIMEOUT_ROUNDS:
                 LOG.warning("link %s timed out (no LLDP)", link)
                 self.topology.remove_link(link)
                 self.link_seen.pop(link, None)
                 effects.changed = True
         return effects
 
-    def _on_lldp(self, dpid: int, in_port: int, data: bytes, now: float,
-                 effects: Effects) -> None:
+    def _on_lldp(self, dpid: int, in_port: int, data: bytes, effects: Effects) -> None:
         origin = lldp.parse_probe(data)
         if origin is None:
             return
-        src, src_port = origin
+        src, src_port, round_ = origin
         link = Link.between(src, src_port, dpid, in_port)
-        self.link_seen[link] = now
+        self.link_seen[link] = max(self.link_seen.get(link, round_), round_)
+        self.heard[dpid] = max(self.heard.get(dpid, round_), round_)
         if self.topology.add_link(src, src_port, dpid, in_port):
             LOG.info("link %016x:%d <-> %016x:%d", src, src_port, dpid, in_port)
             effects.changed = True

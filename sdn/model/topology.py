@@ -110,6 +110,9 @@ class Topology:
         self.bridge_names: dict[int, str] = {}  # dpid -> OVS bridge name (its LOCAL port)
         self.service_port_names: set[str] = set()  # VNF arms: neither hosts nor links
         self.claims: dict[tuple[str, str | None], Claim] = {}  # (mac, ip or None) -> claim
+        # Ports that have carried LLDP face a switch until they go down, even while their
+        # link is aged out: never flooded to as edge ports, never a host's place.
+        self.switch_facing: set[tuple[int, int]] = set()
 
     def name_ports(self, dpid: int, names: dict[int, str], bridge: str | None = None) -> None:
         self.port_names.setdefault(dpid, {}).update(names)
@@ -126,6 +129,7 @@ class Topology:
 
     def remove_switch(self, dpid: int) -> None:
         self.ports.pop(dpid, None)
+        self.switch_facing = {(d, p) for d, p in self.switch_facing if d != dpid}
         self.links = {lk for lk in self.links if dpid not in (lk.a, lk.b)}
         self.hosts = {m: h for m, h in self.hosts.items() if h.dpid != dpid}
 
@@ -135,6 +139,7 @@ class Topology:
     def port_down(self, dpid: int, port: int) -> bool:
         """Forget a port and whatever hung off it; True if a link went with it."""
         self.ports.get(dpid, {}).pop(port, None)
+        self.switch_facing.discard((dpid, port))
         before = len(self.links)
         self.links = {
             lk for lk in self.links if (dpid, port) not in ((lk.a, lk.a_port), (lk.b, lk.b_port))
@@ -156,6 +161,7 @@ class Topology:
                  & {(a, a_port), (b, b_port)}}
         self.links -= stale
         self.links.add(link)
+        self.switch_facing |= {(a, a_port), (b, b_port)}
         self.hosts = {
             m: h for m, h in self.hosts.items()
             if (h.dpid, h.port) not in ((a, a_port), (b, b_port))
@@ -171,7 +177,8 @@ class Topology:
     def is_edge_port(self, dpid: int, port: int) -> bool:
         """A live port that faces no switch and has been up long enough to trust that."""
         since = self.ports.get(dpid, {}).get(port)
-        if since is None or self.is_link_port(dpid, port) or self.is_service_port(dpid, port):
+        if (since is None or (dpid, port) in self.switch_facing
+                or self.is_link_port(dpid, port) or self.is_service_port(dpid, port)):
             return False
         return self._clock() - since >= EDGE_SETTLE_SECONDS
 
@@ -183,8 +190,8 @@ class Topology:
         """Learn or move a host, or one more address of it; True if what the compiler
         needs to know changed. An address another host had moves to this one (a takeover,
         announced by ARP); the unspecified address of ARP probes is nobody's."""
-        if (dpid not in self.ports or self.is_link_port(dpid, port)
-                or self.is_service_port(dpid, port)):
+        if (dpid not in self.ports or (dpid, port) in self.switch_facing
+                or self.is_link_port(dpid, port) or self.is_service_port(dpid, port)):
             return False
         old = self.hosts.get(mac)
         if (old is not None and (old.dpid, old.port) != (dpid, port)

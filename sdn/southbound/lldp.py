@@ -1,4 +1,5 @@
-"""LLDP probes that name the switch and port they left from. Pure encode/decode."""
+"""LLDP probes that name the switch and port they left from, and the probing round they
+belong to. Pure encode/decode."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from os_ken.lib.packet import ethernet, lldp, packet
 LLDP_MAC = lldp.LLDP_MAC_NEAREST_BRIDGE
 CHASSIS_PREFIX = b"dpid:"
 PROBE_TTL_SECONDS = 120
+ROUND_PREFIX = b"round "
 
 
 def probe_source_mac(dpid: int, port: int) -> str:
@@ -15,7 +17,7 @@ def probe_source_mac(dpid: int, port: int) -> str:
     return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
 
 
-def build_probe(dpid: int, port: int) -> bytes:
+def build_probe(dpid: int, port: int, round_: int = 0) -> bytes:
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(
         dst=LLDP_MAC, src=probe_source_mac(dpid, port), ethertype=0x88CC))
@@ -24,14 +26,15 @@ def build_probe(dpid: int, port: int) -> bytes:
                        chassis_id=CHASSIS_PREFIX + b"%016x" % dpid),
         lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=b"%d" % port),
         lldp.TTL(ttl=PROBE_TTL_SECONDS),
+        lldp.SystemDescription(system_description=ROUND_PREFIX + b"%d" % round_),
         lldp.End(),
     ]))
     pkt.serialize()
     return bytes(pkt.data)
 
 
-def parse_probe(data: bytes) -> tuple[int, int] | None:
-    """(dpid, port) a probe of ours was sent from, or None for anything else."""
+def parse_probe(data: bytes) -> tuple[int, int, int] | None:
+    """(dpid, port, round) of a probe of ours, or None for anything else."""
     try:
         pkt = packet.Packet(data)
         probe = pkt.get_protocol(lldp.lldp)
@@ -43,7 +46,11 @@ def parse_probe(data: bytes) -> tuple[int, int] | None:
     chassis_id = getattr(chassis, "chassis_id", b"")
     if not chassis_id.startswith(CHASSIS_PREFIX):
         return None
+    described = [t.system_description for t in probe.tlvs
+                 if isinstance(t, lldp.SystemDescription)
+                 and t.system_description.startswith(ROUND_PREFIX)]
     try:
-        return int(chassis_id[len(CHASSIS_PREFIX):], 16), int(port_tlv.port_id)
+        round_ = int(described[0][len(ROUND_PREFIX):]) if described else 0
+        return int(chassis_id[len(CHASSIS_PREFIX):], 16), int(port_tlv.port_id), round_
     except (AttributeError, ValueError):
         return None

@@ -10,7 +10,8 @@ from sdn.southbound import lldp as discovery
 
 def test_probe_names_its_origin():
     frame = discovery.build_probe(0x1234, 7)
-    assert discovery.parse_probe(frame) == (0x1234, 7)
+    assert discovery.parse_probe(frame) == (0x1234, 7, 0)
+    assert discovery.parse_probe(discovery.build_probe(0x1234, 7, 42)) == (0x1234, 7, 42)
     assert Ether(frame).dst == discovery.LLDP_MAC
 
 
