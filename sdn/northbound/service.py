@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import eventlet
+import eventlet.wsgi
 from os_ken import cfg
 from os_ken.base.app_manager import AppManager
 from os_ken.controller import controller as _ofp_listener  # noqa: F401  (registers --ofp-*)
@@ -27,6 +29,8 @@ from sdn.policy.store import PolicyStore
 LOG = logging.getLogger("sdn.northbound.service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STOP_POLL = 0.1  # seconds between looks for a stop signal
+API_CONNECTIONS = 256
+API_IDLE_TIMEOUT = 10.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -110,6 +114,18 @@ class Options:
     allowed_dpids: frozenset[int] | None = None  # None: any datapath id may connect
 
 
+def serve_api(host: str, port: int, app: object) -> None:
+    """The REST API on the controller's event loop, bounded: at most API_CONNECTIONS at a
+    time (more wait to be accepted), and a client that sends nothing for
+    API_IDLE_TIMEOUT seconds (headers, body, or the next request) is dropped, so slow or
+    idle connections cannot hold the API."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = eventlet.listen((host, port), family=family)
+    hub.spawn(eventlet.wsgi.server, listener, app, log=logging.getLogger("sdn.api.http"),
+              max_size=API_CONNECTIONS, socket_timeout=API_IDLE_TIMEOUT,
+              keepalive=API_IDLE_TIMEOUT)
+
+
 def run(options: Options) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
     cfg.CONF(args=["--ofp-listen-host", options.ofp_host,
@@ -128,9 +144,8 @@ def run(options: Options) -> None:
 
     api_host, api_port = parse_address(options.api, 8080)
     token = api_token(api_host, state_dir)
-    server = hub.WSGIServer((api_host, api_port), make_api(controller.state, engine, token,
-                                                                  options.api_max_body))
-    hub.spawn(server.serve_forever)
+    serve_api(api_host, api_port, make_api(controller.state, engine, token,
+                                           options.api_max_body))
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              options.ofp_host, options.ofp_port, api_host, api_port, log_file)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import requests
 
 from sdn.compile.pipeline import METER_ARP_IN
 from sdn.model.topology import ADDRESSES_PER_HOST, HOSTS_PER_PORT
+from sdn.northbound.service import API_CONNECTIONS, API_IDLE_TIMEOUT
 from sdn.policy.source import MAX_POLICY_BYTES
 from testing.harness import (
     Capture,
@@ -209,3 +212,21 @@ def test_an_apply_the_store_cannot_record_changes_nothing(tmp_path):
                 assert ping_all(net) == []
         finally:
             ctl.stop()
+
+
+def test_idle_connections_cannot_hold_the_api(controller):
+    """More idle connections than the API serves at once: a real request still gets its
+    answer, and the idle ones are dropped after the idle timeout."""
+    idle = [socket.create_connection(("127.0.0.1", controller.api_port))
+            for _ in range(API_CONNECTIONS + 44)]
+    try:
+        started = time.monotonic()
+        health = requests.get(f"http://{controller.api}/v1/health", timeout=3 * API_IDLE_TIMEOUT)
+        assert health.status_code == 200
+        assert time.monotonic() - started < 2 * API_IDLE_TIMEOUT
+        idle[0].settimeout(2 * API_IDLE_TIMEOUT)
+        assert idle[0].recv(1) == b""  # closed by the server
+    finally:
+        for conn in idle:
+            conn.close()
+    assert controller.errors() == []
