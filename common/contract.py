@@ -14,6 +14,9 @@ import hashlib
 # controller strips them from the function's config, `sdnctl vnf run` likewise.
 PLACEMENT_KEYS = frozenset(("type", "switch", "replicas", "failure_mode", "cpu", "memory"))
 
+# The network functions a VNF host can run (the policy's `type`, the worker's `--kind`).
+VNF_KINDS = ("forward", "firewall", "loadbalancer", "analyzer")
+
 # Maglev's lookup table: the policy accepts prime sizes, the load balancer builds them.
 MAGLEV_DEFAULT_TABLE_SIZE = 65537
 

@@ -11,17 +11,17 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
 from common.cli import Output, default_state_dir
-from common.contract import PLACEMENT_KEYS
+from common.contract import PLACEMENT_KEYS, VNF_KINDS
 from common.units import parse_size
-from nfv.host.runtime import Runtime
-from nfv.host.spec import KINDS, VnfError, VnfSpec, VnfStatus
-from nfv.host.supervisor import State, token_alive
+
+if TYPE_CHECKING:  # the runtime (pyroute2, OVSDB, eventlet) loads only when a command runs
+    from nfv.host.spec import VnfSpec, VnfStatus
 
 STATUS_FILE = "vnfs.json"
 STALE_AFTER = 10.0  # seconds without an update before a status file is called stale
@@ -56,6 +56,8 @@ def build_spec(config: dict[str, Any], *, name: str | None, kind: str | None,
                switch: str | None, cpu: float | None, memory: str | None,
                source: Path) -> VnfSpec:
     """Options win over the file's placement keys; the rest of the file is the function's."""
+    from nfv.host.spec import VnfSpec
+
     function_config = {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
     kind = kind or config.get("type")
     switch = switch or config.get("switch")
@@ -79,6 +81,8 @@ def build_spec(config: dict[str, Any], *, name: str | None, kind: str | None,
 
 
 def _describe(status: VnfStatus) -> str:
+    from nfv.host.supervisor import State
+
     ports = f"in={status.ports.get('ingress')} out={status.ports.get('egress')}"
     text = (f"{status.name}: {status.state} pid={status.pid} ports {ports} "
             f"restarts={status.restarts} rx={status.rx_pps:.0f}pps tx={status.tx_pps:.0f}pps "
@@ -93,7 +97,7 @@ def run(
     config: Annotated[Path, typer.Option("--config", "-c",
                                          help="Function config, JSON or YAML.")],
     kind: Annotated[str | None, typer.Option(
-        help=f"One of {', '.join(KINDS)} (default: the file's 'type').")] = None,
+        help=f"One of {', '.join(VNF_KINDS)} (default: the file's 'type').")] = None,
     switch: Annotated[str | None, typer.Option(
         help="Open vSwitch bridge to attach to (default: the file's 'switch').")] = None,
     name: Annotated[str | None, typer.Option(
@@ -104,6 +108,10 @@ def run(
     interval: Annotated[float, typer.Option(help="Seconds between status lines.")] = 5.0,
 ) -> None:
     """Run one VNF in the foreground until Ctrl-C; then remove every trace of it."""
+    from nfv.host.runtime import Runtime
+    from nfv.host.spec import VnfError
+    from nfv.host.supervisor import State
+
     spec = build_spec(load_config(config), name=name, kind=kind, switch=switch, cpu=cpu,
                       memory=memory, source=config)
     done = threading.Event()
@@ -137,6 +145,8 @@ def run(
 
 def read_status_files(state_dir: Path, now: float | None = None) -> dict[str, Any]:
     """Merge the status files in `state_dir`; files of dead runtimes are left out."""
+    from nfv.host.supervisor import token_alive
+
     now = time.time() if now is None else now
     vnfs: list[dict[str, Any]] = []
     sources: list[dict[str, Any]] = []

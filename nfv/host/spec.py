@@ -8,12 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from common.contract import VNF_KINDS
 from nfv.host.cgroups import Limits
 from nfv.host.supervisor import (
     State,
 )
 
-KINDS = ("forward", "firewall", "loadbalancer", "analyzer")
 FAILURE_MODES = ("open", "closed")
 SIDES = ("ingress", "egress")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -41,8 +41,8 @@ class VnfSpec:
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
             raise ValueError(f"VNF name {self.name!r} must match {NAME_RE.pattern}")
-        if self.kind not in KINDS:
-            raise ValueError(f"VNF kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind not in VNF_KINDS:
+            raise ValueError(f"VNF kind {self.kind!r} is not one of {', '.join(VNF_KINDS)}")
         if self.failure_mode not in FAILURE_MODES:
             raise ValueError(f"failure_mode {self.failure_mode!r} is not open or closed")
         if self.replica is not None and self.replica < 0:
