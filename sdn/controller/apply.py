@@ -131,7 +131,7 @@ class PolicyEngine:
         except Exception as exc:
             if not isinstance(exc, ApplyFailed):
                 LOG.exception("apply of r%d failed; restoring the previous state", pending.rev)
-                self._restore(previous)
+            self._restore(previous)
             with contextlib.suppress(StoreError):
                 self.store.abandon(pending.rev)
             if isinstance(exc, ApplyFailed):
@@ -142,17 +142,14 @@ class PolicyEngine:
 
     def _switch_to(self, policy: Policy) -> None:
         """Place the policy's VNFs, install its rules everywhere and wait for confirmation;
-        on a failure go back to the previous state and raise ApplyFailed."""
-        previous = self.ctl.policy
+        ApplyFailed says what did not (the caller restores the previous state)."""
         self.ctl.policy = policy
         try:
             self.ctl.vnfs.reconcile(policy)
         except (LookupError, OSError, RuntimeError, ValueError) as exc:
-            self._restore(previous)
             raise ApplyFailed({"VNF placement": str(exc)}) from exc
         failures = self._push()
         if failures:
-            self._restore(previous)
             raise ApplyFailed(failures)
 
     def _restore(self, previous: Policy | None) -> None:

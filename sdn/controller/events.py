@@ -48,11 +48,6 @@ class Effects:
     def send(self, dpid: int, port: int, data: bytes) -> None:
         self.packets.append((dpid, port, data))
 
-    def merge(self, other: Effects) -> Effects:
-        self.packets += other.packets
-        self.changed |= other.changed
-        return self
-
 
 def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
@@ -168,13 +163,13 @@ class EventHandler:
     def _learn(self, mac: str, dpid: int, port: int, ip: str | None, effects: Effects) -> None:
         if int(mac[:2], 16) & 1:
             return
-        if not self.topology.has_room(mac, dpid, port):
-            HOSTS_REFUSED.inc()
-            return
         claims = set(self.topology.claims)
         if self.topology.learn_host(mac, dpid, port, ip):
             LOG.info("host %s at %016x port %d", mac, dpid, port)
             effects.changed = True
+        elif not self.topology.has_room(mac, dpid, port):
+            HOSTS_REFUSED.inc()
+            return
         for key in self.topology.claims.keys() - claims:
             claim = self.topology.claims[key]
             owner = claim.owner

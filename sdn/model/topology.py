@@ -187,9 +187,10 @@ class Topology:
 
     # hosts
     def learn_host(self, mac: str, dpid: int, port: int, ip: str | None = None) -> bool:
-        """Learn or move a host, or one more address of it; True if what the compiler
-        needs to know changed. An address another host had moves to this one (a takeover,
-        announced by ARP); the unspecified address of ARP probes is nobody's."""
+        """Learn a host, or one more address of it; True if what the compiler needs to
+        know changed. A move, or an address another host holds, while the old place is
+        still up becomes a claim (see `settle_claims`); the unspecified address of ARP
+        probes is nobody's."""
         if (dpid not in self.ports or (dpid, port) in self.switch_facing
                 or self.is_link_port(dpid, port) or self.is_service_port(dpid, port)):
             return False
