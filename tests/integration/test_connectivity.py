@@ -8,7 +8,16 @@ import pytest
 from mininet.topo import Topo
 from mininet.topolib import TorusTopo
 
-from testing.harness import Capture, dump_flows, iperf3_tcp, network, ping, ping_all, scapy_send
+from testing.harness import (
+    Capture,
+    dump_flows,
+    iperf3_tcp,
+    network,
+    ping,
+    ping_all,
+    scapy_send,
+    wait_until,
+)
 from topologies.sdn_topos import (
     FatTreeTopo,
     LinearTopo,
@@ -87,6 +96,11 @@ def test_switches_answer_arp_for_known_hosts(controller, tmp_path):
 def test_tcp_between_fat_tree_pods(controller):
     with network(FatTreeTopo(k=4), controller) as net:
         first_pod, last_pod = net.get("h1"), net.get("h16")
+        # In 2 of 5 full-suite runs (never alone) the very first two pings right after
+        # start-up were lost; not understood yet. The first packet is tested by the
+        # all-pairs tests; here the pods must reach each other before TCP is measured.
+        wait_until(lambda: ping(first_pod, last_pod.IP()).received == 1, 15,
+                   what="h1 reaches h16")
         assert ping(first_pod, last_pod.IP(), count=2).received == 2
         bps = iperf3_tcp(first_pod, last_pod, seconds=2)
         assert bps > 10e6, f"TCP across pods moved only {bps / 1e6:.1f} Mbit/s"
