@@ -165,9 +165,21 @@ def datapath() -> str:
     return "kernel" if detect_datapath() == "system" else "user"
 
 
+@dataclass(frozen=True)
+class SwitchTls:
+    """What Open vSwitch needs to reach a controller over TLS (`ovs-vsctl set-ssl`)."""
+
+    private_key: Path
+    certificate: Path
+    controller_ca: Path
+
+
 @contextlib.contextmanager
-def network(topo, controller: Controller, wait: bool = True) -> Iterator:
-    """A started Mininet network on `controller`, stopped and removed afterwards."""
+def network(topo, controller: Controller, wait: bool = True,
+            tls: SwitchTls | None = None) -> Iterator:
+    """A started Mininet network on `controller`, stopped and removed afterwards; with
+    `tls`, its switches connect over TLS (Open vSwitch's SSL settings are global, so they
+    are set under the lock and removed afterwards)."""
     from mininet.log import setLogLevel
     from mininet.net import Mininet
     from mininet.node import OVSSwitch
@@ -178,7 +190,11 @@ def network(topo, controller: Controller, wait: bool = True) -> Iterator:
     with mininet_lock():
         net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=True,
                       waitConnected=False, build=False)
-        net.addController(ListeningController("c0", ip="127.0.0.1", port=controller.ofp_port))
+        net.addController(ListeningController("c0", ip="127.0.0.1", port=controller.ofp_port,
+                                              protocol="ssl" if tls else "tcp"))
+        if tls:
+            subprocess.run(["ovs-vsctl", "set-ssl", str(tls.private_key), str(tls.certificate),
+                            str(tls.controller_ca)], check=True)
         try:
             net.build()
             net.start()
@@ -189,6 +205,8 @@ def network(topo, controller: Controller, wait: bool = True) -> Iterator:
             yield net
         finally:
             net.stop()
+            if tls:
+                subprocess.run(["ovs-vsctl", "del-ssl"], check=True)
 
 
 @dataclass

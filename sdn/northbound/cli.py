@@ -49,6 +49,13 @@ def controller_run(
                        "[default: 4 MiB + 64 KiB].")] = None,
     allow_dpid: Annotated[list[str] | None, typer.Option(
         help="Only these switches may connect (datapath id; repeat the option).")] = None,
+    ofp_tls_key: Annotated[Path | None, typer.Option(
+        help="OpenFlow over TLS only: the controller's private key (PEM).")] = None,
+    ofp_tls_cert: Annotated[Path | None, typer.Option(
+        help="OpenFlow over TLS only: the controller's certificate (PEM).")] = None,
+    ofp_tls_ca: Annotated[Path | None, typer.Option(
+        help="OpenFlow over TLS only: the CA certificate switches' certificates must be "
+             "signed by (PEM).")] = None,
 ) -> None:
     """Run the controller in the foreground until SIGINT or SIGTERM."""
     argv = [sys.executable, "-m", "sdn.northbound.main", "--ofp-host", ofp_host,
@@ -58,6 +65,10 @@ def controller_run(
         argv += ["--api-max-body", str(api_max_body)]
     for value in allow_dpid or ():
         argv += ["--allow-dpid", value]
+    for option, path in (("--ofp-tls-key", ofp_tls_key), ("--ofp-tls-cert", ofp_tls_cert),
+                         ("--ofp-tls-ca", ofp_tls_ca)):
+        if path is not None:
+            argv += [option, str(path)]
 
     os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)
 

@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 
 from sdn.northbound import service  # noqa: E402
 from sdn.northbound.api import MAX_BODY  # noqa: E402
+from sdn.southbound.tls import TlsFiles, TlsSetupError, server_context  # noqa: E402
 
 
 def dpid(text: str) -> int:
@@ -32,15 +33,30 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--api-max-body", type=int, default=MAX_BODY)
     parser.add_argument("--allow-dpid", type=dpid, action="append")
+    parser.add_argument("--ofp-tls-key", type=Path)
+    parser.add_argument("--ofp-tls-cert", type=Path)
+    parser.add_argument("--ofp-tls-ca", type=Path)
     # For measurement only (bench.update_loss): each switch gets its whole difference in
     # one round, as before loss-free ordering existed.
     parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    tls_files = None
+    tls_paths = (args.ofp_tls_key, args.ofp_tls_cert, args.ofp_tls_ca)
+    if any(tls_paths):
+        if not all(tls_paths):
+            parser.error("OpenFlow over TLS needs all three of --ofp-tls-key, "
+                         "--ofp-tls-cert and --ofp-tls-ca")
+        tls_files = TlsFiles(*tls_paths)
+        try:
+            server_context(tls_files)
+        except TlsSetupError as exc:
+            parser.error(str(exc))
     service.run(service.Options(
         state_dir=args.state_dir, ofp_host=args.ofp_host, ofp_port=args.ofp_port, api=args.api,
         verbose=args.verbose, ordered_updates=not args.unordered_updates,
         api_max_body=args.api_max_body,
-        allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None))
+        allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None,
+        tls_files=tls_files))
 
 if __name__ == "__main__":
     main()

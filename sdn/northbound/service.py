@@ -20,11 +20,13 @@ import eventlet
 import eventlet.wsgi
 from os_ken import cfg
 from os_ken.base.app_manager import AppManager
-from os_ken.controller import controller as _ofp_listener  # noqa: F401  (registers --ofp-*)
+from os_ken.controller.controller import datapath_connection_factory  # registers --ofp-*
 from os_ken.lib import hub
 
+from sdn.controller.app import REFUSED
 from sdn.northbound.api import MAX_BODY, make_api
 from sdn.policy.store import PolicyStore
+from sdn.southbound.tls import TlsFiles, serve_tls, server_context
 
 LOG = logging.getLogger("sdn.northbound.service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -112,6 +114,7 @@ class Options:
     ordered_updates: bool = True
     api_max_body: int = MAX_BODY
     allowed_dpids: frozenset[int] | None = None  # None: any datapath id may connect
+    tls_files: TlsFiles | None = None  # None: plain OpenFlow over TCP
 
 
 def serve_api(host: str, port: int, app: object) -> None:
@@ -126,12 +129,23 @@ def serve_api(host: str, port: int, app: object) -> None:
               keepalive=API_IDLE_TIMEOUT)
 
 
+def os_ken_listener(options: Options) -> list[str]:
+    """os-ken's own OpenFlow listener: the OpenFlow address, or with TLS a Unix socket in
+    the private state dir (os-ken always listens somewhere; it must not be reachable
+    without a certificate)."""
+    port = ["--ofp-tcp-listen-port", str(options.ofp_port)]
+    if options.tls_files is None:
+        return ["--ofp-listen-host", options.ofp_host, *port]
+    unix_socket = options.state_dir / "openflow-plain.sock"
+    unix_socket.unlink(missing_ok=True)
+    return ["--ofp-listen-host", str(unix_socket), *port]
+
+
 def run(options: Options) -> None:
     """Serve until SIGINT or SIGTERM (eventlet must already have patched the stdlib)."""
-    cfg.CONF(args=["--ofp-listen-host", options.ofp_host,
-                   "--ofp-tcp-listen-port", str(options.ofp_port)], project="os_ken")
     state_dir = options.state_dir
     private_state_dir(state_dir)
+    cfg.CONF(args=os_ken_listener(options), project="os_ken")
     log_file = setup_logging(state_dir, options.verbose)
 
     manager = AppManager.get_instance()
@@ -142,6 +156,10 @@ def run(options: Options) -> None:
     engine = controller.restore(PolicyStore(state_dir), state_dir, options.ordered_updates,
                                 options.allowed_dpids)
 
+    if options.tls_files is not None:
+        hub.spawn(serve_tls, options.ofp_host, options.ofp_port,
+                  server_context(options.tls_files), datapath_connection_factory,
+                  lambda _address, _why: REFUSED.labels("tls").inc())
     api_host, api_port = parse_address(options.api, 8080)
     token = api_token(api_host, state_dir)
     serve_api(api_host, api_port, make_api(controller.state, engine, token,
