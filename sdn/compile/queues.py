@@ -15,7 +15,7 @@ kernel datapath and on hardware alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 
 from sdn.compile.desired import DEFAULT_CAPACITY_BPS
@@ -53,6 +53,21 @@ class QueuePlan:
 
     ports: dict[str, PortQueues]
     remove: tuple[str, ...] = ()
+
+    def changes_since(self, applied: QueuePlan) -> QueuePlan:
+        """Only what `applied` does not already hold: ports that are new or whose queues
+        changed, removals not yet done (a change at one port of 600 touches one)."""
+        return QueuePlan({name: q for name, q in self.ports.items()
+                          if applied.ports.get(name) != q},
+                         tuple(name for name in self.remove if name not in applied.remove))
+
+    def without(self, names: Collection[str]) -> QueuePlan:
+        """This plan less `names` (ports that were not there to apply to)."""
+        return QueuePlan({name: q for name, q in self.ports.items() if name not in names},
+                         tuple(name for name in self.remove if name not in names))
+
+    def __bool__(self) -> bool:
+        return bool(self.ports or self.remove)
 
     def to_json(self) -> dict:
         return {"ports": {name: asdict(q) for name, q in sorted(self.ports.items())},

@@ -63,7 +63,7 @@ class SdnController(app_manager.OSKenApp):
         self.handler = EventHandler(self.topology, self.state.vip_mac)
         self._dirty = hub.Event()
         self._queues_dirty = hub.Event()
-        self._queue_plan: QueuePlan | None = None
+        self._queues_applied = QueuePlan({})  # what the ports hold, as far as we know
         self._bypass_requests: dict[tuple[int, int], float] = {}  # (dpid, xid) -> sent at
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._queues_loop))
@@ -285,11 +285,12 @@ class SdnController(app_manager.OSKenApp):
                      if port in self.topology.port_names.get(dpid, {})}
             policy = self.state.policy
             plan = plan_queues(policy, port_capacities(policy, snapshot, names))
-            if plan == self._queue_plan:
+            changes = plan.changes_since(self._queues_applied)
+            if not changes:
                 continue
             try:
-                report = apply_queues(plan)
-                self._queue_plan = plan
+                report = apply_queues(changes)
+                self._queues_applied = plan.without(report["missing"])
                 LOG.info("egress queues: %s", {k: len(v) for k, v in report.items()})
             except QueueError as exc:
                 LOG.warning("egress queues not applied: %s", exc)

@@ -370,3 +370,22 @@ def test_tc_filter_keys_select_the_dscp_bits():
         level = next(c for c in port.classes if tcqueues.handle(c.minor) == classid)
         assert level.dscp == (dscp,)
         assert tcqueues.dscp_key(dscp) == f"0x{value:08x}/0xfc000000+1"
+
+
+def test_queue_changes_touch_only_ports_whose_plan_changed():
+    policy = load_policy(POLICY)
+    ports = {f"s{i}-eth{j}": 10**9 for i in range(1, 201) for j in range(1, 4)}
+    applied = queues.plan_queues(policy, ports)
+    assert applied.changes_since(queues.QueuePlan({})) == applied
+
+    grown = queues.plan_queues(policy, {**ports, "s201-eth1": 10**9, "s1-eth1": 10**8})
+    changes = grown.changes_since(applied)
+    assert sorted(changes.ports) == ["s1-eth1", "s201-eth1"] and changes.remove == ()
+    assert not queues.plan_queues(policy, ports).changes_since(applied)
+
+    emptied = queues.plan_queues(load_policy("version: 1\n"), ports)
+    assert emptied.changes_since(applied).remove == emptied.remove
+    assert not emptied.changes_since(emptied)
+    # a port that was not there to apply to is tried again next time
+    retry = grown.changes_since(grown.without(["s201-eth1"]))
+    assert list(retry.ports) == ["s201-eth1"]
