@@ -149,6 +149,13 @@ class ListeningController(RemoteController):
             pass
 
 
+class LaterController(RemoteController):
+    """A controller the switches are pointed at before it runs (they keep retrying)."""
+
+    def checkListening(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def mininet_lock() -> Iterator[None]:
     """Mininet names (s1, h1-eth0) are global: one network on the machine at a time."""
@@ -179,7 +186,8 @@ def network(topo, controller: Controller, wait: bool = True,
             tls: SwitchTls | None = None) -> Iterator:
     """A started Mininet network on `controller`, stopped and removed afterwards; with
     `tls`, its switches connect over TLS (Open vSwitch's SSL settings are global, so they
-    are set under the lock and removed afterwards)."""
+    are set under the lock and removed afterwards). `controller` may start later: then
+    pass wait=False."""
     from mininet.log import setLogLevel
     from mininet.net import Mininet
     from mininet.node import OVSSwitch
@@ -190,8 +198,9 @@ def network(topo, controller: Controller, wait: bool = True,
     with mininet_lock():
         net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=True,
                       waitConnected=False, build=False)
-        net.addController(ListeningController("c0", ip="127.0.0.1", port=controller.ofp_port,
-                                              protocol="ssl" if tls else "tcp"))
+        kind = ListeningController if controller.proc else LaterController
+        net.addController(kind("c0", ip="127.0.0.1", port=controller.ofp_port,
+                               protocol="ssl" if tls else "tcp"))
         if tls:
             subprocess.run(["ovs-vsctl", "set-ssl", str(tls.private_key), str(tls.certificate),
                             str(tls.controller_ca)], check=True)

@@ -9,6 +9,9 @@ Switches are named s1, s2, ... (Mininet derives dpid N from sN) and hosts h1, h2
 
 from __future__ import annotations
 
+import math
+import random
+from collections import deque
 from itertools import combinations, pairwise
 
 from mininet.node import Host
@@ -132,6 +135,70 @@ class DumbbellTopo(_Numbered):
                 self._host(sw)
 
 
+def isp_links(n: int, seed: int, degree: float = 2.5) -> list[tuple[int, int]]:
+    """Links (0-based switch indices) of a sparse backbone shaped like published ISP maps:
+    `n` sites at seeded random points in a plane, joined by their Euclidean minimum
+    spanning tree (long chains), plus shortcuts between sites that are near in the plane
+    but far apart in hops, at most one per site, until the mean degree is `degree`.
+    Diameters come out at 13 hops for 50 switches, 20 for 100, 27-29 for 200."""
+    rng = random.Random(seed)
+    points = [(rng.random(), rng.random()) for _ in range(n)]
+
+    def distance(a: int, b: int) -> float:
+        return math.dist(points[a], points[b])
+
+    links: list[tuple[int, int]] = []
+    nearest = {v: (distance(0, v), 0) for v in range(1, n)}  # Prim's algorithm
+    while nearest:
+        v = min(nearest, key=lambda k: nearest[k][0])
+        links.append((nearest.pop(v)[1], v))
+        for w in nearest:
+            if distance(v, w) < nearest[w][0]:
+                nearest[w] = (distance(v, w), v)
+    neighbours: dict[int, set[int]] = {v: set() for v in range(n)}
+    for a, b in links:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    tree_hops = [_hops_from(neighbours, v) for v in range(n)]
+    near_pairs = sorted((distance(a, b), a, b) for a, b in combinations(range(n), 2))[:n * 6]
+    near_pairs.sort(key=lambda c: -tree_hops[c[1]][c[2]] / (c[0] + 0.05))
+    with_shortcut: set[int] = set()
+    for _, a, b in near_pairs:
+        if len(links) >= round(n * degree / 2):
+            break
+        if b in neighbours[a] or a in with_shortcut or b in with_shortcut:
+            continue
+        links.append((a, b))
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+        with_shortcut |= {a, b}
+    return links
+
+
+def _hops_from(neighbours: dict[int, set[int]], source: int) -> dict[int, int]:
+    hops = {source: 0}
+    queue = deque([source])
+    while queue:
+        v = queue.popleft()
+        for w in neighbours[v]:
+            if w not in hops:
+                hops[w] = hops[v] + 1
+                queue.append(w)
+    return hops
+
+
+class IspTopo(_Numbered):
+    """A seeded ISP-like backbone of `n` switches (see isp_links), hosts on every switch."""
+
+    def build(self, n: int = 50, seed: int = 1, hosts_per_switch: int = 1) -> None:
+        switches = [self._switch() for _ in range(n)]
+        for a, b in isp_links(n, seed):
+            self.addLink(switches[a], switches[b])
+        for sw in switches:
+            for _ in range(hosts_per_switch):
+                self._host(sw)
+
+
 hosts = {"offload-off": OffloadOffHost}
 
 topos = {
@@ -141,4 +208,5 @@ topos = {
     "mesh": MeshTopo,
     "fattree": FatTreeTopo,
     "dumbbell": DumbbellTopo,
+    "isp": IspTopo,
 }

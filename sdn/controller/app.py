@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from sdn.compile import chains
 from sdn.compile.queues import QueuePlan, plan_queues, port_capacities
 from sdn.controller.apply import PolicyEngine
-from sdn.controller.events import Effects, EventHandler
+from sdn.controller.events import LINK_EVENTS, Effects, EventHandler
 from sdn.controller.placement import VnfManager
 from sdn.controller.queues import QueueError, apply_queues
 from sdn.controller.state import ControllerState
@@ -64,6 +64,7 @@ class SdnController(app_manager.OSKenApp):
         self._dirty = hub.Event()
         self._queues_dirty = hub.Event()
         self._queues_applied = QueuePlan({})  # what the ports hold, as far as we know
+        self._reprobe_pending = False
         self._bypass_requests: dict[tuple[int, int], float] = {}  # (dpid, xid) -> sent at
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._queues_loop))
@@ -156,6 +157,7 @@ class SdnController(app_manager.OSKenApp):
         if msg.reason == ofp.OFPPR_DELETE or not _is_live(msg.desc):
             if self.topology.port_down(dpid, port):
                 LOG.info("link at %016x port %d went down", dpid, port)
+                LINK_EVENTS.labels("port down").inc()
         else:
             self.topology.port_up(dpid, port)
             self._probe(dpid, port)
@@ -189,7 +191,9 @@ class SdnController(app_manager.OSKenApp):
             self.topology.learn_host(host.mac, conn.dpid, host.port)
             for ip in host.ips:
                 self.topology.learn_host(host.mac, conn.dpid, host.port, ip)
-        hub.spawn(self._probe_all_after, REPROBE_DELAY)
+        if not self._reprobe_pending:
+            self._reprobe_pending = True
+            hub.spawn(self._reprobe_after, REPROBE_DELAY)
         if conn.held.flows:
             conn.hold_until = time.monotonic() + WARM_RESTART_GRACE
             LOG.info("switch %016x holds %d flows: reconciling after %.1fs", conn.dpid,
@@ -201,11 +205,13 @@ class SdnController(app_manager.OSKenApp):
         hub.sleep(seconds)
         self._changed()
 
-    def _probe_all_after(self, seconds: float) -> None:
+    def _reprobe_after(self, seconds: float) -> None:
         """Probe every port again once a new switch traps LLDP: probes its neighbours sent
-        before that were lost, and an undiscovered link in a loop would flood."""
+        before that were lost, and an undiscovered link in a loop would flood. Switches
+        ready within `seconds` share one repeat, and it is no new round."""
         hub.sleep(seconds)
-        self._probe_all()
+        self._reprobe_pending = False
+        self._carry_out(self.handler.probes(new_round=False))
 
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _on_meter_config(self, ev) -> None:

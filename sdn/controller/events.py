@@ -21,10 +21,12 @@ from sdn.southbound import arp, lldp
 
 LOG = logging.getLogger(__name__)
 
-# A link goes down when the controller has read, at its ends, LLDP of a round that came
-# this many rounds after the last one heard on the link: evidence, not the clock, so LLDP
-# waiting in a backlog (read in round order, any order within a round) or a controller too
-# busy to read loses no link (with a round a second, about 4 s of silence).
+# A link goes down when, in one of its directions, probes of a round this many rounds
+# after the last one heard on the link have been read both from its sending end (at any
+# neighbour) and at its receiving end (from any neighbour): evidence, not the clock, so
+# LLDP waiting in a backlog (read in round order, any order within a round), a controller
+# too busy to read, or a switch whose probes wait behind its FlowMods loses no link (with
+# a round a second, about 4 s of silence).
 LINK_TIMEOUT_ROUNDS = 3
 # The controller's own address for the ARP probes that verify moves (locally administered).
 PROBE_MAC = "02:5d:c0:00:00:01"
@@ -34,6 +36,8 @@ SPOOFED_ARP = Counter("sdn_arp_spoofed_total",
                       "ARP not answered or passed on: its sender address is another host's")
 PROBES = Counter("sdn_host_probes_total", "ARP probes sent to verify a host move or an "
                  "address takeover")
+LINK_EVENTS = Counter("sdn_link_events_total", "Inter-switch links found and lost, by how: "
+                      "found, timed out (no LLDP), port down", ["event"])
 HOSTS_REFUSED = Counter("sdn_hosts_refused_total",
                         "Hosts not learned: their port holds the most hosts a port may")
 
@@ -62,6 +66,7 @@ class EventHandler:
         self.round = 0  # of LLDP probing
         self.link_seen: dict[Link, int] = {}  # the newest round read on the link
         self.heard: dict[int, int] = {}  # dpid -> the newest round read at that switch
+        self.heard_from: dict[int, int] = {}  # dpid -> its newest probe read anywhere
 
     def packet_in(self, dpid: int, in_port: int, table_id: int, data: bytes,
                   connected: Collection[int]) -> Effects:
@@ -85,11 +90,13 @@ class EventHandler:
             self._deliver(dpid, in_port, mac_text(data[0:6]), data, connected, effects)
         return effects
 
-    def probes(self, ports: Collection[tuple[int, int]] | None = None) -> Effects:
-        """LLDP probes out of `ports`, or a new round out of every known port; VNF arms
-        see only their own traffic."""
+    def probes(self, ports: Collection[tuple[int, int]] | None = None,
+               new_round: bool = True) -> Effects:
+        """LLDP probes out of `ports`, or out of every known port (in a new round unless
+        told otherwise: a repeat must not age links faster); VNF arms see only their own
+        traffic."""
         if ports is None:
-            self.round += 1
+            self.round += new_round
             ports = [(dpid, port) for dpid, known in list(self.topology.ports.items())
                      for port in list(known)]
         effects = Effects()
@@ -107,13 +114,19 @@ class EventHandler:
         effects = Effects()
         for link in list(self.topology.links):
             seen = self.link_seen.setdefault(link, self.round)
-            listened = max(self.heard.get(link.a, seen), self.heard.get(link.b, seen))
+            listened = max(self._listened(link.a, link.b, seen),
+                           self._listened(link.b, link.a, seen))
             if listened - seen > LINK_TIMEOUT_ROUNDS:
                 LOG.warning("link %s timed out (no LLDP)", link)
+                LINK_EVENTS.labels("timed out").inc()
                 self.topology.remove_link(link)
                 self.link_seen.pop(link, None)
                 effects.changed = True
         return effects
+
+    def _listened(self, sender: int, receiver: int, default: int) -> int:
+        """The newest round both read from `sender` and read at `receiver`."""
+        return min(self.heard_from.get(sender, default), self.heard.get(receiver, default))
 
     def _on_lldp(self, dpid: int, in_port: int, data: bytes, effects: Effects) -> None:
         origin = lldp.parse_probe(data)
@@ -123,8 +136,10 @@ class EventHandler:
         link = Link.between(src, src_port, dpid, in_port)
         self.link_seen[link] = max(self.link_seen.get(link, round_), round_)
         self.heard[dpid] = max(self.heard.get(dpid, round_), round_)
+        self.heard_from[src] = max(self.heard_from.get(src, round_), round_)
         if self.topology.add_link(src, src_port, dpid, in_port):
             LOG.info("link %016x:%d <-> %016x:%d", src, src_port, dpid, in_port)
+            LINK_EVENTS.labels("found").inc()
             effects.changed = True
 
     def _on_arp(self, dpid: int, in_port: int, data: bytes, connected: Collection[int],

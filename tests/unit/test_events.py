@@ -148,6 +148,28 @@ def test_a_starved_controller_loses_no_link():
     assert len(handler.topology.links) == 3
 
 
+def test_a_switch_whose_probes_and_packet_ins_lag_loses_no_link():
+    """Switch 1 just connected: its probes wait behind its FlowMods and what it traps
+    behind them too, while 2 and 3 hear each other round after round. Nothing read says
+    1's links are gone, so none goes."""
+    handler, _ = ring()
+    between_2_and_3 = [link for link in RING if {link[0], link[2]} == {2, 3}]
+    both_ways = between_2_and_3 + [(b, bp, a, ap) for a, ap, b, bp in between_2_and_3]
+    for round_ in range(1, 9):
+        hear(handler, both_ways, round_)
+        assert not handler.expire_links().changed
+    hear(handler, RING, 9)
+    assert not handler.expire_links().changed and len(handler.topology.links) == 3
+
+
+def test_a_repeat_of_the_probes_is_no_new_round():
+    handler, _ = ring()
+    handler.probes()
+    repeat = handler.probes(new_round=False).packets
+    assert {lldp.parse_probe(frame)[2] for _, _, frame in repeat} == {1}
+    assert handler.round == 1
+
+
 def test_malformed_frames_change_nothing():
     handler, _ = ring()
     for frame in (b"", b"\x01" * 13, bytes(12) + b"\x88\xcc" + b"\xff" * 5,
