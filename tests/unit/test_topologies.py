@@ -8,10 +8,12 @@ import pytest
 from topologies.sdn_topos import (
     DumbbellTopo,
     FatTreeTopo,
+    IspTopo,
     LinearTopo,
     MeshTopo,
     RingTopo,
     TreeTopo,
+    isp_links,
     topos,
 )
 
@@ -51,4 +53,24 @@ def test_fat_tree_rejects_odd_k():
 
 
 def test_registered_for_mn_custom():
-    assert set(topos) == {"linear", "tree", "ring", "mesh", "fattree", "dumbbell"}
+    assert set(topos) == {"linear", "tree", "ring", "mesh", "fattree", "dumbbell", "isp"}
+
+
+@pytest.mark.parametrize(("n", "diameters"), [(50, range(10, 17)), (100, range(16, 25)),
+                                              (200, range(20, 31))])
+def test_isp_graphs_are_sparse_connected_long_and_seeded(n, diameters):
+    for seed in (1, 2, 3):
+        links = isp_links(n, seed)
+        g = nx.Graph(links)
+        assert sorted(g.nodes) == list(range(n)) and nx.is_connected(g)
+        assert len(links) == round(n * 2.5 / 2) == g.number_of_edges()  # no duplicates
+        assert nx.diameter(g) in diameters
+        assert isp_links(n, seed) == links
+    assert isp_links(n, 1) != isp_links(n, 2)
+
+
+def test_isp_topo_hangs_a_host_off_every_switch():
+    topo = IspTopo(n=30, seed=4)
+    g = switch_graph(topo)
+    assert g.number_of_nodes() == 30 and g.number_of_edges() == len(isp_links(30, 4))
+    assert len(topo.hosts()) == 30 and topos["isp"] is IspTopo
