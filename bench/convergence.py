@@ -142,7 +142,13 @@ def rstp_peer(net, pairs: list[tuple[int, int]]) -> float | None:
 
 
 def measure(n: int, seed: int = SEED, steady: float = STEADY_SECONDS,
-            peer: bool = True) -> dict:
+            peer: bool = True, keep: Path | None = None) -> dict:
+    """The figures of one size; `keep` keeps the controller's state dir (its log)."""
+    with tempfile.TemporaryDirectory(prefix="bench-convergence-") as tmp:
+        return _measure(n, seed, steady, peer, keep or Path(tmp))
+
+
+def _measure(n: int, seed: int, steady: float, peer: bool, workdir: Path) -> dict:
     from testing.harness import Controller, network, wait_until
     from topologies.sdn_topos import IspTopo
 
@@ -150,36 +156,36 @@ def measure(n: int, seed: int = SEED, steady: float = STEADY_SECONDS,
     pairs = sample_pairs(n, PAIRS, seed)
     figures: dict = {"switches": n, "links": graph.number_of_edges(),
                      "diameter": nx.diameter(graph), "pairs": len(pairs)}
-    with tempfile.TemporaryDirectory(prefix="bench-convergence-") as tmp:
-        controller = Controller(Path(tmp) / "controller")
-        with network(IspTopo(n=n, seed=seed), controller, wait=False) as net:
-            try:
-                since = time.monotonic()
-                controller.start()
-                wait_until(lambda: len(controller.get("/v1/topology")["links"])
-                           == graph.number_of_edges(), REACH_TIMEOUT, interval=0.2,
-                           what="every link")
-                figures["discovery_s"] = round(time.monotonic() - since, 1)
-                figures["all_pairs_s"] = time_to_reach(net, pairs, since)
-                figures["shortest"] = f"{shortest_paths(controller, graph, pairs)}/{len(pairs)}"
-                before, start = counters(controller), time.monotonic()
-                time.sleep(steady)
-                after, elapsed = counters(controller), time.monotonic() - start
-                figures["steady_s"] = round(elapsed)
-                figures["flaps"] = int(after["flaps"] - before["flaps"])
-                figures["packet_in_per_s"] = round((after["packet_in"] - before["packet_in"])
-                                                   / elapsed, 1)
-                figures["cpu_per_s"] = round((after["cpu"] - before["cpu"]) / elapsed, 3)
-                figures["flaps_since_start"] = int(after["flaps"])
-                figures["loss_pct"] = round(100 * len(unreachable(net, pairs)) / len(pairs), 1)
-                figures["repair"] = cut_repair(net, controller, Path(tmp), graph, pairs)
-            finally:
-                controller.stop()
-            if peer:
-                figures["rstp_all_pairs_s"] = rstp_peer(net, pairs)
-                if figures["rstp_all_pairs_s"] and figures["all_pairs_s"]:
-                    figures["ratio_to_rstp"] = round(
-                        figures["all_pairs_s"] / figures["rstp_all_pairs_s"], 2)
+    controller = Controller(workdir / "controller")
+    with network(IspTopo(n=n, seed=seed), controller, wait=False) as net:
+        try:
+            since = time.monotonic()
+            controller.start()
+            wait_until(lambda: len(controller.get("/v1/topology")["links"])
+                       == graph.number_of_edges(), REACH_TIMEOUT, interval=0.2,
+                       what="every link")
+            figures["discovery_s"] = round(time.monotonic() - since, 1)
+            figures["all_pairs_s"] = time_to_reach(net, pairs, since)
+            figures["shortest"] = f"{shortest_paths(controller, graph, pairs)}/{len(pairs)}"
+            before, start = counters(controller), time.monotonic()
+            time.sleep(steady)
+            after, elapsed = counters(controller), time.monotonic() - start
+            figures["steady_s"] = round(elapsed)
+            figures["flaps"] = int(after["flaps"] - before["flaps"])
+            figures["packet_in_per_s"] = round((after["packet_in"] - before["packet_in"])
+                                               / elapsed, 1)
+            figures["cpu_per_s"] = round((after["cpu"] - before["cpu"]) / elapsed, 3)
+            figures["flaps_since_start"] = int(after["flaps"])
+            figures["loss_pct"] = round(100 * len(unreachable(net, pairs)) / len(pairs), 1)
+            print(f"  {n} switches so far: {figures}", flush=True)
+            figures["repair"] = cut_repair(net, controller, workdir, graph, pairs)
+        finally:
+            controller.stop()
+        if peer:
+            figures["rstp_all_pairs_s"] = rstp_peer(net, pairs)
+            if figures["rstp_all_pairs_s"] and figures["all_pairs_s"]:
+                figures["ratio_to_rstp"] = round(
+                    figures["all_pairs_s"] / figures["rstp_all_pairs_s"], 2)
     return figures
 
 

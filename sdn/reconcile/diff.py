@@ -48,7 +48,9 @@ def _rule_order(item: tuple[tuple[int, int, MatchItems], FlowRule]) -> tuple[int
 
 
 def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
-    """Minimal change from `current` to `desired`; an identical pair gives no change."""
+    """Minimal change from `current` to `desired`; an identical pair gives no change.
+    Only what differs is sorted: a switch of 1,000 rules gaining one costs a pass over
+    its rules, not a sort of them."""
     changes = Changes()
     for mid, meter in sorted(desired.meters.items()):
         held_meter = current.meters.get(mid)
@@ -56,17 +58,18 @@ def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
             changes.meter_adds.append(meter)
         elif held_meter != meter:
             changes.meter_mods.append(meter)
-    for gid, group in sorted(desired.groups.items()):
-        held = current.groups.get(gid)
-        if held is None:
-            changes.group_adds.append(group)
-        elif held != group:
+    for gid, group in sorted((gid, g) for gid, g in desired.groups.items()
+                             if current.groups.get(gid) != g):
+        if gid in current.groups:
             changes.group_mods.append(group)
-    for key, rule in sorted(desired.flows.items(), key=_rule_order):
-        if current.flows.get(key) != rule:
-            changes.flow_adds.append(rule)
-    changes.flow_deletes = [r for k, r in sorted(current.flows.items(), key=_rule_order,
-                                                 reverse=True) if k not in desired.flows]
+        else:
+            changes.group_adds.append(group)
+    held_flows = current.flows
+    adds = [(key, rule) for key, rule in desired.flows.items()
+            if (held := held_flows.get(key)) is not rule and held != rule]
+    deletes = [(key, rule) for key, rule in held_flows.items() if key not in desired.flows]
+    changes.flow_adds = [rule for _, rule in sorted(adds, key=_rule_order)]
+    changes.flow_deletes = [rule for _, rule in sorted(deletes, key=_rule_order, reverse=True)]
     changes.group_deletes = [
         g for gid, g in sorted(current.groups.items()) if gid not in desired.groups
     ]

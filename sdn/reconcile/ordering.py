@@ -211,6 +211,8 @@ class _SwitchPlan:
 
     def place(self, levels: Mapping[Family, int], phases: _Phases) -> None:
         changes, put = self.changes, self.placed.append
+        if not changes:
+            return
         for meter in changes.meter_adds:
             put((EARLY, "meter_adds", meter))
         for meter in changes.meter_mods:
@@ -253,6 +255,9 @@ class _SwitchPlan:
         flood both before and after, then widen them to the new ones: any mix of old and
         narrowed (or narrowed and new) switches floods along one tree only. Says whether
         it placed the flood rules (otherwise they go as any other rule)."""
+        changed = (*self.changes.flow_adds, *self.changes.flow_deletes)
+        if not any(cookie_kind(rule.cookie) == COOKIE_FLOOD for rule in changed):
+            return False
         old = {k: r for k, r in self.held.flows.items() if cookie_kind(r.cookie) == COOKIE_FLOOD}
         new = {k: r for k, r in self.desired.flows.items()
                if cookie_kind(r.cookie) == COOKIE_FLOOD}
