@@ -62,10 +62,13 @@ def time_to_reach(net, pairs: list[tuple[int, int]], since: float) -> float | No
     """Seconds from `since` until every pair has pinged once (None: not within
     REACH_TIMEOUT); a pair that answered once is not asked again."""
     waiting = list(pairs)
+    progress = []
     while waiting:
         if time.monotonic() - since > REACH_TIMEOUT:
             return None
         waiting = unreachable(net, waiting)
+        progress.append(f"{time.monotonic() - since:.0f}s:{len(waiting)}")
+    print(f"  pairs still unreachable after each round: {' '.join(progress)}", flush=True)
     return round(time.monotonic() - since, 1)
 
 

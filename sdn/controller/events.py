@@ -145,7 +145,7 @@ class EventHandler:
     def _on_arp(self, dpid: int, in_port: int, data: bytes, connected: Collection[int],
                 effects: Effects) -> None:
         msg = arp.parse(data)
-        if msg is None or self.topology.is_link_port(dpid, in_port):
+        if msg is None or self.topology.faces_switch(dpid, in_port):
             return
         self._learn(msg.src_mac, dpid, in_port, msg.src_ip, effects)
         if msg.gratuitous or msg.dst_mac == PROBE_MAC:

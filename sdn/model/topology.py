@@ -171,14 +171,15 @@ class Topology:
     def remove_link(self, link: Link) -> None:
         self.links.discard(link)
 
-    def is_link_port(self, dpid: int, port: int) -> bool:
-        return any((dpid, port) in ((lk.a, lk.a_port), (lk.b, lk.b_port)) for lk in self.links)
+    def faces_switch(self, dpid: int, port: int) -> bool:
+        """The port carried LLDP and has not gone down since (every link's ports do)."""
+        return (dpid, port) in self.switch_facing
 
     def is_edge_port(self, dpid: int, port: int) -> bool:
         """A live port that faces no switch and has been up long enough to trust that."""
         since = self.ports.get(dpid, {}).get(port)
-        if (since is None or (dpid, port) in self.switch_facing
-                or self.is_link_port(dpid, port) or self.is_service_port(dpid, port)):
+        if (since is None or self.faces_switch(dpid, port)
+                or self.is_service_port(dpid, port)):
             return False
         return self._clock() - since >= EDGE_SETTLE_SECONDS
 
@@ -191,8 +192,8 @@ class Topology:
         know changed. A move, or an address another host holds, while the old place is
         still up becomes a claim (see `settle_claims`); the unspecified address of ARP
         probes is nobody's."""
-        if (dpid not in self.ports or (dpid, port) in self.switch_facing
-                or self.is_link_port(dpid, port) or self.is_service_port(dpid, port)):
+        if (dpid not in self.ports or self.faces_switch(dpid, port)
+                or self.is_service_port(dpid, port)):
             return False
         old = self.hosts.get(mac)
         if (old is not None and (old.dpid, old.port) != (dpid, port)

@@ -170,7 +170,7 @@ class SwitchConnection:
         FLOW_MODS.inc(changes.flow_mods)
         METER_MODS.inc(changes.meter_messages)
         ordering.apply_changes(self.held, changes)
-        LOG.info("switch %016x: +%d -%d flows, +%d ~%d -%d groups, +%d ~%d -%d meters",
+        LOG.debug("switch %016x: +%d -%d flows, +%d ~%d -%d groups, +%d ~%d -%d meters",
                  self.dpid, len(changes.flow_adds), len(changes.flow_deletes),
                  len(changes.group_adds), len(changes.group_mods), len(changes.group_deletes),
                  len(changes.meter_adds), len(changes.meter_mods), len(changes.meter_deletes))
@@ -200,6 +200,8 @@ class PushResult:
     flow_mods: int = 0
     rounds: int = 0
     failures: dict[int, str] = field(default_factory=dict)  # dpid -> why
+    switches: set[int] = field(default_factory=set)  # those sent anything
+    messages: int = 0  # FlowMods, GroupMods and MeterMods
 
 
 def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRules],
@@ -224,6 +226,9 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
         for dpid, changes in per_switch.items():
             conns[dpid].apply_changes(changes)
             result.flow_mods += changes.flow_mods
+            result.messages += len(changes)
+            if changes:
+                result.switches.add(dpid)
         result.rounds += 1
         ROUNDS.inc()
         if not wait:
@@ -240,4 +245,7 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
                         conn.datapath, "is_active", True) else "disconnected")
         if result.failures:
             break
+    if result.switches:  # one line per update, not per switch: 200 switches would flood
+        LOG.info("update: %d messages (%d FlowMods) to %d switches in %d rounds",
+                 result.messages, result.flow_mods, len(result.switches), result.rounds)
     return result
