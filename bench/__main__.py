@@ -14,6 +14,7 @@ from typing import Any
 from bench import (
     chain,
     chains_scale,
+    convergence,
     failover,
     failover_coverage,
     first_packet,
@@ -62,6 +63,7 @@ BENCHMARKS = {
     "policy_apply": _root_only(policy_apply.run),
     "update_loss": _root_only(update_loss.run),
     "chain": _root_only(chain.run),
+    "convergence": _root_only(convergence.run),
 }
 
 

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import networkx as nx
 
+from testing.harness import unreachable
+
 SIZES = (50, 100, 200)
 SEED = 1
 PAIRS = 200
 STEADY_SECONDS = 60.0
 REACH_TIMEOUT = 120.0
-PING_BATCH = 50
 RATE_PPS = 1000
 STREAM_SECONDS = 4.0
 REPO = Path(__file__).resolve().parent.parent
@@ -44,18 +45,6 @@ def sample_pairs(n: int, count: int, seed: int) -> list[tuple[int, int]]:
     """Distinct ordered host pairs (1-based: hN hangs off sN), all of them if fewer."""
     every = [(a, b) for a in range(1, n + 1) for b in range(1, n + 1) if a != b]
     return sorted(random.Random(seed).sample(every, min(count, len(every))))
-
-
-def unreachable(net, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The pairs whose one ping (1 s) got no answer; PING_BATCH pings at a time."""
-    failed = []
-    for start in range(0, len(pairs), PING_BATCH):
-        batch = pairs[start:start + PING_BATCH]
-        procs = [(pair, net.get(f"h{pair[0]}").popen(
-            ["ping", "-n", "-q", "-c", "1", "-W", "1", net.get(f"h{pair[1]}").IP()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for pair in batch]
-        failed += [pair for pair, proc in procs if proc.wait(10) != 0]
-    return failed
 
 
 def time_to_reach(net, pairs: list[tuple[int, int]], since: float) -> float | None:

@@ -236,6 +236,19 @@ def ping(src, dst_ip: str, count: int = 1, timeout: float = 2, interval: float =
     return PingResult(int(stats.group(1)), int(stats.group(2)), int(stats.group(3) or 0), rtts)
 
 
+def unreachable(net, pairs: list[tuple[int, int]], batch: int = 50) -> list[tuple[int, int]]:
+    """The host pairs (a, b: hA pings hB) whose one ping (1 s) got no answer; `batch`
+    pings at a time, so hundreds of pairs take seconds."""
+    failed = []
+    for start in range(0, len(pairs), batch):
+        procs = [(pair, net.get(f"h{pair[0]}").popen(
+            ["ping", "-n", "-q", "-c", "1", "-W", "1", net.get(f"h{pair[1]}").IP()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for pair in pairs[start:start + batch]]
+        failed += [pair for pair, proc in procs if proc.wait(10) != 0]
+    return failed
+
+
 def ping_all(net, count: int = 1) -> list[tuple[str, str, PingResult]]:
     """Every host pings every other; returns the failures (lost or duplicated)."""
     failures = []
