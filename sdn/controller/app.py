@@ -167,7 +167,7 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _on_flow_stats(self, ev) -> None:
         conn = self._registered(ev.msg.datapath)
-        if conn is None:
+        if conn is None or self._read_back(ev.msg):
             return
         if (ev.msg.datapath.id, ev.msg.xid) in self._bypass_requests:
             self._on_bypass_stats(ev.msg)
@@ -178,9 +178,17 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     def _on_group_desc(self, ev) -> None:
         conn = self._registered(ev.msg.datapath)
-        if conn is not None and not conn.ready:
+        if conn is not None and not self._read_back(ev.msg) and not conn.ready:
             conn.on_group_desc(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
             self._tables_read(conn)
+
+    def _read_back(self, msg) -> bool:
+        """A reply to a read-back of the tables (verify); True if it was one."""
+        read = self.state.reads.get(msg.datapath.id)
+        if read is None or not read.expects(msg.xid):
+            return False
+        read.on_reply(msg.xid, msg.body, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
+        return True
 
     def _tables_read(self, conn: SwitchConnection) -> None:
         """A switch that already holds our rules (we restarted, it did not) keeps them
@@ -216,7 +224,7 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _on_meter_config(self, ev) -> None:
         conn = self._registered(ev.msg.datapath)
-        if conn is not None and not conn.meters_read:
+        if conn is not None and not self._read_back(ev.msg) and not conn.meters_read:
             conn.on_meter_config(ev.msg.body, bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)

@@ -20,6 +20,7 @@ from sdn.model.rules import SwitchRules
 from sdn.model.topology import Snapshot, Topology
 from sdn.policy.schema import Policy
 from sdn.southbound.connection import PushResult, SwitchConnection, push
+from sdn.southbound.readback import TableRead
 
 LOG = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class ControllerState:
         self.vnfs: VnfManager | None = None
         self.offload = OffloadTable()
         self.lock = hub.Semaphore(1)
+        self.reads: dict[int, TableRead] = {}  # tables being read back (verify)
         self.ordered_updates = ordered_updates
         self._compilers = CompilerCache()
         self.frozen = False  # stopping: nothing more is sent to any switch

@@ -12,6 +12,7 @@ from sdn.compile import routing
 from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.state import ControllerState
+from sdn.controller.verify import VerifyError, verify
 from sdn.model.rules import FlowRule, Group
 from sdn.policy.problems import PolicyError
 from sdn.policy.source import MAX_POLICY_BYTES
@@ -253,6 +254,28 @@ class OffloadView(Resource):
                       "flows": offload.to_json()}
 
 
+class VerifyView(Resource):
+    """GET: read every switch's tables back and report drift from what the controller
+    wants, by policy object. POST {"repair": true}: the same, then send the difference."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._verify(repair=False)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media(default_when_empty={})
+        if not isinstance(body, dict) or not isinstance(body.get("repair", False), bool):
+            raise falcon.HTTPBadRequest(title="bad request",
+                                        description='expected {"repair": true|false}')
+        resp.media = self._verify(repair=body.get("repair", False))
+
+    def _verify(self, repair: bool) -> dict:
+        try:
+            return verify(self.ctl, repair)
+        except VerifyError as exc:
+            raise falcon.HTTPServiceUnavailable(title="verify incomplete",
+                                                description=str(exc)) from exc
+
+
 class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
@@ -266,7 +289,7 @@ def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = N
     routes = {"/v1/health": Health, "/v1/topology": TopologyView, "/v1/path": PathView,
               "/v1/flows": FlowsView, "/v1/policy": PolicyView,
               "/v1/policy/history": HistoryView, "/v1/policy/rollback": RollbackView,
-              "/v1/vnfs": VnfsView, "/v1/offload": OffloadView}
+              "/v1/vnfs": VnfsView, "/v1/offload": OffloadView, "/v1/verify": VerifyView}
     for path, resource in routes.items():
         api.add_route(path, resource(state, engine))
     api.add_route("/metrics", Metrics())

@@ -148,6 +148,29 @@ def path(
     _emit(_get(api, "/v1/path", src=src, dst=dst), output, render)
 
 
+@app.command("verify")
+def verify(
+    repair: Annotated[bool, typer.Option(help="Send the switches the difference.")] = False,
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Read every switch's flows, groups and meters back and compare them with what the
+    controller wants; exits 1 on drift (with --repair: when it could not be repaired)."""
+
+    def render(report: dict) -> None:
+        for switch, found in report["switches"].items():
+            for kind in ("missing", "extra", "changed"):
+                for entry in found[kind]:
+                    typer.echo(f"{switch}: {kind:7} {entry['what']}  [{entry['object']}]")
+        state = "repaired" if report["repaired"] else "drifted"
+        typer.echo(f"{report['checked']} switches checked, {report['drifted']} rules "
+                   + (state if report["drifted"] else "drifted: in sync"))
+
+    report = _call("POST", api, "/v1/verify", {"repair": repair})
+    _emit(report, output, render)
+    if report["drifted"] and not report["repaired"]:
+        raise typer.Exit(1)
+
+
 @app.command("flows")
 def flows(
     switch: Annotated[str | None, typer.Argument(help="dpid (hex or decimal) or sN.")] = None,

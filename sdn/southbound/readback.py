@@ -1,0 +1,54 @@
+"""Reading back what a switch holds, on demand: its meters, flows and groups, told apart
+from other replies by the xids of our requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from sdn.model.rules import SwitchRules
+from sdn.southbound import codec
+
+
+@dataclass
+class TableRead:
+    """One read of a switch's tables; `done` once every reply has arrived."""
+
+    dpid: int
+    pending: dict[int, str] = field(default_factory=dict)  # xid -> meters | flows | groups
+    rules: SwitchRules = field(default_factory=SwitchRules)
+
+    @staticmethod
+    def request(datapath) -> TableRead:
+        read = TableRead(datapath.id)
+        for kind, msg in (
+                ("meters", parser.OFPMeterConfigStatsRequest(datapath, 0, ofp.OFPM_ALL)),
+                ("flows", parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
+                                                     ofp.OFPG_ANY, 0, 0, parser.OFPMatch())),
+                ("groups", parser.OFPGroupDescStatsRequest(datapath, 0))):
+            datapath.send_msg(msg)  # sets msg.xid
+            read.pending[msg.xid] = kind
+        return read
+
+    def expects(self, xid: int) -> bool:
+        return xid in self.pending
+
+    def on_reply(self, xid: int, body: list, more: bool) -> None:
+        kind = self.pending[xid]
+        for entry in body:
+            if kind == "flows":
+                self.rules.add_flow(codec.decode_flow(self.dpid, entry))
+            elif kind == "groups":
+                group = codec.decode_group(self.dpid, entry)
+                self.rules.groups[group.group_id] = group
+            else:
+                meter = codec.decode_meter(self.dpid, entry)
+                self.rules.meters[meter.meter_id] = meter
+        if not more:
+            del self.pending[xid]
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
