@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
-from common.cli import Output, default_state_dir
+from common.cli import Output, api_get, default_state_dir
 from common.contract import PLACEMENT_KEYS, VNF_KINDS
 from common.units import parse_size
 
@@ -191,8 +191,16 @@ def list_vnfs(
     output: Annotated[Output, typer.Option("-o", "--output", help="Output format.")] = (
         Output.table),
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    api: Annotated[str | None, typer.Option(
+        "--api", envvar="SDN_API", help="Ask the controller at host:port instead of reading "
+                                        "the status files in the state dir.")] = None,
 ) -> None:
     """List the VNF instances that running runtimes (controller, `vnf run`) report."""
+    if api is not None:
+        vnfs = api_get(api, "/v1/vnfs")["vnfs"]
+        typer.echo(json.dumps(vnfs, indent=2) if output == Output.json
+                   else format_table(vnfs) if vnfs else "no VNFs running")
+        return
     merged = read_status_files(state_dir)
     if output == Output.json:
         typer.echo(json.dumps(merged, indent=2))

@@ -70,7 +70,8 @@ class ControllerState:
         now = time.monotonic()
         ready = {dpid: conn for dpid, conn in list(self.switches.items())
                  if conn.ready and dpid in desired and conn.hold_until <= now}
-        result = push(ready, desired, snapshot.links, wait=wait, ordered=self.ordered_updates)
+        result = push(ready, desired, snapshot.links, wait=wait, ordered=self.ordered_updates,
+                      stopping=lambda: self.frozen)
         SYNCS.inc()
         SWITCHES.set(len(self.switches))
         LINKS.set(len(snapshot.links))

@@ -30,7 +30,7 @@ def verify(state: ControllerState, repair: bool = False) -> dict:
     with state.lock:
         reads = _read_all(state)
         wanted = state.desired(state.policy)
-        names = _names(state)
+        names = object_names(state)
         found = {dpid: drift(wanted[dpid], read.rules, names)
                  for dpid, read in reads.items() if dpid in wanted}
         drifted = sum(len(d) for d in found.values())
@@ -68,7 +68,8 @@ def _read_all(state: ControllerState) -> dict[int, TableRead]:
     return reads
 
 
-def _names(state: ControllerState) -> dict[int, str]:
+def object_names(state: ControllerState) -> dict[int, str]:
+    """Cookie -> the policy object it names, for what is in force now."""
     snapshot = state.topology.snapshot()
     policy = state.policy
     return cookie_names(

@@ -12,11 +12,12 @@ from sdn.compile import routing
 from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.state import ControllerState
-from sdn.controller.verify import VerifyError, verify
+from sdn.controller.verify import VerifyError, object_names, verify
 from sdn.model.rules import FlowRule, Group
 from sdn.policy.problems import PolicyError
 from sdn.policy.source import MAX_POLICY_BYTES
 from sdn.policy.store import RevisionNotFound, StoreError
+from sdn.reconcile.drift import describe
 
 MAX_BODY = MAX_POLICY_BYTES + (64 << 10)  # a policy as JSON, and room for the rest
 MAX_AUTHOR = 128
@@ -61,18 +62,25 @@ class Health(Resource):
 
 class TopologyView(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        snap = self.ctl.topology.snapshot()
-        names = self.ctl.topology.bridge_names
+        topology = self.ctl.topology
+        snap = topology.snapshot()
+        names = topology.bridge_names
+
+        def port_name(dpid: int, port: int) -> str:
+            return topology.port_names.get(dpid, {}).get(port, "")
+
         resp.media = {
             "switches": [{"dpid": dpid_name(d), "name": names.get(d, ""), "ports": sorted(p),
                           "connected": d in self.ctl.switches}
                          for d, p in sorted(snap.switches.items())],
             "links": [{"a": dpid_name(lk.a), "a_port": lk.a_port, "b": dpid_name(lk.b),
-                       "b_port": lk.b_port,
+                       "b_port": lk.b_port, "a_name": port_name(lk.a, lk.a_port),
+                       "b_name": port_name(lk.b, lk.b_port),
                        "weight": snap.weights.get(frozenset((lk.a, lk.b)), 1.0)}
                       for lk in snap.links],
             "hosts": [{"mac": h.mac, "ips": list(h.ips), "switch": dpid_name(h.dpid),
-                       "port": h.port} for h in snap.hosts],
+                       "port": h.port, "port_name": port_name(h.dpid, h.port)}
+                      for h in snap.hosts],
         }
 
 
@@ -121,12 +129,16 @@ class FlowsView(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         wanted = req.get_param("switch")
         out = {}
+        objects = object_names(self.ctl)
         for dpid, conn in sorted(self.ctl.switches.items()):
             name = dpid_name(dpid)
-            if wanted and wanted not in (name, str(dpid), f"s{dpid}"):
+            bridge = self.ctl.topology.bridge_names.get(dpid, "")
+            if wanted and wanted not in (name, str(dpid), f"s{dpid}", bridge):
                 continue
             out[name] = {
-                "flows": [rule_json(r) for r in sorted(conn.held.flows.values(), key=_by_table)],
+                "name": bridge,
+                "flows": [{**rule_json(r), "object": describe(r.cookie, objects)}
+                          for r in sorted(conn.held.flows.values(), key=_by_table)],
                 "groups": [group_json(g) for g in sorted(conn.held.groups.values())],
                 "flow_mods_sent": conn.flow_mods_sent,
             }

@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from common.cli import Output, default_state_dir
+from common.cli import DEFAULT_API, ApiOpt, Output, api_call, api_get, default_state_dir
 from nfv.cli import app as vnf_app
-
-DEFAULT_API = "127.0.0.1:8080"
-
 
 app = typer.Typer(help="An OpenFlow 1.3 SDN controller with a chain of network functions.",
                   no_args_is_help=True)
@@ -30,8 +24,6 @@ policy_app = typer.Typer(help="Apply, inspect and roll back the network policy."
 app.add_typer(policy_app, name="policy")
 app.add_typer(vnf_app, name="vnf", help="Run and inspect network functions.")
 
-ApiOpt = Annotated[str, typer.Option("--api", envvar="SDN_API",
-                                     help="Controller REST address host:port.")]
 OutOpt = Annotated[Output, typer.Option("-o", "--output", help="Output format.")]
 
 
@@ -73,36 +65,6 @@ def controller_run(
     os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)
 
 
-def _get(api: str, path: str, **params: Any) -> Any:
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
-    return _call("GET", api, f"{path}?{query}" if query else path)
-
-
-def _call(method: str, api: str, path: str, body: Any = None) -> Any:
-    """One JSON request to the controller (the standard library's client: `sdnctl`
-    answers in well under 150 ms, a third of it would be importing requests)."""
-    token = os.environ.get("SDN_API_TOKEN")
-    request = urllib.request.Request(
-        f"http://{api}{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json",
-                 **({"Authorization": f"Bearer {token}"} if token else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            return json.load(resp)
-    except urllib.error.HTTPError as exc:
-        try:
-            problem = json.loads(exc.read() or b"{}")
-        except ValueError:
-            problem = {}
-        typer.echo(f"error: {problem.get('title', exc.reason)}: "
-                   f"{problem.get('description', '')}", err=True)
-        raise typer.Exit(1) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise typer.BadParameter(f"cannot reach the controller at {api}: is it running?",
-                                 param_hint="--api") from exc
-
-
 def _emit(data: Any, output: Output, render) -> None:
     if output is Output.json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -121,13 +83,15 @@ def topo_show(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
             typer.echo(f"  {sw['name'] or '-':8} {sw['dpid']}  ports {sw['ports']}{state}")
         typer.echo(f"links ({len(topo['links'])}):")
         for lk in topo["links"]:
-            typer.echo(f"  {lk['a']}:{lk['a_port']} <-> {lk['b']}:{lk['b_port']}"
-                       f"  weight {lk['weight']:g}")
+            a = lk.get("a_name") or f"{lk['a']}:{lk['a_port']}"
+            b = lk.get("b_name") or f"{lk['b']}:{lk['b_port']}"
+            typer.echo(f"  {a} <-> {b}  weight {lk['weight']:g}")
         typer.echo(f"hosts ({len(topo['hosts'])}):")
         for h in topo["hosts"]:
-            typer.echo(f"  {h['mac']}  {','.join(h['ips']) or '-'}  at {h['switch']}:{h['port']}")
+            where = h.get("port_name") or f"{h['switch']}:{h['port']}"
+            typer.echo(f"  {h['mac']}  {','.join(h['ips']) or '-'}  at {where}")
 
-    _emit(_get(api, "/v1/topology"), output, render)
+    _emit(api_get(api, "/v1/topology"), output, render)
 
 
 @app.command("path")
@@ -145,7 +109,7 @@ def path(
                        f"out {hop['out_port']}"
                        f"  weight {hop['weight']:g}")
 
-    _emit(_get(api, "/v1/path", src=src, dst=dst), output, render)
+    _emit(api_get(api, "/v1/path", src=src, dst=dst), output, render)
 
 
 @app.command("verify")
@@ -165,7 +129,7 @@ def verify(
         typer.echo(f"{report['checked']} switches checked, {report['drifted']} rules "
                    + (state if report["drifted"] else "drifted: in sync"))
 
-    report = _call("POST", api, "/v1/verify", {"repair": repair})
+    report = api_call("POST", api, "/v1/verify", {"repair": repair})
     _emit(report, output, render)
     if report["drifted"] and not report["repaired"]:
         raise typer.Exit(1)
@@ -179,17 +143,17 @@ def flows(
     """Flow rules and groups the controller keeps on each switch."""
 
     def render(data: dict) -> None:
-        for name, sw in data.items():
-            typer.echo(f"switch {name}: {len(sw['flows'])} flows, {len(sw['groups'])} groups")
-            for f in sw["flows"]:
-                goto = f"  goto {f['goto']}" if f["goto"] is not None else ""
-                typer.echo(f"  t{f['table']} p{f['priority']} {f['match']} -> {f['actions']}"
-                           f"{goto}  cookie {f['cookie']}")
-            for g in sw["groups"]:
-                typer.echo(f"  group {g['group_id']} {g['type']}: "
-                           + "; ".join(str(b["actions"]) for b in g["buckets"]))
+        from sdn.northbound.render import flow_text, group_text
 
-    _emit(_get(api, "/v1/flows", switch=switch), output, render)
+        for dpid, sw in data.items():
+            typer.echo(f"{sw.get('name') or dpid} ({dpid}): {len(sw['flows'])} flows, "
+                       f"{len(sw['groups'])} groups")
+            for f in sw["flows"]:
+                typer.echo(f"  {flow_text(f)}")
+            for g in sw["groups"]:
+                typer.echo(f"  {group_text(g)}")
+
+    _emit(api_get(api, "/v1/flows", switch=switch), output, render)
 
 
 FileOpt = Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,
@@ -235,7 +199,7 @@ def policy_apply(
 ) -> None:
     """Validate FILE, send the switches only what changed, record a revision."""
     text = _read_policy(file)
-    result = _call("POST", api, "/v1/policy", {
+    result = api_call("POST", api, "/v1/policy", {
         "text": text, "filename": str(file), "dry_run": dry_run,
         "author": os.environ.get("USER", "sdnctl")})
     _emit(result, output, _render_plan)
@@ -245,7 +209,7 @@ def policy_apply(
 def policy_diff(file: FileOpt, api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
     """What applying FILE would change: objects, and rules per switch."""
     text = _read_policy(file)
-    result = _call("POST", api, "/v1/policy", {
+    result = api_call("POST", api, "/v1/policy", {
         "text": text, "filename": str(file), "dry_run": True})
     _emit(result, output, _render_plan)
 
@@ -253,7 +217,7 @@ def policy_diff(file: FileOpt, api: ApiOpt = DEFAULT_API, output: OutOpt = Outpu
 @policy_app.command("get")
 def policy_get(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
     """The policy in force (its source as applied)."""
-    _emit(_get(api, "/v1/policy"), output, lambda r: typer.echo(r["source"], nl=False))
+    _emit(api_get(api, "/v1/policy"), output, lambda r: typer.echo(r["source"], nl=False))
 
 
 @policy_app.command("history")
@@ -264,7 +228,7 @@ def policy_history(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> 
         for r in revs:
             typer.echo(f"r{r['rev']}  {r['created']}  {r['author']}  {r['summary']}")
 
-    _emit(_get(api, "/v1/policy/history"), output, render)
+    _emit(api_get(api, "/v1/policy/history"), output, render)
 
 
 @policy_app.command("rollback")
@@ -273,7 +237,7 @@ def policy_rollback(
     api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
 ) -> None:
     """Re-apply an earlier revision (recorded as a new revision)."""
-    result = _call("POST", api, "/v1/policy/rollback",
+    result = api_call("POST", api, "/v1/policy/rollback",
                    {"rev": rev, "author": os.environ.get("USER", "sdnctl")})
     _emit(result, output, _render_plan)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from os_ken.lib import hub
@@ -206,7 +206,7 @@ class PushResult:
 
 def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRules],
          links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, wait: bool = True,
-         ordered: bool = True) -> PushResult:
+         ordered: bool = True, stopping: Callable[[], bool] = lambda: False) -> PushResult:
     """Bring every switch of `conns` to its `desired` rules in the rounds of
     `sdn.reconcile.ordering`, each round sent once every switch has confirmed the previous one (or
     none is left that could); a switch that reports an error or has not confirmed by
@@ -215,7 +215,9 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
 
     With `wait` false the rounds go one after another at once, without waiting and
     without failures: each switch still gets its messages in round order, but nothing
-    holds one switch back for another. Not `ordered`: one round (see `plan_rounds`)."""
+    holds one switch back for another. Not `ordered`: one round (see `plan_rounds`).
+    Once `stopping()` is true no further round is sent: every round leaves the network
+    consistent, so a stopping controller need not finish a long update."""
     held = {dpid: conn.start_update(desired[dpid]) for dpid, conn in conns.items()}
     with collector_paused():
         rounds = ordering.plan_rounds(held, {dpid: desired[dpid] for dpid in conns}, links,
@@ -223,6 +225,8 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
     result = PushResult()
     deadline = time.monotonic() + timeout
     for per_switch in rounds:
+        if stopping():
+            break
         for dpid, changes in per_switch.items():
             conns[dpid].apply_changes(changes)
             result.flow_mods += changes.flow_mods

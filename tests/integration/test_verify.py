@@ -1,5 +1,5 @@
 """`sdnctl verify`: a rule deleted and one added by hand are reported by policy object,
-then repaired; the switch ends as it was."""
+then repaired; the switch ends as it was. What the CLI shows reads like Open vSwitch."""
 
 from __future__ import annotations
 
@@ -39,3 +39,22 @@ def test_drift_made_by_hand_is_reported_then_repaired(controller):
         assert controller.sdnctl("verify").returncode == 0
         assert controller.metric("sdn_drifted_rules") == 0
         assert ping_all(net) == []
+
+
+def test_the_cli_names_ports_and_prints_rules_as_ovs_does(controller):
+    with network(LinearTopo(n=2), controller) as net:
+        assert ping_all(net) == []
+        h1 = net.get("h1")
+        flows = controller.sdnctl("flows", "s2")
+        assert flows.returncode == 0, flows.stderr
+        lines = flows.stdout.splitlines()
+        assert lines[0].startswith("s2 (0000000000000002): ")
+        assert any("dl_type=0x88cc actions=CONTROLLER:65535  # pipeline" in line
+                   for line in lines)
+        assert any(f"dl_dst={h1.MAC()}" in line and line.endswith(
+            f"# route to {h1.MAC()} ({h1.IP()})") for line in lines)
+        topo = controller.sdnctl("topo", "show").stdout
+        assert "s1-eth1 <-> s2-eth1" in topo or "s2-eth1 <-> s1-eth1" in topo
+        assert f"{h1.MAC()}  {h1.IP()}  at s1-eth2" in topo
+        vnfs = controller.sdnctl("vnf", "list")
+        assert vnfs.returncode == 0 and vnfs.stdout.strip() == "no VNFs running", vnfs.stderr

@@ -6,7 +6,13 @@ from __future__ import annotations
 from scapy.layers.l2 import ARP, Ether
 
 from sdn.compile.desired import desired_rules
-from sdn.controller.events import LINK_TIMEOUT_ROUNDS, PROBE_MAC, Effects, EventHandler
+from sdn.controller.events import (
+    LINK_TIMEOUT_ROUNDS,
+    PROBE_MAC,
+    SUSPECT_ROUNDS,
+    Effects,
+    EventHandler,
+)
 from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
 from sdn.model.topology import (
     ADDRESSES_PER_HOST,
@@ -127,12 +133,33 @@ def test_probes_go_out_of_every_port_but_vnf_arms_and_number_their_round():
 def test_a_link_goes_down_when_its_ends_are_heard_and_it_is_not():
     handler, _ = ring()
     alive = [link for link in RING if {link[0], link[2]} != {1, 2}]  # 1-2 went silent
-    for round_ in range(1, 6):
+    suspected = LINK_TIMEOUT_ROUNDS + 1
+    for round_ in range(1, 8):
+        handler.round = round_
         hear(handler, alive, round_)
-        assert handler.expire_links().changed == (round_ == LINK_TIMEOUT_ROUNDS + 1)
+        effects = handler.expire_links()
+        assert effects.changed == (round_ == suspected + SUSPECT_ROUNDS)
+        # when first found silent it is probed again out of both ends, not dropped
+        assert sorted((d, p) for d, p, _ in effects.packets) == (
+            [(1, 1), (2, 2)] if round_ == suspected else [])
     assert {frozenset((lk.a, lk.b)) for lk in handler.topology.links} == {
         frozenset((2, 3)), frozenset((3, 1))}
     assert not handler.topology.is_edge_port(1, 1)  # it carried LLDP: still faces a switch
+
+
+def test_a_suspected_link_that_answers_the_repeat_probe_stays():
+    """A switch dropped a few of 1-2's LLDP packet-ins: the repeat probe is heard."""
+    handler, _ = ring()
+    alive = [link for link in RING if {link[0], link[2]} != {1, 2}]
+    for round_ in range(1, LINK_TIMEOUT_ROUNDS + 2):
+        hear(handler, alive, round_)
+        handler.expire_links()
+    assert handler.suspects
+    hear(handler, RING, LINK_TIMEOUT_ROUNDS + 2)
+    for round_ in range(LINK_TIMEOUT_ROUNDS + 3, LINK_TIMEOUT_ROUNDS + 8):
+        hear(handler, RING, round_)
+        assert not handler.expire_links().changed
+    assert len(handler.topology.links) == 3 and not handler.suspects
 
 
 def test_a_starved_controller_loses_no_link():

@@ -400,3 +400,17 @@ def test_push_reports_a_switch_error_and_sends_nothing_after_it():
     assert result.failures == {rejecting: "type=5 code=0"}
     assert result.rounds == failing_round + 1 < len(rounds)
 
+
+
+def test_a_stopping_controller_sends_no_further_round():
+    old, new = reweight_case(4)
+    held, desired = compile_rules(old, Options()), compile_rules(new, Options())
+    rounds = ordering.plan_rounds(held, desired, new.links)
+    assert len(rounds) >= 3
+    log: list = []
+    conns = connections(held, log)
+    sent_rounds: list[int] = []
+    result = push(conns, desired, new.links, wait=False,
+                  stopping=lambda: sent_rounds.append(1) or len(sent_rounds) > 2)
+    assert result.rounds == 2
+    assert sum(1 for _, what in log if what == "barrier") == len(rounds[0]) + len(rounds[1])
