@@ -25,6 +25,7 @@ from bench import (
     vnf_pps,
     vnf_runtime,
 )
+from bench.plots import plot_all
 
 
 def _root_only(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
@@ -88,6 +89,8 @@ def main(names: list[str]) -> int:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {RESULTS}")
+    for path in plot_all(results, RESULTS.parent):
+        print(f"plot written to {path}")
     return 0
 
 
