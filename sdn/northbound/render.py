@@ -37,20 +37,19 @@ def match_text(match: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
+# Actions printed as "NAME:argument", the way ovs-ofctl spells them.
+SIMPLE_ACTIONS = {"output": "output", "controller": "CONTROLLER", "group": "group",
+                  "set_queue": "set_queue"}
+
+
 def action_text(action: list) -> str:
     kind, *args = action
-    if kind == "output":
-        return f"output:{args[0]}"
-    if kind == "controller":
-        return f"CONTROLLER:{args[0]}"
-    if kind == "group":
-        return f"group:{args[0]}"
+    if kind in SIMPLE_ACTIONS:
+        return f"{SIMPLE_ACTIONS[kind]}:{args[0]}"
     if kind == "set_field":
         return f"set_field:{_value(args[0], args[1])}->{OVS_FIELDS.get(args[0], args[0])}"
     if kind == "push_vlan":
         return f"push_vlan:{args[0]:#06x}"
-    if kind == "set_queue":
-        return f"set_queue:{args[0]}"
     if kind == "move":
         return f"move:{args[0]}[0..{args[2] - 1}]->{args[1]}[0..{args[2] - 1}]"
     return ":".join(str(a) for a in (kind, *args))
