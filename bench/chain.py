@@ -64,7 +64,7 @@ here; with the kernel datapath the comparison would differ. The 64-byte runs kee
 cores busy (the unpaced iperf3 sender takes one). The offload bypass comes up about a
 second after a flow starts, so the firewall still sees 20-30% of a TCP run's frames.
 The round trip a Python VNF adds is mostly its TPACKET_V3 ring's block-retire timer
-(nfv.datapath.tpacket RingConfig.timeout_ms = 1, kernel-rounded): a lone frame waits for it on
+(nfv.datapath.arms RingConfig.timeout_ms = 1, kernel-rounded): a lone frame waits for it on
 each pass. The same bench with the workers in `--mode recv` measured ~0.37 ms per VNF
 instead of ~1.5 ms.
 """

@@ -1,7 +1,7 @@
 """Packets per second of minimum-size frames through each VNF, against a Linux bridge in its place.
 
     sudo .venv/bin/python -m bench.vnf_pps [--seconds 1.5] [--rounds 5] [--flows 1024]
-                                           [--modes ring,recv] [--sample 1000]
+                                           [--modes ring,ring-send,recv] [--sample 1000]
 
 Three namespaces in a line, `nf8-a` -> `nf8-v` -> `nf8-b`, joined by veths. A generator in
 `nf8-a` floods 60-byte UDP frames (64 on the wire) with valid IP and UDP checksums from a
@@ -529,7 +529,7 @@ def report(paths: dict[str, dict[str, Any]]) -> None:
 def run(
     seconds: float = 1.5,
     flows: int = 1024,
-    modes: tuple[str, ...] = ("ring",),
+    modes: tuple[str, ...] = ("ring", "ring-send"),
     sample: int = 1000,
     rounds: int = 5,
 ) -> dict[str, Any]:
@@ -554,7 +554,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.5, help="per path and round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--flows", type=int, default=1024)
-    ap.add_argument("--modes", default="ring", help="comma-separated: ring,recv")
+    ap.add_argument("--modes", default="ring,ring-send",
+                    help="comma-separated: ring (RX and TX rings), ring-send (RX ring, a "
+                         "send per frame), recv")
     ap.add_argument("--sample", type=int, default=1000, help="frames checked per row")
     ap.add_argument("--generate", metavar="IFNAME", help=argparse.SUPPRESS)
     ap.add_argument("--dst", default=f"{SERVER_IP}:{SERVER_PORT}", help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ from typing import Any
 
 from common.files import write_atomic
 from nfv.datapath.function import NetworkFunction
-from nfv.datapath.tpacket import Dataplane
+from nfv.datapath.tpacket import MODES, Dataplane
 
 # kind -> (module, class); imported only when asked for, so a worker loads only its function.
 KINDS: dict[str, tuple[str, str]] = {
@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ingress", required=True, help="interface facing the chain's source")
     ap.add_argument("--egress", required=True, help="interface facing the chain's destination")
     ap.add_argument("--stats", required=True, type=Path, help="JSON file rewritten every second")
-    ap.add_argument("--mode", default="ring", choices=("ring", "recv"), help="receive path")
+    ap.add_argument("--mode", default="ring", choices=MODES, help="receive and send path")
     return ap.parse_args(argv)
 
 
