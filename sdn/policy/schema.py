@@ -296,17 +296,3 @@ class Policy(_Model):
     def object_ids(self) -> dict[str, int]:
         """Object key -> stable 64-bit id, for OpenFlow cookies (unchanged object, same id)."""
         return {key: object_id(key, obj) for key, obj in self.objects().items()}
-
-
-# --------------------------------------------------------------------------- YAML with lines
-
-
-# --------------------------------------------------------------------------- schema errors
-
-
-# --------------------------------------------------------------------------- semantic checks
-
-
-# --------------------------------------------------------------------------- entry point
-
-
