@@ -117,8 +117,10 @@ def verify(
     repair: Annotated[bool, typer.Option(help="Send the switches the difference.")] = False,
     api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
 ) -> None:
-    """Read every switch's flows, groups and meters back and compare them with what the
-    controller wants; exits 1 on drift (with --repair: when it could not be repaired)."""
+    """Compare what the switches hold with what the controller wants.
+
+    Reads every switch's flows, groups and meters back and reports drift by policy object;
+    exits 1 on drift (with --repair: when it could not be repaired)."""
 
     def render(report: dict) -> None:
         for switch, found in report["switches"].items():
