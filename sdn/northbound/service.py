@@ -22,8 +22,10 @@ from os_ken import cfg
 from os_ken.base.app_manager import AppManager
 from os_ken.controller.controller import datapath_connection_factory  # registers --ofp-*
 from os_ken.lib import hub
+from prometheus_client import REGISTRY
 
 from sdn.controller.app import REFUSED
+from sdn.controller.vnf_metrics import VnfCollector
 from sdn.northbound.api import MAX_BODY, make_api
 from sdn.policy.store import PolicyStore
 from sdn.southbound.tls import TlsFiles, serve_tls, server_context
@@ -155,6 +157,8 @@ def run(options: Options) -> None:
     controller = manager.applications["SdnController"]
     engine = controller.restore(PolicyStore(state_dir), state_dir, options.ordered_updates,
                                 options.allowed_dpids)
+    REGISTRY.register(VnfCollector(
+        lambda: controller.state.vnfs.status() if controller.state.vnfs else []))
 
     if options.tls_files is not None:
         hub.spawn(serve_tls, options.ofp_host, options.ofp_port,

@@ -62,6 +62,10 @@ def test_policy_places_supervises_and_removes_vnfs(controller, tmp_path):
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: vnfs(controller)["fw"]["restarts"] >= 1
                    and vnfs(controller)["fw"]["state"] == "running", 15, what="fw restarted")
+        fw = 'instance="fw",kind="firewall",vnf="fw"'
+        wait_until(lambda: controller.metric(f"sdn_vnf_restarts_total{{{fw}}}") == 1
+                   and controller.metric(f"sdn_vnf_healthy{{{fw}}}") == 1, 10,
+                   what="the restart in /metrics")
 
         # Dropping them from the policy removes every trace.
         policy.write_text("version: 1\n")
