@@ -96,6 +96,7 @@ BRIDGE_DEV = "br0"  # inside the VNF's own namespace: no name clash possible
 LOAD_BALANCERS = ("lbon", "lboff", "lbuon", "lbuoff")
 OVS_PIDFILE = Path("/run/openvswitch/ovs-vswitchd.pid")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+STATS_SETTLE = 1.2  # seconds: VNF workers rewrite their stats once a second
 WORKER_ENV = "SDN_VNF_WORKER"
 WORKER_FLAG = "--vnf-worker"
 UDP_PAYLOAD = 18  # + UDP 8 + IPv4 20 + Ethernet 14 = 60 bytes, 64 on the wire with the FCS
@@ -372,6 +373,7 @@ class Watch:
 
     arms: dict[str, list[str]]
     pids: dict[str, int]
+    controller: Any
 
     @classmethod
     def of(cls, controller) -> Watch:
@@ -379,7 +381,15 @@ class Watch:
         pids = {v["vnf"]: v["pid"] for v in vnfs if v["pid"]}
         with contextlib.suppress(OSError, ValueError):
             pids["ovs-vswitchd"] = int(OVS_PIDFILE.read_text())
-        return cls({v["vnf"]: list(v["interfaces"].values()) for v in vnfs}, pids)
+        return cls({v["vnf"]: list(v["interfaces"].values()) for v in vnfs}, pids, controller)
+
+    def drops(self) -> dict[str, int]:
+        """Frames each VNF lost or dropped so far (ring overruns, send failures, truncated
+        frames, its own verdicts), from the workers' reports, replicas summed."""
+        out: dict[str, int] = {}
+        for v in self.controller.get("/v1/vnfs")["vnfs"]:
+            out[v["vnf"]] = out.get(v["vnf"], 0) + v["drops"]
+        return out
 
     def frames(self) -> dict[str, int]:
         """Frames the switches handed to each VNF so far (tx of its switch-side veths)."""
@@ -403,13 +413,17 @@ class Watch:
     def around(self, measure: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
         """Run `measure()`; return its value, the frames each VNF got meanwhile and the
         cores each busy process (or softirq) used on average."""
-        frames, cpu, start = self.frames(), self.cpu(), time.monotonic()
+        drops, frames, cpu, start = self.drops(), self.frames(), self.cpu(), time.monotonic()
         value = measure()
         elapsed = time.monotonic() - start
         frames2, cpu2 = self.frames(), self.cpu()
+        time.sleep(STATS_SETTLE)  # the workers report once a second
+        drops2 = self.drops()
         cores = {n: round((cpu2[n] - cpu[n]) / elapsed, 2) for n in cpu2 if n in cpu}
         return value, {"frames": {n: frames2[n] - frames[n] for n in sorted(frames2)
                                   if frames2[n] > frames[n]},
+                       "vnf_drops": {n: drops2[n] - drops.get(n, 0) for n in sorted(drops2)
+                                     if drops2[n] > drops.get(n, 0)},
                        "cores": {n: c for n, c in cores.items() if c >= 0.05}}
 
 
@@ -567,10 +581,11 @@ def report(f: dict[str, Any]) -> None:
     print("added RTT per VNF (ms): " + ", ".join(
         f"{k} {v:.3f}" for k, v in f["rtt"]["added_per_vnf_ms"].items()))
     for key in ("tcp_mbps", "pps"):
-        print(f"first round of {key}: frames into VNFs / busy cores")
+        print(f"first round of {key}: frames into VNFs / lost or dropped in each VNF / "
+              "busy cores")
         for name, row in f["flows"].items():
             where = row["seen"][key][0]
-            print(f"  {name:<13}{where['frames']}  {where['cores']}")
+            print(f"  {name:<13}{where['frames']}  {where['vnf_drops']}  {where['cores']}")
     if f["vnf_restarts"]:
         print(f"VNF restarts (figures suspect): {f['vnf_restarts']}")
     print(f"took {f['seconds']} s")
