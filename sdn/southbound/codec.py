@@ -112,7 +112,7 @@ def flow_add(datapath, rule: FlowRule) -> parser.OFPFlowMod:
     )
 
 
-class _Encoder:
+class Encoder:
     """Stands in for a datapath when a message is only serialized."""
 
     ofproto = ofp
@@ -129,7 +129,7 @@ def flow_add_bytes(rule: FlowRule, xid: int) -> bytearray:
 
 @lru_cache(maxsize=1 << 16)
 def _flow_add_template(rule: FlowRule) -> bytes:
-    msg = flow_add(_Encoder(), rule)
+    msg = flow_add(Encoder(), rule)
     msg.set_xid(0)
     msg.serialize()
     return bytes(msg.buf)
@@ -141,6 +141,21 @@ def flow_delete(datapath, rule: FlowRule) -> parser.OFPFlowMod:
         priority=rule.priority, match=parser.OFPMatch(**dict(rule.match)),
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
     )
+
+
+def flow_delete_bytes(rule: FlowRule, xid: int) -> bytearray:
+    """`flow_delete` serialized, each distinct (table, priority, match) once."""
+    buf = bytearray(_flow_delete_template(rule.table, rule.priority, rule.match))
+    struct.pack_into("!I", buf, XID_OFFSET, xid)
+    return buf
+
+
+@lru_cache(maxsize=1 << 16)
+def _flow_delete_template(table: int, priority: int, match: MatchItems) -> bytes:
+    msg = flow_delete(Encoder(), FlowRule(0, table, priority, match))
+    msg.set_xid(0)
+    msg.serialize()
+    return bytes(msg.buf)
 
 
 def flow_stats_request(datapath, cookie: int, cookie_mask: int) -> parser.OFPFlowStatsRequest:

@@ -157,8 +157,12 @@ class SwitchConnection:
                 self.xid = (self.xid + 1) & ofp.MAX_XID
                 batch += codec.flow_add_bytes(rule, self.xid)
             dp.send(bytes(batch))
-        for rule in changes.flow_deletes:
-            dp.send_msg(codec.flow_delete(dp, rule))
+        if changes.flow_deletes:
+            batch = bytearray()
+            for rule in changes.flow_deletes:
+                self.xid = (self.xid + 1) & ofp.MAX_XID
+                batch += codec.flow_delete_bytes(rule, self.xid)
+            dp.send(bytes(batch))
         for group in changes.group_deletes:
             dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, 0, group.group_id, []))
         for meter in changes.meter_deletes:

@@ -71,3 +71,15 @@ def test_moves_read_back_with_nxm_field_names_compare_equal():
     as_ovs_reports = parser.NXActionRegMove(src_field="arp_sha_nxm", dst_field="arp_tha_nxm",
                                             n_bits=48)
     assert ofp.decode_actions([as_ovs_reports]) == (("move", "arp_sha", "arp_tha", 48),)
+
+
+def test_cached_flow_deletes_are_the_messages_os_ken_would_send():
+    from sdn.model.rules import FlowRule, match
+
+    for rule in (FlowRule(1, 0, 65535, match(eth_type=0x88CC)),
+                 FlowRule(2, 3, 100, match(eth_dst="00:00:00:00:00:01", metadata=(1, 0xFF)))):
+        for xid in (1, 0xFFFFFFFF):
+            expected = ofp.flow_delete(ofp.Encoder(), rule)
+            expected.set_xid(xid)
+            expected.serialize()
+            assert bytes(ofp.flow_delete_bytes(rule, xid)) == bytes(expected.buf)

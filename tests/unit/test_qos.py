@@ -291,7 +291,10 @@ def test_apply_orders_meters_around_flows_and_reapply_sends_nothing():
     dp.sent.clear()
     assert not conn.apply(desired) and dp.sent == []
     conn.apply(SwitchRules())
-    assert [kind(m) for m in dp.sent] == ["OFPFlowMod", "OFPMeterMod", "OFPBarrierRequest"]
+    assert [kind(m) for m in dp.sent] == ["FlowMod(raw)", "OFPMeterMod", "OFPBarrierRequest"]
+    flow_mod = parser.OFPFlowMod.parser(None, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD,
+                                        len(dp.sent[0][2]), dp.sent[0][1], dp.sent[0][2])
+    assert flow_mod.command == ofp.OFPFC_DELETE_STRICT
     assert dp.sent[1].command == ofp.OFPMC_DELETE
 
 
