@@ -25,6 +25,7 @@ from sdn.model.topology import Host, Link
 from sdn.reconcile import ordering
 from sdn.reconcile.diff import Changes, diff
 from sdn.southbound import codec
+from sdn.southbound.readback import add_flows, add_groups, add_meters
 
 LOG = logging.getLogger("sdn.southbound.connection")
 BARRIER_TIMEOUT = 5.0  # for all the rounds of one update
@@ -68,21 +69,15 @@ class SwitchConnection:
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
 
     def on_flow_stats(self, body: list, more: bool) -> None:
-        for stat in body:
-            rule = codec.decode_flow(self.dpid, stat)
-            self.held.add_flow(rule)
+        add_flows(self.held, self.dpid, body)
         self.flows_read = not more
 
     def on_group_desc(self, body: list, more: bool) -> None:
-        for desc in body:
-            group = codec.decode_group(self.dpid, desc)
-            self.held.groups[group.group_id] = group
+        add_groups(self.held, self.dpid, body)
         self.groups_read = not more
 
     def on_meter_config(self, body: list, more: bool) -> None:
-        for config in body:
-            meter = codec.decode_meter(self.dpid, config)
-            self.held.meters[meter.meter_id] = meter
+        add_meters(self.held, self.dpid, body)
         self.meters_read = not more
 
     def learned_hosts(self) -> list[Host]:

@@ -36,19 +36,31 @@ class TableRead:
         return xid in self.pending
 
     def on_reply(self, xid: int, body: list, more: bool) -> None:
-        kind = self.pending[xid]
-        for entry in body:
-            if kind == "flows":
-                self.rules.add_flow(codec.decode_flow(self.dpid, entry))
-            elif kind == "groups":
-                group = codec.decode_group(self.dpid, entry)
-                self.rules.groups[group.group_id] = group
-            else:
-                meter = codec.decode_meter(self.dpid, entry)
-                self.rules.meters[meter.meter_id] = meter
+        DECODERS[self.pending[xid]](self.rules, self.dpid, body)
         if not more:
             del self.pending[xid]
 
     @property
     def done(self) -> bool:
         return not self.pending
+
+
+def add_flows(rules: SwitchRules, dpid: int, body: list) -> None:
+    """Flow-stats entries into `rules` (here, and in the read at connect)."""
+    for stat in body:
+        rules.add_flow(codec.decode_flow(dpid, stat))
+
+
+def add_groups(rules: SwitchRules, dpid: int, body: list) -> None:
+    for desc in body:
+        group = codec.decode_group(dpid, desc)
+        rules.groups[group.group_id] = group
+
+
+def add_meters(rules: SwitchRules, dpid: int, body: list) -> None:
+    for config in body:
+        meter = codec.decode_meter(dpid, config)
+        rules.meters[meter.meter_id] = meter
+
+
+DECODERS = {"flows": add_flows, "groups": add_groups, "meters": add_meters}
