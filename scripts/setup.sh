@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump tshark ethtool iproute2
-          python3-venv procps psmisc)
+          python3-venv procps psmisc etcd-server)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -183,11 +183,11 @@ class SwitchTls:
 
 @contextlib.contextmanager
 def network(topo, controller: Controller, wait: bool = True,
-            tls: SwitchTls | None = None) -> Iterator:
+            tls: SwitchTls | None = None, others: tuple[Controller, ...] = ()) -> Iterator:
     """A started Mininet network on `controller`, stopped and removed afterwards; with
     `tls`, its switches connect over TLS (Open vSwitch's SSL settings are global, so they
     are set under the lock and removed afterwards). `controller` may start later: then
-    pass wait=False."""
+    pass wait=False. Switches connect to `others` too (a cluster)."""
     from mininet.log import setLogLevel
     from mininet.net import Mininet
     from mininet.node import OVSSwitch
@@ -198,9 +198,10 @@ def network(topo, controller: Controller, wait: bool = True,
     with mininet_lock():
         net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=True,
                       waitConnected=False, build=False)
-        kind = ListeningController if controller.proc else LaterController
-        net.addController(kind("c0", ip="127.0.0.1", port=controller.ofp_port,
-                               protocol="ssl" if tls else "tcp"))
+        for index, each in enumerate((controller, *others)):
+            kind = ListeningController if each.proc else LaterController
+            net.addController(kind(f"c{index}", ip="127.0.0.1", port=each.ofp_port,
+                                   protocol="ssl" if tls else "tcp"))
         if tls:
             subprocess.run(["ovs-vsctl", "set-ssl", str(tls.private_key), str(tls.certificate),
                             str(tls.controller_ca)], check=True)

@@ -24,16 +24,18 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from prometheus_client import Counter
 
+from common.etcd import Etcd
 from sdn.compile import chains
 from sdn.compile.queues import QueuePlan, plan_queues, port_capacities
 from sdn.controller.apply import PolicyEngine
+from sdn.controller.cluster import ClusterMember, is_role_refusal
 from sdn.controller.events import LINK_EVENTS, Effects, EventHandler
 from sdn.controller.placement import VnfManager
 from sdn.controller.queues import QueueError, apply_queues
 from sdn.controller.state import ControllerState
 from sdn.model.cookies import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind
 from sdn.model.topology import EDGE_SETTLE_SECONDS
-from sdn.policy.store import PolicyStore
+from sdn.policy.store import RevisionStore, StoreError
 from sdn.southbound import codec
 from sdn.southbound.connection import SwitchConnection
 
@@ -66,25 +68,54 @@ class SdnController(app_manager.OSKenApp):
         self._queues_applied = QueuePlan({})  # what the ports hold, as far as we know
         self._reprobe_pending = False
         self._bypass_requests: dict[tuple[int, int], float] = {}  # (dpid, xid) -> sent at
+        self.cluster: ClusterMember | None = None  # None: the embedded default, no store
+        self.engine: PolicyEngine | None = None
         self.threads.append(hub.spawn(self._sync_loop))
         self.threads.append(hub.spawn(self._queues_loop))
         self.threads.append(hub.spawn(self._lldp_loop))
         self.threads.append(hub.spawn(self._offload_loop))
 
-    def restore(self, store: PolicyStore, state_dir: Path, ordered_updates: bool = True,
+    def restore(self, store: RevisionStore, state_dir: Path, ordered_updates: bool = True,
                 allowed_dpids: frozenset[int] | None = None) -> PolicyEngine:
-        """Take over the stored desired state, as after a controller restart."""
+        """Take over the stored desired state, as after a controller restart (in a
+        cluster: once elected, see `_take_over`)."""
         self.state.ordered_updates = ordered_updates
         self.allowed_dpids = allowed_dpids
         self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
-        engine = PolicyEngine(self.state, store)
-        engine.recover()
-        current = store.current()
+        self.engine = PolicyEngine(self.state, store)
+        if self.cluster is None:
+            self._load_policy()
+        else:
+            self.threads.append(hub.spawn(self.cluster.run))
+        return self.engine
+
+    def _load_policy(self) -> None:
+        """Abandon an apply that never finished; the latest revision is in force."""
+        self.engine.recover()
+        current = self.engine.store.current()
+        self.state.policy = current.policy() if current is not None else None
         if current is not None:
-            self.state.policy = current.policy()
             self.state.vnfs.expect(self.state.policy)
             LOG.info("restored policy revision %d", current.rev)
-        return engine
+
+    def join_cluster(self, etcd: Etcd, node: str, api: str, ttl: int) -> ClusterMember:
+        """Write to the switches only while elected leader through etcd (before restore)."""
+        self.cluster = ClusterMember(etcd, node, api, ttl, self.switches, self._take_over,
+                                     lambda: LOG.info("standing by: no writes to switches"))
+        self.state.fence = self.cluster
+        return self.cluster
+
+    def _take_over(self, generation: int) -> None:
+        """Elected: load the policy in force, then ask every switch to make us master
+        (each is written to once it confirmed, and its tables were read again)."""
+        try:
+            with self.state.lock:
+                self._load_policy()
+        except StoreError as exc:
+            self.cluster.leadership.step_down(f"could not read the policy: {exc}")
+            return
+        for conn in list(self.switches.values()):
+            conn.request_role("master", generation)
 
     # switches
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -99,6 +130,8 @@ class SdnController(app_manager.OSKenApp):
             return
         conn = SwitchConnection(dp)
         self.switches[dp.id] = conn
+        if self.cluster is not None:
+            self.cluster.claim(conn)
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
         conn.request_tables()
         LOG.info("switch %016x connected from %s", dp.id, dp.address)
@@ -233,13 +266,29 @@ class SdnController(app_manager.OSKenApp):
         if conn is not None:
             conn.on_barrier_reply(ev.msg.xid)
 
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def _on_role_reply(self, ev) -> None:
+        """Master now: read the tables again (the last leader may have changed them)."""
+        conn = self._registered(ev.msg.datapath)
+        if conn is None:
+            return
+        conn.on_role_reply(ev.msg.role, ev.msg.generation_id)
+        LOG.info("switch %016x: role %s, generation %d", conn.dpid, conn.role, conn.generation)
+        if self.state.fence.holds(conn) and conn.ready:
+            conn.request_tables()
+        self._changed()
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _on_error(self, ev) -> None:
         msg = ev.msg
         description = f"OpenFlow error type={msg.type} code={msg.code} xid={msg.xid}"
+        conn = self._registered(msg.datapath)
+        if conn is not None and self.cluster is not None and is_role_refusal(msg.type,
+                                                                             msg.code):
+            self.cluster.refused(conn, description)  # fencing at work, not a fault
+            return
         LOG.error("%s from switch %016x: data=%s", description, msg.datapath.id or 0,
                   bytes(msg.data[:64]).hex())
-        conn = self._registered(msg.datapath)
         if conn is not None:
             conn.on_error(description)
 
@@ -254,7 +303,8 @@ class SdnController(app_manager.OSKenApp):
             list(self.switches)))
 
     def _carry_out(self, effects: Effects) -> None:
-        for dpid, port, data in effects.packets:
+        packets = effects.packets if self.state.fence.leading() else []
+        for dpid, port, data in packets:
             conn = self.switches.get(dpid)
             if conn is not None:
                 conn.packet_out(port, data)
@@ -293,6 +343,8 @@ class SdnController(app_manager.OSKenApp):
         while True:
             self._queues_dirty.wait()
             self._queues_dirty.clear()
+            if not self.state.fence.leading():
+                continue
             snapshot = self.topology.snapshot()
             names = {(dpid, port): self.topology.port_names[dpid][port]
                      for dpid, ports in snapshot.switches.items() for port in ports

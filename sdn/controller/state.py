@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 from os_ken.lib import hub
 from prometheus_client import Counter, Gauge
@@ -30,6 +31,26 @@ LINKS = Gauge("sdn_links", "Inter-switch links known")
 HOSTS = Gauge("sdn_hosts", "Hosts known")
 
 
+class Fence(Protocol):
+    """Whether this controller may write to the switches (`sdn.controller.cluster`)."""
+
+    def leading(self) -> bool:
+        """May write at all (and send packets, start VNFs)."""
+
+    def holds(self, conn: SwitchConnection) -> bool:
+        """May write to this switch: it confirmed this controller as its master."""
+
+
+class Solo:
+    """The embedded default: this controller is the only one its switches have."""
+
+    def leading(self) -> bool:
+        return True
+
+    def holds(self, conn: SwitchConnection) -> bool:
+        return True
+
+
 class ControllerState:
     def __init__(self, ordered_updates: bool = True) -> None:
         self.topology = Topology()
@@ -42,6 +63,7 @@ class ControllerState:
         self.ordered_updates = ordered_updates
         self._compilers = CompilerCache()
         self.frozen = False  # stopping: nothing more is sent to any switch
+        self.fence: Fence = Solo()
 
     def desired(self, policy: Policy | None, snapshot: Snapshot | None = None
                 ) -> dict[int, SwitchRules]:
@@ -62,16 +84,17 @@ class ControllerState:
         ordered rounds. Waiting, each round is confirmed by barriers and failures are
         reported; not waiting (topology changes), rounds follow one another at once.
         Switches held after a warm restart keep what they have until discovery caught up.
-        A frozen controller sends nothing."""
-        if self.frozen:
+        A frozen controller, or one that is not the cluster's leader, sends nothing."""
+        if self.frozen or not self.fence.leading():
             return PushResult()
         snapshot = self.topology.snapshot()
         desired = self.desired(self.policy, snapshot)
         now = time.monotonic()
         ready = {dpid: conn for dpid, conn in list(self.switches.items())
-                 if conn.ready and dpid in desired and conn.hold_until <= now}
+                 if conn.ready and dpid in desired and conn.hold_until <= now
+                 and self.fence.holds(conn)}
         result = push(ready, desired, snapshot.links, wait=wait, ordered=self.ordered_updates,
-                      stopping=lambda: self.frozen)
+                      stopping=lambda: self.frozen or not self.fence.leading())
         SYNCS.inc()
         SWITCHES.set(len(self.switches))
         LINKS.set(len(snapshot.links))
@@ -90,7 +113,7 @@ class ControllerState:
 
     def place_vnfs(self) -> None:
         """VNFs of a restored policy start once their switches have connected."""
-        if self.vnfs is None:
+        if self.vnfs is None or not self.fence.leading():
             return
         try:
             self.vnfs.reconcile(self.policy)

@@ -8,12 +8,15 @@ import falcon
 import networkx as nx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common.etcd import StoreUnavailable
 from sdn.compile import routing
 from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT
 from sdn.controller.apply import ApplyFailed, PolicyEngine
+from sdn.controller.cluster import ClusterMember
 from sdn.controller.state import ControllerState
 from sdn.controller.verify import VerifyError, object_names, verify
 from sdn.model.rules import FlowRule, Group
+from sdn.northbound.forward import LeaderForward
 from sdn.policy.problems import PolicyError
 from sdn.policy.source import MAX_POLICY_BYTES
 from sdn.policy.store import RevisionNotFound, StoreError
@@ -294,10 +297,28 @@ class Metrics:
         resp.data = generate_latest()
 
 
+class ClusterView:
+    """This controller's cluster: members, leader, generation id, roles at the switches."""
+
+    def __init__(self, member: ClusterMember | None) -> None:
+        self.member = member
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.member is None:
+            raise falcon.HTTPNotFound(title="not a cluster",
+                                      description="this controller runs without --store")
+        try:
+            resp.media = self.member.status()
+        except StoreUnavailable as exc:
+            raise falcon.HTTPServiceUnavailable(title="etcd unavailable",
+                                                description=str(exc)) from exc
+
+
 def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = None,
-             max_body: int = MAX_BODY) -> falcon.App:
+             max_body: int = MAX_BODY, member: ClusterMember | None = None) -> falcon.App:
     auth = [TokenAuth(token)] if token else []
-    api = falcon.App(middleware=[*auth, BodyLimit(max_body)])
+    forward = [LeaderForward(member)] if member is not None else []
+    api = falcon.App(middleware=[*auth, BodyLimit(max_body), *forward])
     routes = {"/v1/health": Health, "/v1/topology": TopologyView, "/v1/path": PathView,
               "/v1/flows": FlowsView, "/v1/policy": PolicyView,
               "/v1/policy/history": HistoryView, "/v1/policy/rollback": RollbackView,
@@ -305,6 +326,7 @@ def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = N
     for path, resource in routes.items():
         api.add_route(path, resource(state, engine))
     api.add_route("/metrics", Metrics())
+    api.add_route("/v1/cluster", ClusterView(member))
     api.add_error_handler(StoreError, _store_unavailable)
     return api
 

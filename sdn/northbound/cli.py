@@ -23,6 +23,8 @@ policy_app = typer.Typer(help="Apply, inspect and roll back the network policy."
                          no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(vnf_app, name="vnf", help="Run and inspect network functions.")
+cluster_app = typer.Typer(help="A cluster of controllers on etcd.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 
 OutOpt = Annotated[Output, typer.Option("-o", "--output", help="Output format.")]
 
@@ -48,6 +50,17 @@ def controller_run(
     ofp_tls_ca: Annotated[Path | None, typer.Option(
         help="OpenFlow over TLS only: the CA certificate switches' certificates must be "
              "signed by (PEM).")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Run as a member of a cluster: etcd://HOST:PORT[,HOST:PORT...] [default: "
+             "no cluster, revisions in SQLite in the state dir].")] = None,
+    node: Annotated[str | None, typer.Option(
+        help="Cluster: this controller's name [default: HOSTNAME-APIPORT].")] = None,
+    advertise_api: Annotated[str | None, typer.Option(
+        help="Cluster: the URL other members reach this API at [default: from --api].")
+    ] = None,
+    lease_ttl: Annotated[int, typer.Option(
+        min=2, help="Cluster: seconds a leader that stops renewing keeps its leadership.")
+    ] = 2,
 ) -> None:
     """Run the controller in the foreground until SIGINT or SIGTERM."""
     argv = [sys.executable, "-m", "sdn.northbound.main", "--ofp-host", ofp_host,
@@ -61,6 +74,11 @@ def controller_run(
                          ("--ofp-tls-ca", ofp_tls_ca)):
         if path is not None:
             argv += [option, str(path)]
+    for option, text in (("--store", store), ("--node", node),
+                         ("--advertise-api", advertise_api)):
+        if text is not None:
+            argv += [option, text]
+    argv += ["--lease-ttl", str(lease_ttl)]
 
     os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)
 
@@ -246,3 +264,36 @@ def policy_rollback(
 
 def main() -> None:
     app()
+
+
+@cluster_app.command("status")
+def cluster_status(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> None:
+    """etcd members, the leader and its generation id, each controller's role per switch."""
+
+    def render(status: dict) -> None:
+        leader = status["leader"]
+        typer.echo(f"leader: {leader['node']} (generation {leader['generation']}, "
+                   f"{leader['api']})" if leader else "leader: none (election under way?)")
+        typer.echo(f"etcd ({len(status['etcd'])} members):")
+        for member in status["etcd"]:
+            health = "up" if member["healthy"] else "DOWN"
+            typer.echo(f"  {member['name'] or '-':12} {health:5} "
+                       f"{','.join(member['client_urls'])}")
+        controllers = sorted(status["controllers"], key=lambda c: c["node"])
+        typer.echo(f"controllers ({len(controllers)}):")
+        for ctl in controllers:
+            roles: dict[str, int] = {}
+            for role in ctl["switches"].values():
+                roles[role] = roles.get(role, 0) + 1
+            summary = ", ".join(f"{n} {r}" for r, n in sorted(roles.items())) or "no switches"
+            mark = "*" if ctl["leading"] else " "
+            typer.echo(f" {mark}{ctl['node']:20} {ctl['api']:28} {summary}")
+        switches = sorted({d for c in controllers for d in c["switches"]})
+        if switches:
+            typer.echo("roles per switch: " + "  ".join(c["node"] for c in controllers))
+            for dpid in switches:
+                cells = "  ".join(f"{c['switches'].get(dpid, '-'):{len(c['node'])}}"
+                                  for c in controllers)
+                typer.echo(f"  {dpid}  {cells}")
+
+    _emit(api_get(api, "/v1/cluster"), output, render)

@@ -11,6 +11,7 @@ hub.patch(thread=True)
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from common.etcd import parse_endpoints  # noqa: E402
 from sdn.northbound import service  # noqa: E402
 from sdn.northbound.api import MAX_BODY  # noqa: E402
 from sdn.southbound.tls import TlsFiles, TlsSetupError, server_context  # noqa: E402
@@ -22,6 +23,15 @@ def dpid(text: str) -> int:
     if not 0 <= value < 1 << 64:
         raise ValueError(text)
     return value
+
+
+def cluster_store(text: str) -> str:
+    """etcd://HOST:PORT[,HOST:PORT...], checked here so a typo stops the start."""
+    try:
+        parse_endpoints(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def main() -> None:
@@ -36,10 +46,16 @@ def main() -> None:
     parser.add_argument("--ofp-tls-key", type=Path)
     parser.add_argument("--ofp-tls-cert", type=Path)
     parser.add_argument("--ofp-tls-ca", type=Path)
+    parser.add_argument("--store", type=cluster_store)
+    parser.add_argument("--node")
+    parser.add_argument("--advertise-api")
+    parser.add_argument("--lease-ttl", type=int, default=service.LEASE_TTL)
     # For measurement only (bench.update_loss): each switch gets its whole difference in
     # one round, as before loss-free ordering existed.
     parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.lease_ttl < 2:
+        parser.error("--lease-ttl: at least 2 seconds (etcd's shortest lease)")
     tls_files = None
     tls_paths = (args.ofp_tls_key, args.ofp_tls_cert, args.ofp_tls_ca)
     if any(tls_paths):
@@ -56,7 +72,8 @@ def main() -> None:
         verbose=args.verbose, ordered_updates=not args.unordered_updates,
         api_max_body=args.api_max_body,
         allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None,
-        tls_files=tls_files))
+        tls_files=tls_files, store=args.store, node=args.node,
+        advertise_api=args.advertise_api, lease_ttl=args.lease_ttl))
 
 if __name__ == "__main__":
     main()

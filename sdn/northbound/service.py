@@ -24,10 +24,12 @@ from os_ken.controller.controller import datapath_connection_factory  # register
 from os_ken.lib import hub
 from prometheus_client import REGISTRY
 
+from common.etcd import Etcd
 from sdn.controller.app import REFUSED
 from sdn.controller.vnf_metrics import VnfCollector
 from sdn.northbound.api import MAX_BODY, make_api
-from sdn.policy.store import PolicyStore
+from sdn.policy.etcd_store import EtcdPolicyStore
+from sdn.policy.store import PolicyStore, RevisionStore
 from sdn.southbound.tls import TlsFiles, serve_tls, server_context
 
 LOG = logging.getLogger("sdn.northbound.service")
@@ -35,6 +37,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STOP_POLL = 0.1  # seconds between looks for a stop signal
 API_CONNECTIONS = 256
 API_IDLE_TIMEOUT = 10.0
+LEASE_TTL = 2  # seconds: etcd's shortest lease; a new leader within ~3 s of a crash
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -117,6 +120,10 @@ class Options:
     api_max_body: int = MAX_BODY
     allowed_dpids: frozenset[int] | None = None  # None: any datapath id may connect
     tls_files: TlsFiles | None = None  # None: plain OpenFlow over TCP
+    store: str | None = None  # etcd://...: a member of a cluster; None: SQLite, alone
+    node: str | None = None  # the member's name in the cluster
+    advertise_api: str | None = None  # where other members reach this API
+    lease_ttl: int = LEASE_TTL
 
 
 def serve_api(host: str, port: int, app: object) -> None:
@@ -155,7 +162,16 @@ def run(options: Options) -> None:
     contexts = manager.create_contexts()
     manager.instantiate_apps(**contexts)
     controller = manager.applications["SdnController"]
-    engine = controller.restore(PolicyStore(state_dir), state_dir, options.ordered_updates,
+    api_host, api_port = parse_address(options.api, 8080)
+    store: RevisionStore = PolicyStore(state_dir)
+    if options.store is not None:
+        node = options.node or f"{socket.gethostname()}-{api_port}"
+        api_url = options.advertise_api or f"http://{api_host}:{api_port}"
+        member = controller.join_cluster(Etcd.from_url(options.store), node, api_url,
+                                         options.lease_ttl)
+        store = EtcdPolicyStore(member.etcd, member.write_generation)
+        LOG.info("cluster member %s on %s (lease %ds)", node, options.store, options.lease_ttl)
+    engine = controller.restore(store, state_dir, options.ordered_updates,
                                 options.allowed_dpids)
     REGISTRY.register(VnfCollector(
         lambda: controller.state.vnfs.status() if controller.state.vnfs else []))
@@ -164,10 +180,9 @@ def run(options: Options) -> None:
         hub.spawn(serve_tls, options.ofp_host, options.ofp_port,
                   server_context(options.tls_files), datapath_connection_factory,
                   lambda _address, _why: REFUSED.labels("tls").inc())
-    api_host, api_port = parse_address(options.api, 8080)
     token = api_token(api_host, state_dir)
     serve_api(api_host, api_port, make_api(controller.state, engine, token,
-                                           options.api_max_body))
+                                           options.api_max_body, controller.cluster))
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              options.ofp_host, options.ofp_port, api_host, api_port, log_file)
 
@@ -181,4 +196,6 @@ def run(options: Options) -> None:
     LOG.info("signal %d: controller stopping; switches keep their rules and VNFs keep "
              "running for the next controller to take over", signals[0])
     controller.state.freeze()
+    if controller.cluster is not None:
+        controller.cluster.leave()
     logging.shutdown()

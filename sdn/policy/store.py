@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,7 +93,64 @@ def _use_wal(db: sqlite3.Connection, attempts: int = 200) -> None:
             time.sleep(0.05)
 
 
-class PolicyStore:
+class RevisionStore(ABC):
+    """What every revision store does, on top of six storage operations (`_insert`,
+    `confirm`, `abandon`, `pending`, `get`, `history`): SQLite here, etcd in a cluster."""
+
+    @abstractmethod
+    def _insert(self, source: str, canonical: Mapping[str, Any], author: str, summary: str,
+                restored_from: int | None = None, state: str = APPLIED) -> Revision:
+        """Store a revision under the next number."""
+
+    @abstractmethod
+    def confirm(self, rev: int) -> None:
+        """Every switch holds pending revision ``rev``: it becomes current."""
+
+    @abstractmethod
+    def abandon(self, rev: int) -> None:
+        """Pending revision ``rev`` was not applied: forget it."""
+
+    @abstractmethod
+    def pending(self) -> list[int]:
+        """Revisions whose apply never finished (the controller stopped in between)."""
+
+    @abstractmethod
+    def get(self, rev: int) -> Revision:
+        """Applied revision ``rev`` (RevisionNotFound if there is none)."""
+
+    @abstractmethod
+    def history(self, limit: int = 50) -> list[Revision]:
+        """The latest ``limit`` applied revisions, newest first."""
+
+    def commit(self, text: str, policy: Policy, author: str, summary: str) -> Revision:
+        """Store an applied policy as the next revision and return it."""
+        return self._insert(text, policy.canonical(), author, summary)
+
+    def begin(self, text: str, policy: Policy, author: str, summary: str) -> Revision:
+        """Record a policy about to be applied, as the next revision, pending."""
+        return self._insert(text, policy.canonical(), author, summary, state=PENDING)
+
+    def begin_rollback(self, rev: int, author: str) -> Revision:
+        """Record a rollback to ``rev`` about to be applied, pending."""
+        target = self.get(rev)
+        current = self.current()
+        change = summarize_canonical(current.canonical if current else None, target.canonical)
+        return self._insert(target.source, target.canonical, author,
+                            f"rollback to r{rev}: {change}", rev, state=PENDING)
+
+    def current(self) -> Revision | None:
+        """The latest revision, or None before the first commit."""
+        revisions = self.history(limit=1)
+        return revisions[0] if revisions else None
+
+    def rollback(self, rev: int, author: str) -> Revision:
+        """Make ``rev``'s content current again, as a new revision (history only grows)."""
+        pending = self.begin_rollback(rev, author)
+        self.confirm(pending.rev)
+        return pending
+
+
+class PolicyStore(RevisionStore):
     """Revisions of the desired policy in ``<state_dir>/state.db``."""
 
     def __init__(self, state_dir: Path | str) -> None:
@@ -162,22 +220,6 @@ class PolicyStore:
                 raise
         return Revision(rev, created, author, summary, source, dict(canonical), restored_from)
 
-    def commit(self, text: str, policy: Policy, author: str, summary: str) -> Revision:
-        """Store an applied policy as the next revision and return it."""
-        return self._insert(text, policy.canonical(), author, summary)
-
-    def begin(self, text: str, policy: Policy, author: str, summary: str) -> Revision:
-        """Record a policy about to be applied, as the next revision, pending."""
-        return self._insert(text, policy.canonical(), author, summary, state=PENDING)
-
-    def begin_rollback(self, rev: int, author: str) -> Revision:
-        """Record a rollback to ``rev`` about to be applied, pending."""
-        target = self.get(rev)
-        current = self.current()
-        change = summarize_canonical(current.canonical if current else None, target.canonical)
-        return self._insert(target.source, target.canonical, author,
-                            f"rollback to r{rev}: {change}", rev, state=PENDING)
-
     def confirm(self, rev: int) -> None:
         """Every switch holds pending revision ``rev``: it becomes current."""
         with self._connect() as db:
@@ -198,11 +240,6 @@ class PolicyStore:
                               (PENDING,)).fetchall()
         return [row["rev"] for row in rows]
 
-    def current(self) -> Revision | None:
-        """The latest revision, or None before the first commit."""
-        revisions = self.history(limit=1)
-        return revisions[0] if revisions else None
-
     def get(self, rev: int) -> Revision:
         with self._connect() as db:
             row = db.execute("SELECT * FROM revisions WHERE rev = ? AND state = ?",
@@ -219,12 +256,6 @@ class PolicyStore:
                 (APPLIED, limit),
             ).fetchall()
         return [_revision(row) for row in rows]
-
-    def rollback(self, rev: int, author: str) -> Revision:
-        """Make ``rev``'s content current again, as a new revision (history only grows)."""
-        pending = self.begin_rollback(rev, author)
-        self.confirm(pending.rev)
-        return pending
 
 
 def _revision(row: sqlite3.Row) -> Revision:

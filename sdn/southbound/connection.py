@@ -32,6 +32,9 @@ BARRIER_TIMEOUT = 5.0  # for all the rounds of one update
 BARRIER_POLL = 0.0005  # seconds between looks at the barrier replies of a round
 ROUNDS = Counter("sdn_update_rounds_total", "Rounds of ordered rule updates sent")
 FLOW_MODS = Counter("sdn_flow_mods_total", "FlowMods sent to switches")
+ROLES = {"master": ofp.OFPCR_ROLE_MASTER, "slave": ofp.OFPCR_ROLE_SLAVE,
+         "equal": ofp.OFPCR_ROLE_EQUAL}
+ROLE_NAMES = {value: name for name, value in ROLES.items()}
 METER_MODS = Counter("sdn_meter_mods_total", "MeterMods sent to switches")
 
 
@@ -48,6 +51,8 @@ class SwitchConnection:
     errors: list[str] = field(default_factory=list)
     hold_until: float = 0.0
     xid: int = 0  # of batched FlowMods (errors are told apart by switch, not by xid)
+    role: str = "equal"  # this controller's OpenFlow role at the switch, as last confirmed
+    generation: int = 0  # the generation id the switch confirmed with it
 
     @property
     def dpid(self) -> int:
@@ -186,6 +191,22 @@ class SwitchConnection:
 
     def on_error(self, description: str) -> None:
         self.errors.append(description)
+
+    def request_role(self, role: str, generation: int) -> None:
+        """Ask to be master or slave under `generation`. Until the reply confirms it,
+        the connection holds no role a write may rely on."""
+        dp = self.datapath
+        self.role, self.generation = "pending", 0
+        dp.send_msg(parser.OFPRoleRequest(dp, ROLES[role], generation))
+
+    def on_role_reply(self, role: int, generation: int) -> None:
+        self.role = ROLE_NAMES.get(role, "equal")
+        self.generation = generation
+
+    def refused_role(self) -> None:
+        """The switch turned a role request down (stale generation id) or refused a
+        write from a slave: another controller is master there."""
+        self.role, self.generation = "slave", 0
 
     def packet_out(self, port: int, data: bytes) -> None:
         dp = self.datapath

@@ -1,0 +1,187 @@
+"""This controller as a member of a cluster on etcd: the election in the store, the
+OpenFlow roles at the switches, and what the other members can read about it.
+
+`Leadership` (pure) decides; this module does the I/O around it: etcd requests on a
+green thread of their own, role requests to the switches, the member record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from os_ken.lib import hub
+from prometheus_client import Counter, Gauge
+
+from common.etcd import Etcd, StoreUnavailable, created_at, delete, put
+from sdn.controller.leadership import LeaderRecord, Leadership
+from sdn.policy.etcd_store import LEADER_KEY, MEMBERS_PREFIX
+from sdn.southbound.connection import SwitchConnection
+
+LOG = logging.getLogger(__name__)
+LEADER = Gauge("sdn_cluster_leader", "1 while this controller leads the cluster")
+GENERATION = Gauge("sdn_cluster_generation", "Generation id of this controller's leadership")
+LEADERSHIP_CHANGES = Counter("sdn_cluster_leadership_changes_total",
+                             "Times this controller was elected or stepped down", ["change"])
+REFUSED_WRITES = Counter("sdn_switch_role_refusals_total",
+                         "Role requests or writes a switch refused (another controller is "
+                         "master there)")
+OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, OFPET_ROLE_REQUEST_FAILED = 1, 10, 11
+
+
+def is_role_refusal(err_type: int, code: int) -> bool:
+    """An OpenFlow error that means: not master here (stale generation id, or a write
+    sent as slave)."""
+    return err_type == OFPET_ROLE_REQUEST_FAILED or (
+        err_type == OFPET_BAD_REQUEST and code == OFPBRC_IS_SLAVE)
+
+
+class EtcdElection:
+    """`ElectionStore` on etcd: the leader's record is /sdn/leader, bound to its lease;
+    its create revision is the generation id."""
+
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+
+    def grant(self, ttl: int) -> tuple[int, int]:
+        return self.etcd.grant(ttl)
+
+    def keepalive(self, lease: int) -> int:
+        return self.etcd.keepalive(lease)
+
+    def leader(self) -> LeaderRecord | None:
+        entry = self.etcd.get(LEADER_KEY)
+        if entry is None:
+            return None
+        record = entry.json()
+        return LeaderRecord(record["node"], record["api"], entry.create_revision)
+
+    def try_lead(self, lease: int, node: str, info: dict[str, Any]) -> int | None:
+        if not self.etcd.txn([created_at(LEADER_KEY, 0)],
+                             [put(LEADER_KEY, {"node": node, **info}, lease)]):
+            return None
+        entry = self.etcd.get(LEADER_KEY)
+        return entry.create_revision if entry is not None and entry.lease == lease else None
+
+    def resign(self, lease: int, generation: int) -> None:
+        self.etcd.txn([created_at(LEADER_KEY, generation)], [delete(LEADER_KEY)])
+
+
+class ClusterMember:
+    """Runs the election and keeps the switches' roles in line with it. The application
+    passes `on_elected(generation)` (take over: reload the policy, then claim the
+    switches) and `on_deposed()`."""
+
+    def __init__(self, etcd: Etcd, node: str, api: str, ttl: int,
+                 switches: dict[int, SwitchConnection],
+                 on_elected: Callable[[int], None], on_deposed: Callable[[], None]) -> None:
+        self.etcd = etcd
+        self.node = node
+        self.api = api
+        self.switches = switches
+        self.on_elected = on_elected
+        self.on_deposed = on_deposed
+        self.leadership = Leadership(EtcdElection(etcd), node, {"api": api}, ttl,
+                                     self._changed)
+        self._published: tuple[int | None, dict] | None = None
+        self.store_answers = False  # at the last tick
+
+    # the Fence that ControllerState consults before every write
+    def leading(self) -> bool:
+        return self.leadership.leading()
+
+    def holds(self, conn: SwitchConnection) -> bool:
+        return (self.leadership.leading() and conn.role == "master"
+                and conn.generation == self.leadership.generation)
+
+    @property
+    def generation(self) -> int:
+        return self.leadership.generation
+
+    def write_generation(self) -> int:
+        """The generation id store writes are fenced with; 0 when not leading."""
+        return self.generation if self.leading() else 0
+
+    def known_leader(self) -> LeaderRecord | None:
+        return self.leadership.known_leader
+
+    def run(self) -> None:
+        """The member's green thread: a tick per interval, forever."""
+        while True:
+            try:
+                self.leadership.tick()
+                self._publish()
+                self.store_answers = True
+            except StoreUnavailable as exc:
+                self.store_answers = False
+                self.leadership.lost_store(str(exc))
+            except Exception:
+                LOG.exception("cluster tick failed")
+            hub.sleep(self.leadership.interval)
+
+    def leave(self) -> None:
+        """Stopping: end the lease now, so another member is elected at once instead of
+        when it would have run out."""
+        lease, self.leadership.lease = self.leadership.lease, None
+        self.leadership.step_down("stopping")
+        if lease is not None and self.store_answers:  # else it would only time out
+            try:
+                self.etcd.revoke(lease)
+            except StoreUnavailable as exc:
+                LOG.warning("could not end the lease: %s", exc)
+
+    def claim(self, conn: SwitchConnection) -> None:
+        """Ask a switch for the role this controller has now: master under the current
+        generation when leading, else slave (no packet-ins, no writes)."""
+        if self.leading():
+            conn.request_role("master", self.generation)
+        else:
+            known = self.leadership.known_leader
+            conn.request_role("slave", known.generation if known else 0)
+
+    def refused(self, conn: SwitchConnection, description: str) -> None:
+        REFUSED_WRITES.inc()
+        conn.refused_role()
+        LOG.warning("switch %016x refused this controller as master: %s", conn.dpid,
+                    description)
+        self.leadership.fenced(description)
+
+    def _changed(self, generation: int) -> None:
+        LEADER.set(1 if generation else 0)
+        GENERATION.set(generation)
+        LEADERSHIP_CHANGES.labels("elected" if generation else "stepped down").inc()
+        if generation:
+            self.on_elected(generation)
+        else:
+            self.on_deposed()
+
+    def _publish(self) -> None:
+        """/sdn/members/<node>: where this controller's API is, whether it leads, and its
+        role at each switch; bound to its lease, so a dead member disappears."""
+        record = {"node": self.node, "api": self.api, "leading": self.leading(),
+                  "generation": self.generation,
+                  "switches": {f"{dpid:016x}": conn.role
+                               for dpid, conn in sorted(self.switches.items())}}
+        lease = self.leadership.lease
+        if lease is None or self._published == (lease, record):
+            return
+        self.etcd.txn([], [put(MEMBERS_PREFIX + self.node, record, lease)])
+        self._published = (lease, record)
+
+    def status(self) -> dict[str, Any]:
+        """What `sdnctl cluster status` shows: read from the store, so any member answers
+        the same (its own view of the switches comes from its record)."""
+        leader = self.etcd.get(LEADER_KEY)
+        members = [entry.json() for entry in self.etcd.get_prefix(MEMBERS_PREFIX)]
+        return {
+            "node": self.node,
+            "leading": self.leading(),
+            "leader": ({**leader.json(), "generation": leader.create_revision}
+                       if leader else None),
+            "controllers": members,
+            "etcd": [{"name": m.get("name", ""), "client_urls": m.get("clientURLs", []),
+                      "healthy": m["healthy"]} for m in self.etcd.members()],
+            "lease_ttl": self.leadership.ttl,
+            "leadership_changes": self.leadership.changes,
+        }

@@ -1,0 +1,254 @@
+"""Three controllers on etcd, one Mininet ring connected to all of them: the policy
+applied through a standby, the leader killed under a 1000 pps stream, a leader paused
+past its lease, the switches' own fencing, etcd members lost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from testing.etcd import EtcdCluster
+from testing.harness import REPO, Controller, dump_flows, free_port, network, ping, wait_until
+from topologies.sdn_topos import RingTopo
+
+pytestmark = pytest.mark.integration
+LEASE_TTL = 2
+SWITCHES = 4
+POLICY = REPO / "examples/priorities.yaml"  # classes: DSCP marks and meters
+
+
+@contextmanager
+def cluster(tmp_path: Path, etcd: EtcdCluster, size: int = 3):
+    """`size` controllers on `etcd`, the first one started first (so it leads)."""
+    with ExitStack() as stack:
+        members = []
+        for index in range(size):
+            ctl = Controller(tmp_path / f"c{index}", extra_args=(
+                "--store", etcd.url, "--node", f"c{index}", "--lease-ttl", str(LEASE_TTL)))
+            ctl.start()
+            stack.callback(_stop, ctl)
+            members.append(ctl)
+            if index == 0:
+                wait_until(lambda ctl=ctl: status(ctl)["leading"], 10, what="c0 elected")
+        yield members
+
+
+def _stop(ctl: Controller) -> None:
+    if ctl.proc is not None and ctl.proc.poll() is None:
+        ctl.proc.send_signal(signal.SIGCONT)
+        ctl.stop()
+
+
+def status(ctl: Controller) -> dict:
+    return ctl.get("/v1/cluster")
+
+
+def leader_of(ctl: Controller) -> str | None:
+    leader = status(ctl)["leader"]
+    return leader["node"] if leader else None
+
+
+def masters(ctl: Controller, node: str) -> int:
+    """Switches at which `node` is master, as its member record says."""
+    for member in status(ctl)["controllers"]:
+        if member["node"] == node:
+            return sum(role == "master" for role in member["switches"].values())
+    return 0
+
+
+def flow_mods(ctl: Controller) -> float:
+    return ctl.metric("sdn_flow_mods_total")
+
+
+def history(ctl: Controller) -> list[dict]:
+    return requests.get(f"http://{ctl.api}/v1/policy/history", timeout=10).json()
+
+
+def stream(net, src: str, dst: str, seconds: float, workdir: Path):
+    """A 1000 pps sequence-numbered UDP stream; returns a function that waits for its
+    end and gives (sent, received)."""
+    result = workdir / f"stream-{src}-{dst}.json"
+    receiver = net.get(dst).popen([sys.executable, "-m", "bench.failover", "recv",
+                                   str(seconds + 1.5), str(result)], cwd=str(REPO))
+    wait_until(lambda: Path(str(result) + ".ready").exists(), 10, what="receiver ready")
+    sender = net.get(src).popen([sys.executable, "-m", "bench.failover", "send",
+                                 net.get(dst).IP(), "1000", str(seconds)],
+                                stdout=subprocess.PIPE, cwd=str(REPO))
+
+    def finish() -> tuple[int, int]:
+        out, _ = sender.communicate(timeout=seconds + 15)
+        receiver.wait(timeout=20)
+        sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
+        return sent, json.loads(result.read_text())["unique"]
+    return finish
+
+
+def test_takeover_without_loss_and_a_paused_leader_is_fenced(tmp_path):
+    with EtcdCluster(1) as etcd, cluster(tmp_path, etcd) as (c0, c1, c2), \
+            network(RingTopo(n=SWITCHES), c0, wait=False, others=(c1, c2)) as net:
+        c0.wait_topology(SWITCHES, SWITCHES)
+        for ctl in (c0, c1, c2):
+            wait_until(lambda ctl=ctl: leader_of(ctl) == "c0", 10, what="c0 leads")
+        wait_until(lambda: masters(c2, "c0") == SWITCHES, 10, what="c0 master everywhere")
+
+        # The policy goes in through a standby; every member shows the same history.
+        assert "24 FlowMods" in c1.apply(POLICY)  # sent by the leader, c0
+        assert history(c0) == history(c1) == history(c2) and len(history(c2)) == 1
+        assert ping(net.get("h1"), net.get("h3").IP(), count=3).received == 3
+        roles = {m["node"]: set(m["switches"].values()) for m in status(c2)["controllers"]}
+        assert roles == {"c0": {"master"}, "c1": {"slave"}, "c2": {"slave"}}, roles
+        assert flow_mods(c1) == flow_mods(c2) == 0  # standbys never write
+
+        # Leader killed under a 1000 pps stream: nothing lost, a new leader within 3 s,
+        # and it sends no FlowMod: the network it finds is the one it wants.
+        finish = stream(net, "h1", "h3", 8.0, tmp_path)
+        time.sleep(1.5)
+        c0.proc.kill()
+        killed = time.monotonic()
+        c0.proc.wait(5)
+        new_name = wait_until(lambda: next((n for n in ("c1", "c2")
+                                            if masters(c1, n) == SWITCHES), None),
+                              10, interval=0.05, what="a new master")
+        takeover = time.monotonic() - killed
+        sent, received = finish()
+        assert sent - received == 0, f"{sent - received} of {sent} packets lost in takeover"
+        new, other, other_name = ((c1, c2, "c2") if new_name == "c1" else (c2, c1, "c1"))
+        assert takeover < 3.0, f"new leader master at every switch after {takeover:.2f}s"
+        time.sleep(4)  # past the warm-restart grace: the new leader has reconciled
+        assert flow_mods(new) == 0, f"{flow_mods(new)} FlowMods after takeover"
+        assert leader_of(other) == new_name
+        generation = status(new)["leader"]["generation"]
+
+        # The new leader paused past its lease: the third one takes over; the paused
+        # one, woken, steps down without sending anything.
+        before = flow_mods(new)
+        new.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: masters(other, other_name) == SWITCHES, 10, interval=0.1,
+                       what="the third controller master everywhere")
+        finally:
+            new.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: "no longer leader" in new.log_file.read_text(), 10,
+                   what="the paused leader to step down")
+        time.sleep(1)
+        assert flow_mods(new) == before
+        assert leader_of(new) == other_name and status(new)["leading"] is False
+        assert status(other)["leader"]["generation"] > generation
+        assert ping(net.get("h2"), net.get("h4").IP(), count=3).received == 3
+
+        # The switches fence by generation id themselves: the deposed leader's generation
+        # is refused as stale, and a slave's FlowMod is refused.
+        switch = net.get("s1")
+        refusals = role_refusals(switch, stale=generation,
+                                 current=status(other)["leader"]["generation"])
+        assert refusals == {"stale": True, "is_slave": True}, refusals
+        for ctl in (new, other):
+            assert ctl.errors() == [], ctl.errors()
+
+
+OFP_VERSION, OFPT_HELLO, OFPT_ERROR, OFPT_FLOW_MOD = 4, 0, 1, 14
+OFPT_ROLE_REQUEST, OFPT_ROLE_REPLY = 24, 25
+OFPT_BARRIER_REQUEST, OFPT_BARRIER_REPLY = 20, 21
+OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE = 2, 3
+
+
+def role_refusals(switch, stale: int, current: int) -> dict[str, bool]:
+    """Connect to `switch` as a fourth controller (a passive OpenFlow port added for the
+    test): ask to be master with the `stale` generation id, then become slave under the
+    `current` one and send a FlowMod. What did the switch refuse?"""
+    port = free_port()
+    targets = switch.vsctl("get-controller", switch.name).split()
+    switch.vsctl("set-controller", switch.name, *targets, f"ptcp:{port}:127.0.0.1")
+    try:
+        sock = wait_until(lambda: _connect(port), 10, what="the switch's passive port")
+        with sock:
+            _send(sock, OFPT_HELLO, b"")
+            _send(sock, OFPT_ROLE_REQUEST, struct.pack("!I4xQ", OFPCR_ROLE_MASTER, stale))
+            kind, body = _next(sock, (OFPT_ERROR, OFPT_ROLE_REPLY))
+            # OFPET_ROLE_REQUEST_FAILED, OFPRRFC_STALE
+            stale_refused = kind == OFPT_ERROR and struct.unpack("!HH", body[:4]) == (11, 0)
+            _send(sock, OFPT_ROLE_REQUEST, struct.pack("!I4xQ", OFPCR_ROLE_SLAVE, current))
+            assert _next(sock, (OFPT_ERROR, OFPT_ROLE_REPLY))[0] == OFPT_ROLE_REPLY
+            # Adds a rule with no instructions to table 200, which nothing uses: harmless
+            # if the switch wrongly took it, and then the assertion below fails.
+            flow_mod = struct.pack("!QQBBHHHIIIH2x", 0, 0, 200, 0, 0, 0, 1, 0xFFFFFFFF,
+                                   0xFFFFFFFF, 0xFFFFFFFF, 0) + struct.pack("!HH4x", 1, 4)
+            _send(sock, OFPT_FLOW_MOD, flow_mod)
+            _send(sock, OFPT_BARRIER_REQUEST, b"")
+            kind, body = _next(sock, (OFPT_ERROR, OFPT_BARRIER_REPLY))
+            # OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE
+            slave_refused = kind == OFPT_ERROR and struct.unpack("!HH", body[:4]) == (1, 10)
+    finally:
+        switch.vsctl("set-controller", switch.name, *targets)
+    return {"stale": stale_refused, "is_slave": slave_refused}
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        return None
+    return sock
+
+
+def _send(sock: socket.socket, kind: int, body: bytes) -> None:
+    sock.sendall(struct.pack("!BBHI", OFP_VERSION, kind, 8 + len(body), 7) + body)
+
+
+def _next(sock: socket.socket, kinds: tuple[int, ...]) -> tuple[int, bytes]:
+    """The next message of one of `kinds` (others, such as packet-ins, are skipped)."""
+    while True:
+        header = _read(sock, 8)
+        _version, kind, length, _xid = struct.unpack("!BBHI", header)
+        body = _read(sock, length - 8)
+        if kind in kinds:
+            return kind, body
+
+
+def _read(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the switch closed the connection")
+        data += chunk
+    return data
+
+
+def test_losing_etcd_members(tmp_path):
+    """One of three members down: applies go on. Two down: applies are refused with a
+    clear message, the switches keep every rule and traffic between resolved hosts
+    flows."""
+    with EtcdCluster(3) as etcd, cluster(tmp_path, etcd, size=2) as (c0, c1), \
+            network(RingTopo(n=SWITCHES), c0, wait=False, others=(c1,)) as net:
+        c0.wait_topology(SWITCHES, SWITCHES)
+        wait_until(lambda: masters(c1, "c0") == SWITCHES, 10, what="c0 master everywhere")
+        c1.apply(REPO / "examples/minimal.yaml")
+        etcd.members[2].stop()
+        time.sleep(LEASE_TTL + 1)
+        assert status(c1)["leader"]["node"] == "c0"
+        c1.apply(POLICY)
+        assert len(history(c1)) == 2 and history(c0) == history(c1)
+
+        # ARP answers come from the leader: resolve before the leader is gone (the
+        # README's limits say so).
+        assert ping(net.get("h1"), net.get("h3").IP(), count=1).received == 1
+        flows = {s.name: sorted(dump_flows(s)) for s in net.switches}
+        etcd.members[1].stop()
+        time.sleep(LEASE_TTL + 1)
+        refused = c0.sdnctl("policy", "apply", "-f", str(POLICY))
+        assert refused.returncode != 0
+        assert "no leader" in refused.stderr and "nothing was changed" in refused.stderr, \
+            refused.stderr
+        assert ping(net.get("h1"), net.get("h3").IP(), count=3).received == 3
+        assert {s.name: sorted(dump_flows(s)) for s in net.switches} == flows

@@ -1,0 +1,98 @@
+"""Policy revisions in a real etcd (one member on loopback, no root needed): the same
+history from every instance, and writes only under the current leader's generation."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.etcd import Etcd, StoreUnavailable, delete, parse_endpoints
+from sdn.controller.cluster import EtcdElection
+from sdn.policy.etcd_store import LEADER_KEY, EtcdPolicyStore
+from sdn.policy.load import load_policy
+from sdn.policy.store import RevisionNotFound, StoreError
+from testing.etcd import EtcdCluster
+
+TEXT = "version: 1\nrouting: {metric: hops, ecmp: false, protection: none}\n"
+OTHER = "version: 1\nrouting: {metric: hops, ecmp: true, protection: none}\n"
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    with EtcdCluster(1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(etcd):
+    client = Etcd.from_url(etcd.url)
+    client.txn([], [delete("/sdn/", prefix=True)])
+    return client
+
+
+def elect(client: Etcd, node: str = "a") -> int:
+    election = EtcdElection(client)
+    lease, _ttl = election.grant(10)
+    generation = election.try_lead(lease, node, {"api": ""})
+    assert generation
+    return generation
+
+
+def test_revisions_are_shared_and_fenced(client):
+    generation = elect(client)
+    leader = EtcdPolicyStore(client, lambda: generation)
+    reader = EtcdPolicyStore(Etcd.from_url(_url(client)), lambda: 0)
+
+    first = leader.begin(TEXT, load_policy(TEXT, "p.yaml"), "alice", "+routing")
+    assert leader.pending() == [first.rev] and reader.history() == []
+    leader.confirm(first.rev)
+    second = leader.commit(OTHER, load_policy(OTHER, "p.yaml"), "bob", "~routing")
+    assert [r.rev for r in reader.history()] == [second.rev, first.rev]
+    assert reader.get(first.rev).source == TEXT
+    assert reader.current().author == "bob"
+
+    back = leader.rollback(first.rev, "carol")
+    assert back.restored_from == first.rev and reader.current().source == TEXT
+    assert [r.to_json() for r in reader.history()] == [r.to_json() for r in leader.history()]
+
+    with pytest.raises(StoreError, match="not the cluster's leader"):
+        reader.begin(TEXT, load_policy(TEXT, "p.yaml"), "mallory", "x")
+    with pytest.raises(RevisionNotFound):
+        reader.get(99)
+
+
+def test_a_deposed_leader_cannot_write(client):
+    old = elect(client, "a")
+    client.txn([], [delete(LEADER_KEY)])  # a's lease ran out
+    elect(client, "b")
+    deposed = EtcdPolicyStore(client, lambda: old)
+    with pytest.raises(StoreError, match="lost the leadership"):
+        deposed.begin(TEXT, load_policy(TEXT, "p.yaml"), "a", "x")
+    assert deposed.pending() == [] and deposed.history() == []
+
+
+def test_pending_is_abandoned_not_listed(client):
+    generation = elect(client)
+    store = EtcdPolicyStore(client, lambda: generation)
+    pending = store.begin(TEXT, load_policy(TEXT, "p.yaml"), "a", "x")
+    store.abandon(pending.rev)
+    assert store.pending() == [] and store.history() == []
+    with pytest.raises(StoreError, match="not pending"):
+        store.confirm(pending.rev)
+
+
+def test_unreachable_store_is_a_clear_error():
+    client = Etcd([("127.0.0.1", 9)], timeout=0.5)
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:9\b"):
+        client.get("/sdn/leader")
+    with pytest.raises(StoreError, match="etcd did not answer"):
+        EtcdPolicyStore(client, lambda: 0).history()
+
+
+@pytest.mark.parametrize("url", ["http://h:1", "etcd://", "etcd://host", "etcd://h:x"])
+def test_bad_store_urls_are_refused(url):
+    with pytest.raises(ValueError):
+        parse_endpoints(url)
+
+
+def _url(client: Etcd) -> str:
+    return "etcd://" + ",".join(f"{h}:{p}" for h, p in client.endpoints)
