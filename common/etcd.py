@@ -14,12 +14,15 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw
 from etcd3gw import exceptions as etcd_errors
 from prometheus_client import Histogram
+
+from common.blocking import run_blocking
 
 REQUEST_TIMEOUT = 1.0  # seconds, per endpoint: a leader must notice a dead store quickly
 STORE_SECONDS = Histogram("sdn_store_request_seconds", "etcd request latency, by operation",
@@ -131,7 +134,8 @@ class Etcd:
             client = self._clients[index]
             started = time.monotonic()
             try:
-                result = client.post(client.get_url(path), data=json.dumps(body))
+                result = run_blocking(partial(client.post, client.get_url(path),
+                                              data=json.dumps(body)))
             except etcd_errors.Etcd3Exception as exc:
                 errors.append(f"{client.host}:{client.port}: {_reason(exc)}")
                 continue
@@ -186,7 +190,7 @@ class Etcd:
         client = etcd3gw.Etcd3Client(host=parts.hostname, port=parts.port, timeout=0.5,
                                      api_path="/v3/")
         try:
-            client.status()
+            run_blocking(client.status)
         except etcd_errors.Etcd3Exception:
             return False
         return True

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from common.blocking import run_blocking
 from sdn.compile.chain_model import ChainError
-from sdn.controller.blocking import run_blocking
 from sdn.controller.state import ControllerState
 from sdn.model.rules import SwitchRules
 from sdn.policy.load import load_policy

@@ -55,7 +55,7 @@ class EtcdElection:
         if entry is None:
             return None
         record = entry.json()
-        return LeaderRecord(record["node"], record["api"], entry.create_revision)
+        return LeaderRecord(record["node"], record["api"], entry.create_revision, entry.lease)
 
     def try_lead(self, lease: int, node: str, info: dict[str, Any]) -> int | None:
         if not self.etcd.txn([created_at(LEADER_KEY, 0)],

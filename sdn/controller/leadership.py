@@ -30,6 +30,7 @@ class LeaderRecord:
     node: str
     api: str  # where its REST API answers (standbys forward writes there)
     generation: int
+    lease: int = 0  # the lease the record is bound to
 
 
 class ElectionStore(Protocol):
@@ -100,6 +101,10 @@ class Leadership:
                 generation = self.store.try_lead(self.lease, self.node, self.info)
                 if generation:
                     self._elected(generation)
+            elif current.lease == self.lease:
+                # Stepped down while the store did not answer (an etcd election), but the
+                # lease outlived it: nobody else can have led since; lead on, same id.
+                self._elected(current.generation)
             return
         current = self.store.leader()
         if current is None or current.generation != self.generation:
@@ -134,7 +139,8 @@ class Leadership:
 
     def _elected(self, generation: int) -> None:
         self.generation = generation
-        self.known_leader = LeaderRecord(self.node, str(self.info.get("api", "")), generation)
+        self.known_leader = LeaderRecord(self.node, str(self.info.get("api", "")), generation,
+                                         self.lease or 0)
         self.changes += 1
         LOG.info("elected leader, generation %d", generation)
         self.on_change(generation)

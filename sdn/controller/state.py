@@ -11,10 +11,10 @@ from typing import Protocol
 from os_ken.lib import hub
 from prometheus_client import Counter, Gauge
 
+from common.blocking import run_blocking
 from common.collector import collector_paused
 from sdn.compile.desired import desired_rules
 from sdn.compile.routes import CompilerCache
-from sdn.controller.blocking import run_blocking
 from sdn.controller.offload import OffloadTable
 from sdn.controller.placement import VnfManager
 from sdn.model.rules import SwitchRules

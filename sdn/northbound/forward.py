@@ -10,12 +10,15 @@ controller leads (an election, or etcd without quorum) a request waits up to
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import falcon
 import requests
 from os_ken.lib import hub
 
+from common.blocking import run_blocking
 from sdn.controller.cluster import ClusterMember
+from sdn.controller.leadership import LeaderRecord
 
 ELECTION_WAIT = 8.0  # seconds: longer than a lease plus an election
 FORWARD_TIMEOUT = 120.0  # an apply waits for every switch's barrier
@@ -27,9 +30,8 @@ LOCAL = {("GET", "/v1/policy"), ("GET", "/v1/policy/history"), ("GET", "/v1/heal
 class LeaderForward:
     """Falcon middleware: requests a standby cannot answer go to the leader."""
 
-    def __init__(self, member: ClusterMember, session: requests.Session | None = None) -> None:
+    def __init__(self, member: ClusterMember) -> None:
         self.member = member
-        self.session = session or requests.Session()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if (req.method, req.path) in LOCAL or self.member.leading():
@@ -49,27 +51,48 @@ class LeaderForward:
                 return
             leader = self.member.known_leader()
             if leader is not None and leader.node != self.member.node and leader.api:
-                try:
-                    answer = self.session.request(
-                        req.method, leader.api + req.relative_uri, json=body,
-                        timeout=FORWARD_TIMEOUT,
-                        headers={**_passed_headers(req), FORWARDED: self.member.node})
-                except requests.RequestException as exc:
-                    tried = f"leader {leader.node} at {leader.api} did not answer: {exc}"
-                else:
+                answer, tried = self._forward(req, leader, body)
+                if answer is not None:
                     resp.status = falcon.code_to_http_status(answer.status_code)
-                    resp.content_type = answer.headers.get("Content-Type",
-                                                           falcon.MEDIA_JSON)
+                    resp.content_type = answer.headers.get("Content-Type", falcon.MEDIA_JSON)
                     resp.data = answer.content
                     resp.set_header("X-Sdn-Leader", leader.node)
                     resp.complete = True
                     return
+                deadline = max(deadline, time.monotonic() + ELECTION_WAIT / 2)
             hub.sleep(0.1)
         raise falcon.HTTPServiceUnavailable(
             title="no leader",
             description=f"no controller of the cluster could take the request within "
                         f"{ELECTION_WAIT:g}s ({tried}); nothing was changed. Is etcd up "
                         "with a quorum? `sdnctl cluster status` shows the members")
+
+    def _forward(self, req: falcon.Request, leader: LeaderRecord, body: object
+                 ) -> tuple[requests.Response | None, str]:
+        """Send the request to `leader`; give up on it as soon as another is elected (a
+        paused leader accepts connections but never answers; woken, it refuses what it
+        was sent, since it no longer leads)."""
+        done: dict[str, object] = {}
+
+        def call() -> None:
+            try:
+                done["answer"] = run_blocking(partial(
+                    requests.request, req.method, leader.api + req.relative_uri, json=body,
+                    timeout=FORWARD_TIMEOUT,
+                    headers={**_passed_headers(req), FORWARDED: self.member.node}))
+            except requests.RequestException as exc:
+                done["error"] = f"leader {leader.node} at {leader.api} did not answer: {exc}"
+
+        thread = hub.spawn(call)
+        while not done:
+            current = self.member.known_leader()
+            if current is None or current.generation != leader.generation:
+                hub.kill(thread)
+                return None, f"leader {leader.node} was replaced while it had the request"
+            hub.sleep(0.05)
+        answer = done.get("answer")
+        return (answer, "") if isinstance(answer, requests.Response) else (None,
+                                                                           str(done["error"]))
 
 
 def _passed_headers(req: falcon.Request) -> dict[str, str]:

@@ -131,9 +131,12 @@ def test_takeover_without_loss_and_a_paused_leader_is_fenced(tmp_path):
 
         # The new leader paused past its lease: the third one takes over; the paused
         # one, woken, steps down without sending anything.
+        # A policy applied during the election waits for the new leader, then goes in.
         before = flow_mods(new)
         new.proc.send_signal(signal.SIGSTOP)
         try:
+            applied = other.sdnctl("policy", "apply", "-f", str(REPO / "examples/minimal.yaml"))
+            assert applied.returncode == 0, applied.stderr
             wait_until(lambda: masters(other, other_name) == SWITCHES, 10, interval=0.1,
                        what="the third controller master everywhere")
         finally:
@@ -145,6 +148,8 @@ def test_takeover_without_loss_and_a_paused_leader_is_fenced(tmp_path):
         assert leader_of(new) == other_name and status(new)["leading"] is False
         assert status(other)["leader"]["generation"] > generation
         assert ping(net.get("h2"), net.get("h4").IP(), count=3).received == 3
+        assert history(c1) == history(c2) and len(history(c1)) == 2
+        assert history(c1)[0]["summary"].startswith("-host h1"), history(c1)[0]
 
         # The switches fence by generation id themselves: the deposed leader's generation
         # is refused as stale, and a slave's FlowMod is refused.

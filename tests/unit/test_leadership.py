@@ -67,7 +67,10 @@ class FakeStore:
 
     def leader(self) -> LeaderRecord | None:
         self._arrive()
-        return LeaderRecord(self.record[0], "", self.record[2]) if self.record else None
+        if self.record is None:
+            return None
+        node, lease, revision = self.record
+        return LeaderRecord(node, "", revision, lease)
 
     def try_lead(self, lease: int, node: str, info: dict) -> int | None:
         self._arrive()
@@ -177,6 +180,24 @@ def test_leader_cut_off_from_the_store_steps_down_and_keeps_out(world):
         b.tick()
         assert not (a.leading() and b.leading())
     assert not a.leading() and b.leading()
+
+
+def test_a_leader_whose_lease_outlived_a_store_outage_leads_on_with_the_same_id(world):
+    """etcd electing a new raft leader stalls requests for a second or two; the lease
+    survives it, so the record stays ours and nobody else can have been elected."""
+    clock, store, (a, b, _c) = world
+    a.tick()
+    generation = a.leadership.generation
+    store.cut.add("a")
+    clock.now += TTL - SAFETY_MARGIN / 2
+    a.tick()
+    assert not a.leading()
+    store.cut.clear()
+    b.tick()
+    assert not b.leading()
+    a.tick()
+    assert a.leading() and a.leadership.generation == generation
+    assert a.changes == [generation, 0, generation]
 
 
 def test_a_slow_renewal_counts_from_when_it_was_sent(world):
