@@ -21,6 +21,7 @@ from bench import (
     lb_analyzer,
     policy_apply,
     routing_scale,
+    takeover,
     update_loss,
     vnf_pps,
     vnf_runtime,
@@ -65,6 +66,7 @@ BENCHMARKS = {
     "update_loss": _root_only(update_loss.run),
     "chain": _root_only(chain.run),
     "convergence": _root_only(convergence.run),
+    "takeover": _root_only(takeover.run),
 }
 
 

@@ -170,11 +170,12 @@ class SdnController(app_manager.OSKenApp):
         dp = ev.msg.datapath
         if self._registered(dp) is None:
             return
-        ports = [p.port_no for p in ev.msg.body if _is_live(p)]
+        ports = [p.port_no for p in ev.msg.body if codec.port_is_live(p)]
         self.topology.add_switch(dp.id, ports)
+        names = {p.port_no: codec.port_name(p) for p in ev.msg.body}
         self.topology.name_ports(
-            dp.id, {p.port_no: _name(p) for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX},
-            bridge=next((_name(p) for p in ev.msg.body if p.port_no == ofp.OFPP_LOCAL), None))
+            dp.id, {port: name for port, name in names.items() if port <= ofp.OFPP_MAX},
+            bridge=names.get(ofp.OFPP_LOCAL))
         for port in ports:
             self._probe(dp.id, port)
         self._changed()
@@ -186,8 +187,8 @@ class SdnController(app_manager.OSKenApp):
         dpid, port = msg.datapath.id, msg.desc.port_no
         if port > ofp.OFPP_MAX or self._registered(msg.datapath) is None:
             return
-        self.topology.name_ports(dpid, {port: _name(msg.desc)})
-        if msg.reason == ofp.OFPPR_DELETE or not _is_live(msg.desc):
+        self.topology.name_ports(dpid, {port: codec.port_name(msg.desc)})
+        if msg.reason == ofp.OFPPR_DELETE or not codec.port_is_live(msg.desc):
             if self.topology.port_down(dpid, port):
                 LOG.info("link at %016x port %d went down", dpid, port)
                 LINK_EVENTS.labels("port down").inc()
@@ -274,6 +275,7 @@ class SdnController(app_manager.OSKenApp):
             return
         conn.on_role_reply(ev.msg.role, ev.msg.generation_id)
         LOG.info("switch %016x: role %s, generation %d", conn.dpid, conn.role, conn.generation)
+        self.cluster.wake()
         if self.state.fence.holds(conn) and conn.ready:
             conn.request_tables()
         self._changed()
@@ -439,12 +441,3 @@ class SdnController(app_manager.OSKenApp):
             self._probe_all()
             self._carry_out(self.handler.expire_links())
             self._carry_out(self.handler.settle_claims())
-
-def _name(port) -> str:
-    name = port.name
-    return name.decode(errors="replace") if isinstance(name, bytes) else name
-
-
-def _is_live(port) -> bool:
-    return (port.port_no <= ofp.OFPP_MAX and not port.state & ofp.OFPPS_LINK_DOWN
-            and not port.config & ofp.OFPPC_PORT_DOWN)

@@ -8,6 +8,7 @@ green thread of their own, role requests to the switches, the member record.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ LEADERSHIP_CHANGES = Counter("sdn_cluster_leadership_changes_total",
 REFUSED_WRITES = Counter("sdn_switch_role_refusals_total",
                          "Role requests or writes a switch refused (another controller is "
                          "master there)")
+READY_WAIT = 10.0  # seconds after start a member campaigns even if it misses switches
 OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, OFPET_ROLE_REQUEST_FAILED = 1, 10, 11
 
 
@@ -83,9 +85,11 @@ class ClusterMember:
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.leadership = Leadership(EtcdElection(etcd), node, {"api": api}, ttl,
-                                     self._changed)
+                                     self._changed, may_lead=self._sees_every_switch)
+        self._started = time.monotonic()
         self._published: tuple[int | None, dict] | None = None
         self.store_answers = False  # at the last tick
+        self._wake = hub.Event()
 
     # the Fence that ControllerState consults before every write
     def leading(self) -> bool:
@@ -107,7 +111,8 @@ class ClusterMember:
         return self.leadership.known_leader
 
     def run(self) -> None:
-        """The member's green thread: a tick per interval, forever."""
+        """The member's green thread: a tick per interval (a standby's twice as often:
+        it takes over sooner), or at once when `wake` is called, forever."""
         while True:
             try:
                 self.leadership.tick()
@@ -118,7 +123,24 @@ class ClusterMember:
                 self.leadership.lost_store(str(exc))
             except Exception:
                 LOG.exception("cluster tick failed")
-            hub.sleep(self.leadership.interval)
+            interval = self.leadership.interval
+            self._wake.wait(interval if self.leadership.generation else interval / 2)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Tick now: a role changed, and the other members should read it soon."""
+        self._wake.set()
+
+    def _sees_every_switch(self) -> bool:
+        """Campaign only once connected to every switch another member is (a member that
+        has just started may not be yet, and would reroute around the ones it misses),
+        or after READY_WAIT seconds however many it has."""
+        if time.monotonic() - self._started > READY_WAIT:
+            return True
+        expected = {dpid for entry in self.etcd.get_prefix(MEMBERS_PREFIX)
+                    for dpid in entry.json().get("switches", {})}
+        ours = {f"{dpid:016x}" for dpid, conn in self.switches.items() if conn.ready}
+        return expected <= ours
 
     def leave(self) -> None:
         """Stopping: end the lease now, so another member is elected at once instead of

@@ -58,13 +58,15 @@ class Leadership:
 
     def __init__(self, store: ElectionStore, node: str, info: dict[str, Any], ttl: int,
                  on_change: Callable[[int], None] = lambda _gen: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 may_lead: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.node = node
         self.info = info
         self.ttl = ttl
         self.on_change = on_change
         self.clock = clock
+        self.may_lead = may_lead  # false: let a member that sees more switches lead
         self.lease: int | None = None
         self.deadline = 0.0  # leading only before this (monotonic clock)
         self.generation = 0  # > 0 while this controller believes it leads
@@ -97,11 +99,11 @@ class Leadership:
         if not self.leading():  # a tick that came too late ends leadership here
             current = self.store.leader()
             self.known_leader = current
-            if current is None:
+            if current is None and self.may_lead():
                 generation = self.store.try_lead(self.lease, self.node, self.info)
                 if generation:
                     self._elected(generation)
-            elif current.lease == self.lease:
+            elif current is not None and current.lease == self.lease:
                 # Stepped down while the store did not answer (an etcd election), but the
                 # lease outlived it: nobody else can have led since; lead on, same id.
                 self._elected(current.generation)

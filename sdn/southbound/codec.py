@@ -237,3 +237,15 @@ def decode_meter(dpid: int, config) -> Meter:
                      pktps=config.flags == PKTPS_METER_FLAGS)
     described = ",".join(f"{type(b).__name__}:{b.rate}:{b.burst_size}" for b in bands)
     return Meter(dpid, config.meter_id, 0, 0, f"flags={config.flags} {described}")
+
+
+def port_name(port) -> str:
+    """A port description's name as text (os-ken gives bytes)."""
+    name = port.name
+    return name.decode(errors="replace") if isinstance(name, bytes) else name
+
+
+def port_is_live(port) -> bool:
+    """A physical port that is up and not administratively down."""
+    return (port.port_no <= ofp.OFPP_MAX and not port.state & ofp.OFPPS_LINK_DOWN
+            and not port.config & ofp.OFPPC_PORT_DOWN)

@@ -200,6 +200,15 @@ def test_a_leader_whose_lease_outlived_a_store_outage_leads_on_with_the_same_id(
     assert a.changes == [generation, 0, generation]
 
 
+def test_a_member_not_ready_to_lead_leaves_it_to_one_that_is(world):
+    _clock, store, (a, b, _c) = world
+    a.leadership.may_lead = lambda: False
+    a.tick()
+    assert not a.leading() and store.record is None
+    b.tick()
+    assert b.leading()
+
+
 def test_a_slow_renewal_counts_from_when_it_was_sent(world):
     _clock, store, (a, _b, _c) = world
     a.tick()
