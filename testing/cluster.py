@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from testing.etcd import EtcdCluster
-from testing.harness import REPO, Controller, wait_until
+from testing.harness import REPO, Controller, reap_vnfs, wait_until
 
 LEASE_TTL = 2
 
@@ -23,8 +23,9 @@ LEASE_TTL = 2
 def controllers(workdir: Path, etcd: EtcdCluster, size: int = 3,
                 lease_ttl: int = LEASE_TTL) -> Iterator[list[Controller]]:
     """`size` controllers named c0, c1, ... on `etcd`; c0 starts first and leads. Each is
-    stopped at the end (woken first if a test paused it)."""
+    stopped at the end (woken first if a test paused it), then any VNFs they placed."""
     with ExitStack() as stack:
+        stack.callback(reap_vnfs)  # last: a cluster leaves its VNFs running, like one controller
         members = []
         for index in range(size):
             ctl = Controller(workdir / f"c{index}", extra_args=(

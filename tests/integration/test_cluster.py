@@ -22,8 +22,19 @@ from testing.cluster import (
     udp_stream,
 )
 from testing.etcd import EtcdCluster
-from testing.harness import REPO, dump_flows, free_port, network, ping, wait_until
-from topologies.sdn_topos import RingTopo
+from testing.harness import (
+    REPO,
+    dump_flows,
+    free_port,
+    http_get,
+    network,
+    ping,
+    wait_until,
+    web_servers,
+)
+from tests.integration.test_chains import POLICY as CHAIN_POLICY
+from tests.integration.test_chains import VIP, backends_healthy
+from topologies.sdn_topos import LinearTopo, RingTopo
 
 pytestmark = pytest.mark.integration
 SWITCHES = 4
@@ -212,3 +223,40 @@ def test_losing_etcd_members(tmp_path):
             refused.stderr
         assert ping(net.get("h1"), net.get("h3").IP(), count=3).received == 3
         assert {s.name: sorted(dump_flows(s)) for s in net.switches} == flows
+
+
+def test_a_chain_applied_through_a_standby_survives_a_takeover(tmp_path):
+    """The VNFs are placed by the leader; killed, the next leader takes the same workers
+    over (namespaces, state and all) and sends no FlowMod."""
+    with EtcdCluster(1) as etcd, controllers(tmp_path, etcd) as (c0, c1, c2), \
+            network(LinearTopo(n=3, hosts_per_switch=2), c0, wait=False,
+                    others=(c1, c2)) as net, \
+            web_servers(net, ("h5", "h6"), tmp_path / "www"):
+        c0.wait_topology(3, 2)
+        wait_until(lambda: masters(c2, "c0") == 3, 10, what="c0 master everywhere")
+        policy = tmp_path / "chain.yaml"
+        policy.write_text(CHAIN_POLICY)
+        c2.apply(policy)
+        wait_until(lambda: {v["state"] for v in c1.get("/v1/vnfs")["vnfs"]} == {"running"},
+                   30, what="VNFs running")
+        for host in net.hosts:
+            ping(host, "10.0.0.3")
+        wait_until(lambda: backends_healthy(c1), 20, what="backends healthy")
+        client = net.get("h1")
+        assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
+        pids = {v["name"]: v["pid"] for v in c1.get("/v1/vnfs")["vnfs"]}
+        assert len(pids) == 3 and None not in pids.values(), pids
+
+        c0.proc.kill()
+        c0.proc.wait(5)
+        new = wait_until(lambda: next((c for c, n in ((c1, "c1"), (c2, "c2"))
+                                       if masters(c1, n) == 3), None), 10, what="new master")
+        wait_until(lambda: {v["name"]: v["pid"] for v in new.get("/v1/vnfs")["vnfs"]
+                            if v["state"] == "running"} == pids, 20,
+                   what="the same VNF workers under the new leader")
+        time.sleep(3.5)  # past the reconcile grace
+        assert flow_mods(new) == 0
+        assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
+        assert http_get(net.get("h2"), f"http://{VIP}/id", timeout=1) is None  # fw drops
+        for ctl in (c1, c2):
+            assert ctl.errors() == [], ctl.errors()
