@@ -15,10 +15,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw
+import requests
 from etcd3gw import exceptions as etcd_errors
 from prometheus_client import Histogram
 
@@ -32,6 +34,28 @@ STORE_SECONDS = Histogram("sdn_store_request_seconds", "etcd request latency, by
 
 class StoreUnavailable(RuntimeError):
     """No etcd endpoint answered (or the cluster has no quorum)."""
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """TLS to etcd: the CA that signed the members' certificates, and this client's own
+    certificate and key when the members ask for one (`--client-cert-auth`)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+
+def _session(tls: EtcdTls | None) -> requests.Session:
+    """A session that ignores the environment: $REQUESTS_CA_BUNDLE would replace the CA
+    we were given (a known requests quirk), and $HTTP_PROXY has no business with etcd."""
+    session = requests.Session()
+    session.trust_env = False
+    if tls is not None:
+        session.verify = str(tls.ca)
+        if tls.cert and tls.key:
+            session.cert = (str(tls.cert), str(tls.key))
+    return session
 
 
 @dataclass(frozen=True)
@@ -113,18 +137,22 @@ class Etcd:
     """A few etcd operations, tried on each endpoint until one answers."""
 
     def __init__(self, endpoints: Sequence[tuple[str, int]],
-                 timeout: float = REQUEST_TIMEOUT) -> None:
+                 timeout: float = REQUEST_TIMEOUT, tls: EtcdTls | None = None) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.endpoints = list(endpoints)
-        self._clients = [etcd3gw.Etcd3Client(host=host, port=port, timeout=timeout,
-                                              api_path="/v3/")
-                         for host, port in self.endpoints]
+        self._tls = tls
+        self._clients = [self._client(host, port, timeout) for host, port in self.endpoints]
         self._preferred = 0
 
+    def _client(self, host: str, port: int, timeout: float) -> etcd3gw.Etcd3Client:
+        return etcd3gw.Etcd3Client(host=host, port=port, timeout=timeout, api_path="/v3/",
+                                   protocol="https" if self._tls else "http",
+                                   session=_session(self._tls))
+
     @classmethod
-    def from_url(cls, url: str) -> Etcd:
-        return cls(parse_endpoints(url))
+    def from_url(cls, url: str, tls: EtcdTls | None = None) -> Etcd:
+        return cls(parse_endpoints(url), tls=tls)
 
     def _post(self, op: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
@@ -187,8 +215,7 @@ class Etcd:
 
     def _answers(self, url: str) -> bool:
         parts = urlsplit(url)
-        client = etcd3gw.Etcd3Client(host=parts.hostname, port=parts.port, timeout=0.5,
-                                     api_path="/v3/")
+        client = self._client(parts.hostname, parts.port, 0.5)
         try:
             run_blocking(client.status)
         except etcd_errors.Etcd3Exception:

@@ -28,8 +28,11 @@ def controllers(workdir: Path, etcd: EtcdCluster, size: int = 3,
         stack.callback(reap_vnfs)  # last: a cluster leaves its VNFs running, like one controller
         members = []
         for index in range(size):
+            tls = (("--store-ca", str(etcd.tls.ca), "--store-cert", str(etcd.tls.cert),
+                    "--store-key", str(etcd.tls.key)) if etcd.tls else ())
             ctl = Controller(workdir / f"c{index}", extra_args=(
-                "--store", etcd.url, "--node", f"c{index}", "--lease-ttl", str(lease_ttl)))
+                "--store", etcd.url, "--node", f"c{index}", "--lease-ttl", str(lease_ttl),
+                *tls))
             ctl.start()
             stack.callback(_stop, ctl)
             members.append(ctl)

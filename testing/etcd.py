@@ -1,5 +1,6 @@
 """A throwaway etcd cluster for tests and bench: 1 or 3 members on free loopback ports,
-data in a temporary directory, each member stopped by its pid."""
+data in a temporary directory, each member stopped by its pid; optionally clients over
+TLS with client certificates (a throwaway CA made with openssl)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from common.etcd import EtcdTls
 from testing.harness import free_port, wait_until
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -22,18 +24,22 @@ class Member:
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    tls: EtcdTls | None = None  # the clients' side: CA, certificate, key
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
     def healthy(self) -> bool:
+        tls = ({"verify": str(self.tls.ca), "cert": (str(self.tls.cert), str(self.tls.key))}
+               if self.tls else {})
         try:
-            answer = requests.get(f"{self.client_url}/health", timeout=1)
+            answer = requests.get(f"{self.client_url}/health", timeout=1, **tls)
         except requests.RequestException:
             return False
         return answer.ok and answer.json().get("health") == "true"
@@ -47,9 +53,10 @@ class Member:
 class EtcdCluster:
     """`with EtcdCluster(3) as etcd: ... etcd.url` (etcd://host:port,...)."""
 
-    def __init__(self, size: int = 1) -> None:
-        self.members = [Member(f"m{i}") for i in range(size)]
+    def __init__(self, size: int = 1, tls: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sdn-etcd-"))
+        self.tls = make_pki(self.dir / "pki") if tls else None
+        self.members = [Member(f"m{i}", tls=self.tls) for i in range(size)]
 
     @property
     def url(self) -> str:
@@ -67,7 +74,7 @@ class EtcdCluster:
                      "--listen-peer-urls", member.peer_url,
                      "--initial-advertise-peer-urls", member.peer_url,
                      "--initial-cluster", initial, "--initial-cluster-state", "new",
-                     "--initial-cluster-token", self.dir.name],
+                     "--initial-cluster-token", self.dir.name, *self._tls_flags()],
                     stdout=log, stderr=subprocess.STDOUT)
                 log.close()
             wait_until(lambda: all(m.healthy() for m in self.members), 30,
@@ -77,6 +84,13 @@ class EtcdCluster:
             raise
         return self
 
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        pki = self.tls.ca.parent
+        return ["--cert-file", str(pki / "server.pem"), "--key-file", str(pki / "server.key"),
+                "--client-cert-auth", "--trusted-ca-file", str(self.tls.ca)]
+
     def __exit__(self, *_exc: object) -> None:
         for member in self.members:
             member.stop()
@@ -85,3 +99,26 @@ class EtcdCluster:
     def log(self) -> str:
         return "\n".join((self.dir / f"{m.name}.log").read_text(errors="replace")[-2000:]
                          for m in self.members if (self.dir / f"{m.name}.log").exists())
+
+
+def make_pki(directory: Path) -> EtcdTls:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256."""
+    directory.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=sdn test etcd CA")
+    # The server certificate is a client one too: etcd 3.4's JSON gateway dials its own
+    # gRPC port with it when clients must show certificates.
+    for name, usage in (("server", "serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1"),
+                        ("client", "clientAuth")):
+        (directory / f"{name}.ext").write_text(f"extendedKeyUsage={usage}\n")
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=sdn test {name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                "-extfile", f"{name}.ext")
+    return EtcdTls(directory / "ca.pem", directory / "client.pem", directory / "client.key")

@@ -61,6 +61,13 @@ def controller_run(
     lease_ttl: Annotated[int, typer.Option(
         min=2, help="Cluster: seconds a leader that stops renewing keeps its leadership.")
     ] = 2,
+    store_ca: Annotated[Path | None, typer.Option(
+        help="Cluster: TLS to etcd, the CA that signed the members' certificates (PEM).")
+    ] = None,
+    store_cert: Annotated[Path | None, typer.Option(
+        help="Cluster: this controller's client certificate for etcd (PEM).")] = None,
+    store_key: Annotated[Path | None, typer.Option(
+        help="Cluster: the key of --store-cert (PEM).")] = None,
 ) -> None:
     """Run the controller in the foreground until SIGINT or SIGTERM."""
     argv = [sys.executable, "-m", "sdn.northbound.main", "--ofp-host", ofp_host,
@@ -75,9 +82,10 @@ def controller_run(
         if path is not None:
             argv += [option, str(path)]
     for option, text in (("--store", store), ("--node", node),
-                         ("--advertise-api", advertise_api)):
+                         ("--advertise-api", advertise_api), ("--store-ca", store_ca),
+                         ("--store-cert", store_cert), ("--store-key", store_key)):
         if text is not None:
-            argv += [option, text]
+            argv += [option, str(text)]
     argv += ["--lease-ttl", str(lease_ttl)]
 
     os.execv(sys.executable, [*argv, "--verbose"] if verbose else argv)

@@ -11,7 +11,7 @@ hub.patch(thread=True)
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from common.etcd import parse_endpoints  # noqa: E402
+from common.etcd import EtcdTls, parse_endpoints  # noqa: E402
 from sdn.northbound import service  # noqa: E402
 from sdn.northbound.api import MAX_BODY  # noqa: E402
 from sdn.southbound.tls import TlsFiles, TlsSetupError, server_context  # noqa: E402
@@ -50,12 +50,25 @@ def main() -> None:
     parser.add_argument("--node")
     parser.add_argument("--advertise-api")
     parser.add_argument("--lease-ttl", type=int, default=service.LEASE_TTL)
+    parser.add_argument("--store-ca", type=Path)
+    parser.add_argument("--store-cert", type=Path)
+    parser.add_argument("--store-key", type=Path)
     # For measurement only (bench.update_loss): each switch gets its whole difference in
     # one round, as before loss-free ordering existed.
     parser.add_argument("--unordered-updates", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.lease_ttl < 2:
         parser.error("--lease-ttl: at least 2 seconds (etcd's shortest lease)")
+    store_tls = None
+    if args.store_ca or args.store_cert or args.store_key:
+        if not args.store_ca or bool(args.store_cert) != bool(args.store_key):
+            parser.error("TLS to etcd needs --store-ca, and --store-cert with --store-key "
+                         "when etcd asks for client certificates")
+        unreadable = [str(p) for p in (args.store_ca, args.store_cert, args.store_key)
+                      if p is not None and not p.is_file()]
+        if unreadable:
+            parser.error(f"TLS to etcd: cannot read {', '.join(unreadable)}")
+        store_tls = EtcdTls(args.store_ca, args.store_cert, args.store_key)
     tls_files = None
     tls_paths = (args.ofp_tls_key, args.ofp_tls_cert, args.ofp_tls_ca)
     if any(tls_paths):
@@ -73,7 +86,7 @@ def main() -> None:
         api_max_body=args.api_max_body,
         allowed_dpids=frozenset(args.allow_dpid) if args.allow_dpid else None,
         tls_files=tls_files, store=args.store, node=args.node,
-        advertise_api=args.advertise_api, lease_ttl=args.lease_ttl))
+        advertise_api=args.advertise_api, lease_ttl=args.lease_ttl, store_tls=store_tls))
 
 if __name__ == "__main__":
     main()

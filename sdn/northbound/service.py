@@ -24,7 +24,7 @@ from os_ken.controller.controller import datapath_connection_factory  # register
 from os_ken.lib import hub
 from prometheus_client import REGISTRY
 
-from common.etcd import Etcd
+from common.etcd import Etcd, EtcdTls
 from sdn.controller.app import REFUSED
 from sdn.controller.vnf_metrics import VnfCollector
 from sdn.northbound.api import MAX_BODY, make_api
@@ -124,6 +124,7 @@ class Options:
     node: str | None = None  # the member's name in the cluster
     advertise_api: str | None = None  # where other members reach this API
     lease_ttl: int = LEASE_TTL
+    store_tls: EtcdTls | None = None  # None: plain HTTP to etcd
 
 
 def serve_api(host: str, port: int, app: object) -> None:
@@ -167,8 +168,8 @@ def run(options: Options) -> None:
     if options.store is not None:
         node = options.node or f"{socket.gethostname()}-{api_port}"
         api_url = options.advertise_api or f"http://{api_host}:{api_port}"
-        member = controller.join_cluster(Etcd.from_url(options.store), node, api_url,
-                                         options.lease_ttl)
+        member = controller.join_cluster(Etcd.from_url(options.store, options.store_tls),
+                                         node, api_url, options.lease_ttl)
         store = EtcdPolicyStore(member.etcd, member.write_generation)
         LOG.info("cluster member %s on %s (lease %ds)", node, options.store, options.lease_ttl)
     engine = controller.restore(store, state_dir, options.ordered_updates,

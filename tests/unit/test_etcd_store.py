@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.etcd import Etcd, StoreUnavailable, delete, parse_endpoints
+from common.etcd import Etcd, EtcdTls, StoreUnavailable, delete, parse_endpoints
 from sdn.controller.cluster import EtcdElection
 from sdn.policy.etcd_store import LEADER_KEY, EtcdPolicyStore
 from sdn.policy.load import load_policy
@@ -96,3 +96,18 @@ def test_bad_store_urls_are_refused(url):
 
 def _url(client: Etcd) -> str:
     return "etcd://" + ",".join(f"{h}:{p}" for h, p in client.endpoints)
+
+
+def test_tls_to_etcd_with_client_certificates():
+    with EtcdCluster(1, tls=True) as cluster:
+        member = cluster.members[0]
+        trusted = Etcd([("127.0.0.1", member.client_port)], tls=cluster.tls)
+        trusted.put("/sdn/probe", {"ok": True})
+        assert trusted.get("/sdn/probe").json() == {"ok": True}
+        anonymous = Etcd([("127.0.0.1", member.client_port)], timeout=2,
+                         tls=EtcdTls(cluster.tls.ca))
+        with pytest.raises(StoreUnavailable):
+            anonymous.get("/sdn/probe")
+        plain = Etcd([("127.0.0.1", member.client_port)], timeout=2)
+        with pytest.raises(StoreUnavailable):
+            plain.get("/sdn/probe")
