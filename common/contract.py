@@ -47,3 +47,10 @@ def vip_mac(vnf_name: str) -> str:
     names none: the switches answer ARP with it and the VNF owns it."""
     digest = hashlib.blake2b(f"vip:{vnf_name}".encode(), digest_size=5).digest()
     return ":".join(f"{b:02x}" for b in b"\x02" + digest)
+
+# Where the controller and the host agents meet in etcd (a cluster): the leader writes
+# `ASSIGNMENTS/<host>/<instance>` (a VNF spec); the agent on <host> publishes
+# `AGENTS/<host>` (its bridges) and `VNF_STATUS/<instance>`, both bound to its lease.
+AGENTS_PREFIX = "/sdn/agents/"
+ASSIGNMENTS_PREFIX = "/sdn/assignments/"
+VNF_STATUS_PREFIX = "/sdn/vnfs/"

@@ -218,3 +218,47 @@ def list_vnfs(
         typer.echo("no VNFs running")
         return
     typer.echo(format_table(merged["vnfs"]))
+
+
+agent_app = typer.Typer(help="The host agent of a cluster: runs the VNFs the leader assigns "
+                             "to this machine's switches.", no_args_is_help=True)
+
+
+@agent_app.command("run")
+def agent_run(
+    store: Annotated[str, typer.Option(help="The cluster's etcd: etcd://HOST:PORT[,...].")],
+    host: Annotated[str | None, typer.Option(
+        help="This machine's name in the cluster (default: its hostname).")] = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    store_ca: Annotated[Path | None, typer.Option(help="TLS to etcd: the CA (PEM).")] = None,
+    store_cert: Annotated[Path | None, typer.Option(
+        help="TLS to etcd: this agent's certificate (PEM).")] = None,
+    store_key: Annotated[Path | None, typer.Option(
+        help="TLS to etcd: the key of --store-cert (PEM).")] = None,
+) -> None:
+    """Place, supervise and reap the VNFs assigned to this machine until SIGINT or
+    SIGTERM. They keep running after it stops: the next agent takes them over."""
+    import logging
+    import socket
+
+    from common.etcd import Etcd, EtcdTls, parse_endpoints
+    from nfv.host.agent import Agent
+    from nfv.host.runtime import Runtime
+
+    try:
+        parse_endpoints(store)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--store") from exc
+    if (store_cert is None) != (store_key is None) or (store_cert and not store_ca):
+        raise typer.BadParameter("give --store-ca, and --store-cert with --store-key",
+                                 param_hint="--store-cert")
+    tls = EtcdTls(store_ca, store_cert, store_key) if store_ca else None
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    agent = Agent(Etcd.from_url(store, tls), host or socket.gethostname(),
+                  Runtime(status_file=state_dir / "vnfs-agent.json"))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: agent.stop())
+    typer.echo(f"agent {agent.host} on {store}")
+    agent.run()

@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from testing.etcd import EtcdCluster
-from testing.harness import REPO, Controller, reap_vnfs, wait_until
+from testing.harness import REPO, SDNCTL, Controller, reap_vnfs, stop_process, wait_until
 
 LEASE_TTL = 2
 
@@ -93,3 +93,20 @@ def udp_stream(net, src: str, dst: str, seconds: float, workdir: Path, rate: int
 def flow_mods(ctl: Controller) -> float:
     """FlowMods `ctl` has sent since it started."""
     return ctl.metric("sdn_flow_mods_total")
+
+
+@contextmanager
+def agent(workdir: Path, etcd: EtcdCluster, host: str = "host0") -> Iterator[subprocess.Popen]:
+    """`sdnctl agent run` for this machine, stopped by its pid at the end (its VNFs keep
+    running, as they would; `controllers` reaps them)."""
+    tls = (["--store-ca", str(etcd.tls.ca), "--store-cert", str(etcd.tls.cert),
+            "--store-key", str(etcd.tls.key)] if etcd.tls else [])
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "agent.log", "ab") as log:
+        proc = subprocess.Popen([str(SDNCTL), "agent", "run", "--store", etcd.url, "--host",
+                                 host, "--state-dir", str(workdir), *tls],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)

@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from common.etcd import Etcd
 from sdn.compile import chains
 from sdn.compile.queues import QueuePlan, plan_queues, port_capacities
+from sdn.controller.agent_vnfs import AgentVnfs
 from sdn.controller.apply import PolicyEngine
 from sdn.controller.cluster import ClusterMember, is_role_refusal
 from sdn.controller.events import LINK_EVENTS, Effects, EventHandler
@@ -81,12 +82,15 @@ class SdnController(app_manager.OSKenApp):
         cluster: once elected, see `_take_over`)."""
         self.state.ordered_updates = ordered_updates
         self.allowed_dpids = allowed_dpids
-        self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
         self.engine = PolicyEngine(self.state, store)
         if self.cluster is None:
+            self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
             self._load_policy()
-        else:
-            self.threads.append(hub.spawn(self.cluster.run))
+        else:  # host agents place the VNFs
+            vnfs = AgentVnfs(self.cluster.etcd, self.topology, self.cluster.write_generation,
+                             self._changed)
+            self.state.vnfs = vnfs
+            self.threads += [hub.spawn(self.cluster.run), hub.spawn(vnfs.watch)]
         return self.engine
 
     def _load_policy(self) -> None:

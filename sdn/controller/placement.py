@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from common.contract import PLACEMENT_KEYS
+from nfv.host.agent import Placer
 from nfv.host.netns import arm_names
 from nfv.host.runtime import Runtime
 from nfv.host.spec import VnfSpec, VnfStatus, instance_name
@@ -65,82 +66,75 @@ def _replicas(vnf: Vnf) -> list[int | None]:
     return list(range(vnf.replicas)) if vnf.replicas > 1 else [None]
 
 
+def mark_arms(topology: Topology, instance: str) -> None:
+    """An instance's arms are VNF ports: never probed, never a host's place."""
+    for side in ("ingress", "egress"):
+        topology.service_port_names.add(arm_names(instance, side).outside)
+
+
+def expect_arms(topology: Topology, policy: Policy | None) -> None:
+    """Mark the arms of the policy's instances before any switch connects: a restarted
+    controller must neither probe nor learn hosts on the arms of the VNFs it is about to
+    take over (a transparent VNF echoes LLDP from one arm to the other, which would pass
+    for a link)."""
+    for name, vnf in (policy.vnfs.items() if policy is not None else ()):
+        for replica in _replicas(vnf):
+            mark_arms(topology, instance_name(name, replica))
+
+
+def instances_of(statuses: Iterable[VnfStatus], specs: Mapping[str, VnfSpec],
+                 topology: Topology) -> list[VnfInstance]:
+    """Every placed instance; alive only when its worker runs and both arms are up."""
+    dpids = {name: dpid for dpid, name in topology.bridge_names.items()}
+    out = []
+    for status in statuses:
+        spec = specs.get(status.name)
+        dpid = dpids.get(status.switch)
+        if spec is None or dpid is None or len(status.ports) < 2:
+            continue
+        ingress, egress = status.ports["ingress"], status.ports["egress"]
+        live = topology.ports.get(dpid, {})
+        alive = (status.state in ALIVE_STATES and status.healthy
+                 and ingress in live and egress in live)
+        out.append(VnfInstance(spec.name, status.name, dpid, ingress, egress, alive,
+                               spec.replica or 0))
+    return sorted(out, key=lambda i: i.instance)
+
+
 class VnfManager:
+    """The VNFs of a controller that runs alone: the host agent's `Placer`, in-process."""
+
     def __init__(self, topology: Topology, state_dir: Path, on_change: Callable[[], None]
                  ) -> None:
         self.topology = topology
         self.runtime = Runtime(status_file=state_dir / "vnfs.json")
         self.runtime.on_state_change(lambda status, previous: self._state_changed(
             status, previous, on_change))
-        self.specs: dict[str, VnfSpec] = {}
         # Leftovers of an earlier run stay until the first reconcile has taken over
         # those the policy still wants (their workers keep forwarding meanwhile).
-        self.leftovers_reaped = False
+        self.placer = Placer(self.runtime)
 
     def _state_changed(self, status: VnfStatus, previous, on_change) -> None:
         LOG.info("VNF %s: %s -> %s", status.name, previous, status.state)
         on_change()
 
     def expect(self, policy: Policy | None) -> None:
-        """Mark the arms of the policy's instances as VNF ports before any switch connects:
-        a restarted controller must neither probe nor learn hosts on the arms of the VNFs
-        it is about to take over (a transparent VNF echoes LLDP from one arm to the other,
-        which would pass for a link)."""
-        for name, vnf in (policy.vnfs.items() if policy is not None else ()):
-            for replica in _replicas(vnf):
-                self._mark_arms(instance_name(name, replica))
-
-    def _mark_arms(self, instance: str) -> None:
-        for side in ("ingress", "egress"):
-            self.topology.service_port_names.add(arm_names(instance, side).outside)
+        expect_arms(self.topology, policy)
 
     def reconcile(self, policy: Policy | None) -> None:
         """Start what the policy adds or changes, stop what it drops; leave the rest."""
-        wanted = specs_for(policy, self.topology)
-        for instance, spec in list(self.specs.items()):
-            if wanted.get(instance) != spec:
-                self.runtime.stop(instance)
-                del self.specs[instance]
-        for instance, spec in wanted.items():
-            if instance in self.specs:
-                continue
-            self._mark_arms(instance)
-            if not self.leftovers_reaped and self.runtime.adopt(spec) is not None:
-                LOG.info("VNF %s (%s) on %s taken over, state and all", instance, spec.kind,
-                         spec.switch)
-            else:
-                self.runtime.start(spec)
-                LOG.info("VNF %s (%s) placed on %s", instance, spec.kind, spec.switch)
-            self.specs[instance] = spec
-        if not self.leftovers_reaped:
-            reaped = self.runtime.reap()
-            if any(reaped.values()):
-                LOG.info("removed VNF leftovers of an earlier run: %s", reaped)
-            self.leftovers_reaped = True
+        self.placer.reconcile(specs_for(policy, self.topology),
+                              on_place=lambda instance: mark_arms(self.topology, instance))
 
     def instances(self) -> list[VnfInstance]:
-        """Every placed instance; alive only when its worker runs and both arms are up."""
-        dpids = {name: dpid for dpid, name in self.topology.bridge_names.items()}
-        out = []
-        for status in self.runtime.list():
-            spec = self.specs.get(status.name)
-            dpid = dpids.get(status.switch)
-            if spec is None or dpid is None or len(status.ports) < 2:
-                continue
-            ingress, egress = status.ports["ingress"], status.ports["egress"]
-            live = self.topology.ports.get(dpid, {})
-            alive = (status.state in ALIVE_STATES and status.healthy
-                     and ingress in live and egress in live)
-            out.append(VnfInstance(spec.name, status.name, dpid, ingress, egress, alive,
-                                   spec.replica or 0))
-        return sorted(out, key=lambda i: i.instance)
+        return instances_of(self.runtime.list(), self.placer.specs, self.topology)
 
     def settled(self) -> list[WorkerReport]:
         """The settled-flow lists of the running workers, read from their stats files (a
         file some earlier process of the instance wrote does not count)."""
         reports = []
         for status in self.runtime.list():
-            spec = self.specs.get(status.name)
+            spec = self.placer.specs.get(status.name)
             if spec is None or status.state not in ALIVE_STATES:
                 continue
             try:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from common.cli import DEFAULT_API, ApiOpt, Output, api_call, api_get, default_state_dir
+from nfv.cli import agent_app
 from nfv.cli import app as vnf_app
 
 app = typer.Typer(help="An OpenFlow 1.3 SDN controller with a chain of network functions.",
@@ -25,6 +26,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(vnf_app, name="vnf", help="Run and inspect network functions.")
 cluster_app = typer.Typer(help="A cluster of controllers on etcd.", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(agent_app, name="agent")
 
 OutOpt = Annotated[Output, typer.Option("-o", "--output", help="Output format.")]
 

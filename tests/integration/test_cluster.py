@@ -13,6 +13,7 @@ import pytest
 
 from testing.cluster import (
     LEASE_TTL,
+    agent,
     controllers,
     flow_mods,
     history,
@@ -29,6 +30,7 @@ from testing.harness import (
     http_get,
     network,
     ping,
+    stop_process,
     wait_until,
     web_servers,
 )
@@ -225,10 +227,12 @@ def test_losing_etcd_members(tmp_path):
         assert {s.name: sorted(dump_flows(s)) for s in net.switches} == flows
 
 
-def test_a_chain_applied_through_a_standby_survives_a_takeover(tmp_path):
-    """The VNFs are placed by the leader; killed, the next leader takes the same workers
-    over (namespaces, state and all) and sends no FlowMod."""
+def test_a_chain_placed_by_a_host_agent_survives_a_takeover(tmp_path):
+    """The policy applied through a standby; the leader assigns the VNFs to the host
+    agent, which places them; killed, the next leader finds the same workers through the
+    agent's reports and sends no FlowMod. A restarted agent takes its VNFs over."""
     with EtcdCluster(1) as etcd, controllers(tmp_path, etcd) as (c0, c1, c2), \
+            agent(tmp_path / "agent", etcd) as agent_proc, \
             network(LinearTopo(n=3, hosts_per_switch=2), c0, wait=False,
                     others=(c1, c2)) as net, \
             web_servers(net, ("h5", "h6"), tmp_path / "www"):
@@ -237,27 +241,34 @@ def test_a_chain_applied_through_a_standby_survives_a_takeover(tmp_path):
         policy = tmp_path / "chain.yaml"
         policy.write_text(CHAIN_POLICY)
         c2.apply(policy)
-        wait_until(lambda: {v["state"] for v in c1.get("/v1/vnfs")["vnfs"]} == {"running"},
-                   30, what="VNFs running")
+        running = wait_until(lambda: (v := c1.get("/v1/vnfs")["vnfs"]) and {
+            x["state"] for x in v} == {"running"} and v, 30, what="VNFs running")
+        assert {v["host"] for v in running} == {"host0"}  # placed by the agent
+        assert agent_proc.poll() is None
         for host in net.hosts:
             ping(host, "10.0.0.3")
         wait_until(lambda: backends_healthy(c1), 20, what="backends healthy")
         client = net.get("h1")
         assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
-        pids = {v["name"]: v["pid"] for v in c1.get("/v1/vnfs")["vnfs"]}
+        pids = {v["name"]: v["pid"] for v in running}
         assert len(pids) == 3 and None not in pids.values(), pids
 
         c0.proc.kill()
         c0.proc.wait(5)
         new = wait_until(lambda: next((c for c, n in ((c1, "c1"), (c2, "c2"))
                                        if masters(c1, n) == 3), None), 10, what="new master")
-        wait_until(lambda: {v["name"]: v["pid"] for v in new.get("/v1/vnfs")["vnfs"]
-                            if v["state"] == "running"} == pids, 20,
-                   what="the same VNF workers under the new leader")
         time.sleep(3.5)  # past the reconcile grace
+        assert {v["name"]: v["pid"] for v in new.get("/v1/vnfs")["vnfs"]} == pids
         assert flow_mods(new) == 0
         assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
         assert http_get(net.get("h2"), f"http://{VIP}/id", timeout=1) is None  # fw drops
+
+        stop_process(agent_proc)  # a new agent on the machine takes the workers over
+        with agent(tmp_path / "agent", etcd) as again:
+            wait_until(lambda: {v["name"]: v["pid"] for v in new.get("/v1/vnfs")["vnfs"]
+                                if v["state"] == "running" and v["agent_pid"] == again.pid
+                                } == pids, 20, what="the same workers reported by the new agent")
+            assert http_get(client, f"http://{VIP}/id") in ("h5", "h6")
         for ctl in (c1, c2):
             assert ctl.errors() == [], ctl.errors()
 
