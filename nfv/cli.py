@@ -175,7 +175,8 @@ COLUMNS = ("NAME", "KIND", "STATE", "SWITCH", "IN", "OUT", "PID", "RESTARTS",
 
 def format_table(vnfs: list[dict[str, Any]]) -> str:
     rows = [COLUMNS] + [
-        (v["name"], v["kind"], v["state"], v["switch"],
+        (v["name"], v["kind"], v["state"],
+         f"{v['host']}:{v['switch']}" if v.get("host") else v["switch"],
          str(v["ports"].get("ingress", "-")), str(v["ports"].get("egress", "-")),
          str(v["pid"] or "-"), str(v["restarts"]), f"{v['rx_pps']:.0f}", f"{v['tx_pps']:.0f}",
          str(v["drops"]), str(v["malformed"]))

@@ -87,6 +87,8 @@ def test_format_table() -> None:
                                 "RESTARTS", "RX_PPS", "TX_PPS", "DROPS", "MALFORMED"]
     assert lines[2].split() == ["analyzer-1", "forward", "running", "s1", "3", "4", "123", "1",
                                 "10", "10", "2", "0"]
+    placed_by_agent = format_table([{**_vnf("fw"), "host": "host0"}]).splitlines()[1]
+    assert placed_by_agent.split()[3] == "host0:s1"
 
 
 def test_list_command(tmp_path: Path) -> None:
