@@ -22,6 +22,8 @@ from sdn.controller.leadership import LeaderRecord
 
 ELECTION_WAIT = 8.0  # seconds: longer than a lease plus an election
 FORWARD_TIMEOUT = 120.0  # an apply waits for every switch's barrier
+FORWARD_SLOTS = 8  # forwards at once: each holds an OS thread (eventlet's pool has 20,
+# which compiling and etcd need too) until the leader answers
 FORWARDED = "X-Sdn-Forwarded-By"
 LOCAL = {("GET", "/v1/policy"), ("GET", "/v1/policy/history"), ("GET", "/v1/health"),
          ("GET", "/v1/cluster"), ("GET", "/metrics")}
@@ -32,6 +34,7 @@ class LeaderForward:
 
     def __init__(self, member: ClusterMember) -> None:
         self.member = member
+        self.slots = hub.BoundedSemaphore(FORWARD_SLOTS)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if (req.method, req.path) in LOCAL or self.member.leading():
@@ -69,7 +72,7 @@ class LeaderForward:
 
     def _forward(self, req: falcon.Request, leader: LeaderRecord, body: object
                  ) -> tuple[requests.Response | None, str]:
-        """Send the request to `leader`; give up on it as soon as another is elected (a
+        """Send the request to `leader`; give up waiting as soon as another is elected (a
         paused leader accepts connections but never answers; woken, it refuses what it
         was sent, since it no longer leads)."""
         done: dict[str, object] = {}
@@ -82,12 +85,19 @@ class LeaderForward:
                     headers={**_passed_headers(req), FORWARDED: self.member.node}))
             except requests.RequestException as exc:
                 done["error"] = f"leader {leader.node} at {leader.api} did not answer: {exc}"
+            finally:
+                self.slots.release()
 
-        thread = hub.spawn(call)
+        if not self.slots.acquire(blocking=False):
+            raise falcon.HTTPServiceUnavailable(
+                title="busy", description=f"{FORWARD_SLOTS} requests are already waiting for "
+                                          f"the leader; retry, or ask the leader directly")
+        hub.spawn(call)
         while not done:
             current = self.member.known_leader()
             if current is None or current.generation != leader.generation:
-                hub.kill(thread)
+                # Abandoned: the call ends with its timeout or the old leader's refusal,
+                # and only then gives its slot back.
                 return None, f"leader {leader.node} was replaced while it had the request"
             hub.sleep(0.05)
         answer = done.get("answer")

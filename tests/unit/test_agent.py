@@ -9,14 +9,13 @@ from dataclasses import replace
 import pytest
 
 from common.contract import AGENTS_PREFIX, ASSIGNMENTS_PREFIX, VNF_STATUS_PREFIX
-from common.etcd import Etcd, delete, put
+from common.etcd import delete, put
 from nfv.host.agent import Agent, spec_from_json, spec_to_json
 from nfv.host.spec import VnfError, VnfSpec, VnfStatus
 from sdn.controller.agent_vnfs import AgentVnfs
 from sdn.controller.cluster import EtcdElection
 from sdn.model.topology import Topology
 from sdn.policy.load import load_policy
-from testing.etcd import EtcdCluster
 
 FW = VnfSpec(name="fw", kind="firewall", switch="s1", config={"name": "fw", "default": "drop"})
 
@@ -51,19 +50,6 @@ class FakeRuntime:
                           stats_updated=None, stats_file="", cpu=None, memory=None,
                           last_error=None)
                 for i, s in sorted(self.running.items())]
-
-
-@pytest.fixture(scope="module")
-def etcd_cluster():
-    with EtcdCluster(1) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def etcd(etcd_cluster):
-    client = Etcd.from_url(etcd_cluster.url)
-    client.txn([], [delete("/sdn/", prefix=True)])
-    return client
 
 
 def test_specs_go_through_the_store_unchanged():

@@ -16,19 +16,6 @@ TEXT = "version: 1\nrouting: {metric: hops, ecmp: false, protection: none}\n"
 OTHER = "version: 1\nrouting: {metric: hops, ecmp: true, protection: none}\n"
 
 
-@pytest.fixture(scope="module")
-def etcd():
-    with EtcdCluster(1) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def client(etcd):
-    client = Etcd.from_url(etcd.url)
-    client.txn([], [delete("/sdn/", prefix=True)])
-    return client
-
-
 def elect(client: Etcd, node: str = "a") -> int:
     election = EtcdElection(client)
     lease, _ttl = election.grant(10)
@@ -37,10 +24,10 @@ def elect(client: Etcd, node: str = "a") -> int:
     return generation
 
 
-def test_revisions_are_shared_and_fenced(client):
-    generation = elect(client)
-    leader = EtcdPolicyStore(client, lambda: generation)
-    reader = EtcdPolicyStore(Etcd.from_url(_url(client)), lambda: 0)
+def test_revisions_are_shared_and_fenced(etcd):
+    generation = elect(etcd)
+    leader = EtcdPolicyStore(etcd, lambda: generation)
+    reader = EtcdPolicyStore(Etcd.from_url(_url(etcd)), lambda: 0)
 
     first = leader.begin(TEXT, load_policy(TEXT, "p.yaml"), "alice", "+routing")
     assert leader.pending() == [first.rev] and reader.history() == []
@@ -60,19 +47,19 @@ def test_revisions_are_shared_and_fenced(client):
         reader.get(99)
 
 
-def test_a_deposed_leader_cannot_write(client):
-    old = elect(client, "a")
-    client.txn([], [delete(LEADER_KEY)])  # a's lease ran out
-    elect(client, "b")
-    deposed = EtcdPolicyStore(client, lambda: old)
+def test_a_deposed_leader_cannot_write(etcd):
+    old = elect(etcd, "a")
+    etcd.txn([], [delete(LEADER_KEY)])  # a's lease ran out
+    elect(etcd, "b")
+    deposed = EtcdPolicyStore(etcd, lambda: old)
     with pytest.raises(StoreError, match="lost the leadership"):
         deposed.begin(TEXT, load_policy(TEXT, "p.yaml"), "a", "x")
     assert deposed.pending() == [] and deposed.history() == []
 
 
-def test_pending_is_abandoned_not_listed(client):
-    generation = elect(client)
-    store = EtcdPolicyStore(client, lambda: generation)
+def test_pending_is_abandoned_not_listed(etcd):
+    generation = elect(etcd)
+    store = EtcdPolicyStore(etcd, lambda: generation)
     pending = store.begin(TEXT, load_policy(TEXT, "p.yaml"), "a", "x")
     store.abandon(pending.rev)
     assert store.pending() == [] and store.history() == []
@@ -81,11 +68,11 @@ def test_pending_is_abandoned_not_listed(client):
 
 
 def test_unreachable_store_is_a_clear_error():
-    client = Etcd([("127.0.0.1", 9)], timeout=0.5)
+    nowhere = Etcd([("127.0.0.1", 9)], timeout=0.5)
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:9\b"):
-        client.get("/sdn/leader")
+        nowhere.get("/sdn/leader")
     with pytest.raises(StoreError, match="etcd did not answer"):
-        EtcdPolicyStore(client, lambda: 0).history()
+        EtcdPolicyStore(nowhere, lambda: 0).history()
 
 
 @pytest.mark.parametrize("url", ["http://h:1", "etcd://", "etcd://host", "etcd://h:x"])
