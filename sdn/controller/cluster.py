@@ -116,6 +116,7 @@ class ClusterMember:
         while True:
             try:
                 self.leadership.tick()
+                self._follow()
                 self._publish()
                 self.store_answers = True
             except StoreUnavailable as exc:
@@ -153,6 +154,16 @@ class ClusterMember:
             except StoreUnavailable as exc:
                 LOG.warning("could not end the lease: %s", exc)
 
+    def _follow(self) -> None:
+        """A standby whose slave request a switch refused (it asked before it knew the
+        current generation id) asks again: as an equal it would get packet-ins."""
+        known = self.leadership.known_leader
+        if self.leadership.generation or known is None:
+            return
+        for conn in list(self.switches.values()):
+            if conn.role == "equal" or (conn.role == "slave" and conn.generation == 0):
+                conn.request_role("slave", known.generation)
+
     def claim(self, conn: SwitchConnection) -> None:
         """Ask a switch for the role this controller has now: master under the current
         generation when leading, else slave (no packet-ins, no writes)."""
@@ -165,7 +176,8 @@ class ClusterMember:
     def refused(self, conn: SwitchConnection, description: str) -> None:
         REFUSED_WRITES.inc()
         conn.refused_role()
-        LOG.warning("switch %016x refused this controller as master: %s", conn.dpid,
+        LOG.warning("switch %016x refused a role request or a write (another controller is "
+                    "master there, or the generation id is stale): %s", conn.dpid,
                     description)
         self.leadership.fenced(description)
 
