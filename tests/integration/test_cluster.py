@@ -221,7 +221,10 @@ def test_losing_etcd_members(tmp_path):
         time.sleep(LEASE_TTL + 1)
         refused = c0.sdnctl("policy", "apply", "-f", str(POLICY))
         assert refused.returncode != 0
-        assert "no leader" in refused.stderr and "nothing was changed" in refused.stderr, \
+        # Refused by the leader while it still holds its lease (etcd cannot commit), or by
+        # every member once it has stepped down: either way clearly, and nothing changes.
+        assert (("no leader" in refused.stderr and "nothing was changed" in refused.stderr)
+                or "revision store unavailable: etcd did not answer" in refused.stderr), \
             refused.stderr
         assert ping(net.get("h1"), net.get("h3").IP(), count=3).received == 3
         assert {s.name: sorted(dump_flows(s)) for s in net.switches} == flows
