@@ -104,8 +104,10 @@ class SdnController(app_manager.OSKenApp):
 
     def join_cluster(self, etcd: Etcd, node: str, api: str, ttl: int) -> ClusterMember:
         """Write to the switches only while elected leader through etcd (before restore)."""
-        self.cluster = ClusterMember(etcd, node, api, ttl, self.switches, self._take_over,
-                                     lambda: LOG.info("standing by: no writes to switches"))
+        self.cluster = ClusterMember(etcd, node, api, ttl, self.switches, self.topology,
+                                     self._take_over,
+                                     lambda: LOG.info("standing by: no writes to switches"),
+                                     self._changed)
         self.state.fence = self.cluster
         return self.cluster
 

@@ -17,7 +17,8 @@ from prometheus_client import Counter, Gauge
 
 from common.etcd import Etcd, StoreUnavailable, created_at, delete, put
 from sdn.controller.leadership import LeaderRecord, Leadership
-from sdn.policy.etcd_store import LEADER_KEY, MEMBERS_PREFIX
+from sdn.model.topology import Link, Topology
+from sdn.policy.etcd_store import LEADER_KEY, MEMBERS_PREFIX, NETWORK_KEY
 from sdn.southbound.connection import SwitchConnection
 
 LOG = logging.getLogger(__name__)
@@ -76,12 +77,15 @@ class ClusterMember:
     switches) and `on_deposed()`."""
 
     def __init__(self, etcd: Etcd, node: str, api: str, ttl: int,
-                 switches: dict[int, SwitchConnection],
-                 on_elected: Callable[[int], None], on_deposed: Callable[[], None]) -> None:
+                 switches: dict[int, SwitchConnection], topology: Topology,
+                 on_elected: Callable[[int], None], on_deposed: Callable[[], None],
+                 on_network: Callable[[], None] = lambda: None) -> None:
         self.etcd = etcd
         self.node = node
         self.api = api
         self.switches = switches
+        self.topology = topology
+        self.on_network = on_network  # a standby's topology changed to the leader's
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.leadership = Leadership(EtcdElection(etcd), node, {"api": api}, ttl,
@@ -89,6 +93,7 @@ class ClusterMember:
         self._started = time.monotonic()
         self._published: tuple[int | None, dict] | None = None
         self.store_answers = False  # at the last tick
+        self._network: tuple[int, dict | None] = (0, None)  # (etcd revision, record)
         self._wake = hub.Event()
 
     # the Fence that ControllerState consults before every write
@@ -117,6 +122,7 @@ class ClusterMember:
             try:
                 self.leadership.tick()
                 self._follow()
+                self._share_network()
                 self._publish()
                 self.store_answers = True
             except StoreUnavailable as exc:
@@ -153,6 +159,25 @@ class ClusterMember:
                 self.etcd.revoke(lease)
             except StoreUnavailable as exc:
                 LOG.warning("could not end the lease: %s", exc)
+
+    def _share_network(self) -> None:
+        """The leader publishes the links and hosts it knows when they change; a standby
+        takes them over (links only between ports it sees up), so its views are the
+        leader's and, elected, it starts from the known network."""
+        if self.leadership.generation:
+            record = network_record(self.topology)
+            if record != self._network[1] and self.etcd.txn(
+                    [created_at(LEADER_KEY, self.leadership.generation)],
+                    [put(NETWORK_KEY, record)]):
+                self._network = (0, record)
+            return
+        entry = self.etcd.get(NETWORK_KEY)
+        if entry is None or entry.mod_revision == self._network[0]:
+            return
+        record = entry.json()
+        self._network = (entry.mod_revision, record)
+        if follow_network(self.topology, record):
+            self.on_network()
 
     def _follow(self) -> None:
         """A standby whose slave request a switch refused (it asked before it knew the
@@ -219,3 +244,32 @@ class ClusterMember:
             "lease_ttl": self.leadership.ttl,
             "leadership_changes": self.leadership.changes,
         }
+
+
+def network_record(topology: Topology) -> dict[str, Any]:
+    """The links and hosts of `topology`, as the leader publishes them."""
+    return {"links": sorted([lk.a, lk.a_port, lk.b, lk.b_port] for lk in topology.links),
+            "hosts": sorted([h.mac, h.dpid, h.port, list(h.ips)]
+                            for h in topology.hosts.values())}
+
+
+def follow_network(topology: Topology, record: dict[str, Any]) -> bool:
+    """Make a standby's links the leader's (where both ports are up here) and learn its
+    hosts; True if anything changed."""
+    def up(dpid: int, port: int) -> bool:
+        return port in topology.ports.get(dpid, {})
+
+    wanted = {Link.between(a, ap, b, bp) for a, ap, b, bp in record.get("links", [])
+              if up(a, ap) and up(b, bp)}
+    changed = False
+    for link in topology.links - wanted:
+        topology.remove_link(link)
+        changed = True
+    for link in wanted - topology.links:
+        changed |= topology.add_link(link.a, link.a_port, link.b, link.b_port)
+    for mac, dpid, port, ips in record.get("hosts", []):
+        if up(dpid, port):
+            changed |= topology.learn_host(mac, dpid, port)
+            for ip in ips:
+                changed |= topology.learn_host(mac, dpid, port, ip)
+    return changed

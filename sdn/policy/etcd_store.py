@@ -5,6 +5,7 @@ Key layout (also used by the election, `sdn.controller.cluster`):
 
     /sdn/leader               the leader's record, bound to its lease
     /sdn/members/<node>       each controller's record, bound to its lease
+    /sdn/network              the links and hosts the leader knows (standbys follow it)
     /sdn/revision-counter     the last revision number handed out
     /sdn/revisions/<rev>      one revision (zero-padded, so keys sort by number)
 
@@ -39,6 +40,7 @@ from sdn.policy.store import (
 
 LEADER_KEY = "/sdn/leader"
 MEMBERS_PREFIX = "/sdn/members/"
+NETWORK_KEY = "/sdn/network"
 COUNTER_KEY = "/sdn/revision-counter"
 REVISIONS_PREFIX = "/sdn/revisions/"
 INSERT_ATTEMPTS = 20

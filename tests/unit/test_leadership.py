@@ -1,5 +1,5 @@
 """The election and its fencing (sdn.controller.leadership) against a fake store with a
-fake clock: delays, partitions, pauses."""
+fake clock: delays, partitions, pauses; and a standby following the leader's network."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import random
 import pytest
 
 from common.etcd import StoreUnavailable
+from sdn.controller.cluster import follow_network, network_record
 from sdn.controller.leadership import SAFETY_MARGIN, LeaderRecord, Leadership
+from sdn.model.topology import Topology
 
 TTL = 2
 
@@ -261,3 +263,22 @@ def test_never_two_leaders_and_never_past_the_lease(seed):
             assert store.record[2] == leader.leadership.generation
         elections = sum(1 for n in nodes for g in n.changes if g)
     assert elections >= 1
+
+
+def test_a_standby_follows_the_leaders_network_where_it_sees_the_ports_up():
+    leader, standby = Topology(), Topology()
+    for topology in (leader, standby):
+        for dpid in (1, 2, 3):
+            topology.add_switch(dpid, [1, 2, 3])
+    leader.add_link(1, 1, 2, 1)
+    leader.add_link(2, 2, 3, 1)
+    leader.learn_host("00:00:00:00:00:01", 1, 3, "10.0.0.1")
+    standby.port_down(3, 1)  # a port status the standby saw after the record was written
+    assert follow_network(standby, network_record(leader))
+    assert {(lk.a, lk.b) for lk in standby.links} == {(1, 2)}
+    assert standby.hosts["00:00:00:00:00:01"].ips == ("10.0.0.1",)
+    assert not follow_network(standby, network_record(leader))  # nothing new
+
+    leader.remove_link(next(iter(lk for lk in leader.links if lk.a == 1)))
+    assert follow_network(standby, network_record(leader))
+    assert standby.links == set()
