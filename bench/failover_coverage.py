@@ -15,7 +15,8 @@ import random
 import networkx as nx
 
 from sdn.compile.routes import NetworkCompiler
-from testing.flowsim import Network, fat_tree, snapshot_from_graph
+from sdn.explain.flowsim import Network
+from testing.flowsim import fat_tree, snapshot_from_graph
 
 RANDOM_GRAPHS = 30
 WEIGHTS = (0.5, 1.0, 1.0, 1.5, 2.0)

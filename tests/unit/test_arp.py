@@ -13,9 +13,10 @@ from sdn.compile import arp
 from sdn.compile.desired import desired_rules
 from sdn.compile.pipeline import METER_ARP_IN, METER_LEARN_IN
 from sdn.compile.routes import NetworkCompiler
+from sdn.explain.flowsim import Network
 from sdn.policy.load import load_policy
 from sdn.southbound.connection import SwitchConnection
-from testing.flowsim import Network, fat_tree, snapshot_from_graph
+from testing.flowsim import fat_tree, snapshot_from_graph
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 

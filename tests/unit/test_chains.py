@@ -21,6 +21,7 @@ from sdn.compile.chain_steering import tag_vids
 from sdn.compile.chains import compile_chains, without_vnf_ports
 from sdn.compile.routes import compile_network
 from sdn.controller.placement import specs_for
+from sdn.explain.flowsim import Network, Trace, VnfModel
 from sdn.model.cookies import (
     CHAIN_BYPASS,
     CHAIN_HEALTH,
@@ -33,7 +34,6 @@ from sdn.model.pipeline import TABLE_CHAIN
 from sdn.model.rules import SwitchRules
 from sdn.model.topology import Host, Link, Snapshot, Topology
 from sdn.policy.load import load_policy
-from testing.flowsim import Network, Trace, VnfModel
 
 VIP = "10.0.0.100"
 VIP_MAC = "02:00:00:00:01:00"

@@ -13,6 +13,7 @@ from sdn.controller.events import (
     Effects,
     EventHandler,
 )
+from sdn.explain.flowsim import Network
 from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
 from sdn.model.topology import (
     ADDRESSES_PER_HOST,
@@ -22,7 +23,6 @@ from sdn.model.topology import (
     Topology,
 )
 from sdn.southbound import arp, lldp
-from testing.flowsim import Network
 
 H1_MAC, H1_IP = "00:00:00:00:00:01", "10.0.0.1"
 H2_MAC, H2_IP = "00:00:00:00:00:02", "10.0.0.2"

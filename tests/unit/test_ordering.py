@@ -16,12 +16,13 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from sdn.compile.routes import NetworkCompiler, Options
+from sdn.explain.flowsim import Network, VnfModel
 from sdn.model.cookies import CHAIN_TAG, COOKIE_FLOOD, chain_sub_kind, cookie_kind
 from sdn.model.rules import SwitchRules
 from sdn.reconcile import ordering
 from sdn.reconcile.diff import Changes, diff
 from sdn.southbound.connection import SwitchConnection, push
-from testing.flowsim import Network, VnfModel, fat_tree, snapshot_from_graph
+from testing.flowsim import fat_tree, snapshot_from_graph
 from tests.unit.test_routing import random_connected_graph
 
 OPTIONS = [Options(), Options(ecmp=False, protection=False), Options(ecmp=True, protection=False)]

@@ -17,6 +17,7 @@ from sdn.compile import classes as qos
 from sdn.compile import queues
 from sdn.compile.desired import DEFAULT_CAPACITY_BPS, desired_rules
 from sdn.controller import tc_helper as tcqueues
+from sdn.explain.flowsim import Network
 from sdn.model.cookies import COOKIE_CLASS, cookie
 from sdn.model.pipeline import METADATA_FROM_LINK, TABLE_CHAIN, TABLE_INGRESS, TABLE_POLICY
 from sdn.model.rules import FlowRule, Meter, SwitchRules, match
@@ -25,7 +26,7 @@ from sdn.policy.load import load_policy
 from sdn.reconcile.diff import diff
 from sdn.southbound import codec
 from sdn.southbound.connection import SwitchConnection
-from testing.flowsim import Network, snapshot_from_graph
+from testing.flowsim import snapshot_from_graph
 
 POLICY = """\
 version: 1

@@ -11,7 +11,8 @@ import pytest
 
 from sdn.compile import routing
 from sdn.compile.routes import NetworkCompiler, Options, compile_network
-from testing.flowsim import Network, fat_tree, snapshot_from_graph
+from sdn.explain.flowsim import Network
+from testing.flowsim import fat_tree, snapshot_from_graph
 
 
 def random_connected_graph(seed: int, nodes: int = 9, extra_edges: int = 5) -> nx.Graph:
