@@ -28,7 +28,7 @@ def verify(state: ControllerState, repair: bool = False) -> dict:
     """{"switches": {name: drift}, "drifted": N, "repaired": bool}. Under the state's lock,
     so no update is in flight while the tables are read."""
     with state.lock:
-        reads = _read_all(state)
+        reads = read_all(state)
         wanted = state.desired(state.policy)
         names = object_names(state)
         found = {dpid: drift(wanted[dpid], read.rules, names)
@@ -51,7 +51,7 @@ def verify(state: ControllerState, repair: bool = False) -> dict:
             "checked": len(found), "drifted": drifted, "repaired": repaired}
 
 
-def _read_all(state: ControllerState) -> dict[int, TableRead]:
+def read_all(state: ControllerState) -> dict[int, TableRead]:
     reads = {dpid: TableRead.request(conn.datapath)
              for dpid, conn in list(state.switches.items()) if conn.ready}
     state.reads.update(reads)

@@ -14,6 +14,7 @@ from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.cluster import ClusterMember
 from sdn.controller.state import ControllerState
+from sdn.controller.trace import TraceError, probe_for, trace_in
 from sdn.controller.verify import VerifyError, object_names, verify
 from sdn.model.rules import FlowRule, Group
 from sdn.northbound.forward import LeaderForward
@@ -291,6 +292,26 @@ class VerifyView(Resource):
                                                 description=str(exc)) from exc
 
 
+class TraceView(Resource):
+    """GET ?src=&dst=[&proto=tcp|udp|icmp&sport=&dport=&installed=true]: where that packet
+    goes through the compiled rules (or the switches' own), hop by hop, and why."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ports = {name: req.get_param_as_int(name, min_value=0, max_value=65535)
+                 for name in ("sport", "dport")}
+        try:
+            probe = probe_for(self.ctl, req.get_param("src", required=True),
+                              req.get_param("dst", required=True), req.get_param("proto"),
+                              ports["sport"], ports["dport"])
+            resp.media = trace_in(self.ctl, probe, req.get_param_as_bool("installed") or False,
+                                  rule_json)
+        except TraceError as exc:
+            raise falcon.HTTPNotFound(title="cannot trace", description=str(exc)) from exc
+        except VerifyError as exc:
+            raise falcon.HTTPServiceUnavailable(title="tables not read",
+                                                description=str(exc)) from exc
+
+
 class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
@@ -322,7 +343,8 @@ def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = N
     routes = {"/v1/health": Health, "/v1/topology": TopologyView, "/v1/path": PathView,
               "/v1/flows": FlowsView, "/v1/policy": PolicyView,
               "/v1/policy/history": HistoryView, "/v1/policy/rollback": RollbackView,
-              "/v1/vnfs": VnfsView, "/v1/offload": OffloadView, "/v1/verify": VerifyView}
+              "/v1/vnfs": VnfsView, "/v1/offload": OffloadView, "/v1/verify": VerifyView,
+              "/v1/trace": TraceView}
     for path, resource in routes.items():
         api.add_route(path, resource(state, engine))
     api.add_route("/metrics", Metrics())

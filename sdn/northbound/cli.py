@@ -186,6 +186,53 @@ def flows(
     _emit(api_get(api, "/v1/flows", switch=switch), output, render)
 
 
+@app.command("trace")
+def trace(
+    src: Annotated[str, typer.Argument(help="Source host: name, IP or MAC.")],
+    dst: Annotated[str, typer.Argument(help="Destination: a host (name, IP, MAC) or a VIP.")],
+    proto: Annotated[str | None, typer.Option(help="tcp, udp or icmp.")] = None,
+    sport: Annotated[int | None, typer.Option(min=0, max=65535)] = None,
+    dport: Annotated[int | None, typer.Option(min=0, max=65535)] = None,
+    installed: Annotated[bool, typer.Option(
+        "--installed", help="Trace the rules read from the switches, not the compiled ones.")
+    ] = False,
+    api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
+) -> None:
+    """Where a packet from SRC to DST goes, switch by switch, and which rule (and policy
+    object) sends it there. ECMP: every path the switches' hash may pick is shown."""
+
+    def render(result: dict) -> None:
+        from sdn.northbound.render import flow_text
+
+        pkt = result["packet"]
+        ports = "".join(f" {pkt[k]}" for k in ("tcp_src", "udp_src") if k in pkt) + "".join(
+            f" -> {pkt[k]}" for k in ("tcp_dst", "udp_dst") if k in pkt)
+        typer.echo(f"{pkt['ipv4_src']} -> {pkt['ipv4_dst']} {proto or 'ip'}{ports} "
+                   f"({result['rules']} rules)")
+        for visit in result["visits"]:
+            came = f"  (from [{visit['from']}])" if visit["from"] is not None else ""
+            typer.echo(f"[{visit['visit']}] {visit['switch']} in {visit['in_port']}{came}")
+            for rule in visit["rules"]:
+                typer.echo(f"      {flow_text(rule)}")
+            for group in visit["groups"]:
+                typer.echo(f"      group {group['group_id']}: bucket(s) "
+                           f"{','.join(map(str, group['buckets']))}")
+            for out in visit["out"]:
+                where = f": {out['to']}" if out["to"] else ""
+                typer.echo(f"      -> {out['port']} ({out['kind']}{where})")
+            if visit["to_controller"]:
+                typer.echo("      -> controller")
+        outcome = result["outcome"]
+        typer.echo("delivered to: " + (", ".join(outcome["delivered"]) or "nobody")
+                   + ("; into VNF " + ", ".join(outcome["into_vnfs"]) + " (not modelled: the "
+                      "trace stops there)" if outcome["into_vnfs"] else "")
+                   + ("; LOOPED" if outcome["looped"] else "")
+                   + ("; dropped" if outcome["dropped"] else ""))
+
+    _emit(api_get(api, "/v1/trace", src=src, dst=dst, proto=proto, sport=sport, dport=dport,
+                  installed="true" if installed else None), output, render)
+
+
 FileOpt = Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,
                                        readable=True, help="Policy file (YAML).")]
 

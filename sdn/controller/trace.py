@@ -1,0 +1,70 @@
+"""`sdnctl trace` against the live controller: the packet built from the hosts it knows,
+the rules compiled for the policy in force or read back from the switches, the VNF arms
+where they are, names for everything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sdn.controller.state import ControllerState
+from sdn.controller.verify import object_names, read_all
+from sdn.explain.trace import PROTOCOLS, Context, Probe, trace
+from sdn.model.rules import FlowRule
+from sdn.model.topology import Host
+from sdn.reconcile.drift import describe
+
+
+class TraceError(LookupError):
+    """The request names something the controller does not know."""
+
+
+def find_host(state: ControllerState, key: str) -> Host | None:
+    """A known host by MAC, IP address or name."""
+    topology = state.topology
+    return (topology.hosts.get(key.lower()) or topology.host_by_ip(key)
+            or next((h for h in topology.hosts.values() if h.name == key), None))
+
+
+def probe_for(state: ControllerState, src: str, dst: str, proto: str | None,
+              sport: int | None, dport: int | None) -> Probe:
+    if proto is not None and proto not in PROTOCOLS:
+        raise TraceError(f"proto: one of {', '.join(PROTOCOLS)}")
+    source = find_host(state, src)
+    if source is None or not source.ips:
+        raise TraceError(f"no host {src!r} with an address is known (name, IP or MAC)")
+    target = find_host(state, dst)
+    vips = state.policy.virtual_ips() if state.policy is not None else {}
+    if target is not None and target.ips:
+        dst_ip, dst_mac = (dst if dst in target.ips else target.ips[0]), target.mac
+    elif dst in vips:
+        dst_ip, dst_mac = dst, vips[dst]
+    else:
+        raise TraceError(f"no host or virtual IP {dst!r} is known")
+    return Probe(source.mac, source.ips[0], source.dpid, source.port, dst_mac, dst_ip, proto,
+                 sport, dport)
+
+
+def trace_in(state: ControllerState, probe: Probe, installed: bool,
+             rule_text: Callable[[FlowRule], dict[str, Any]]) -> dict[str, Any]:
+    """Trace `probe` through the compiled rules, or (`installed`) the switches' own."""
+    with state.lock:
+        snapshot = state.topology.snapshot()
+        rules = ({dpid: read.rules for dpid, read in read_all(state).items()} if installed
+                 else state.desired(state.policy, snapshot))
+        names = object_names(state)
+    topology = state.topology
+    instances = state.vnfs.instances() if state.vnfs is not None else []
+    context = Context(
+        switch_name=lambda dpid: topology.bridge_names.get(dpid) or f"{dpid:016x}",
+        port_name=lambda dpid, port: topology.port_names.get(dpid, {}).get(port) or str(port),
+        hosts_at={(h.dpid, h.port): h.name or h.mac for h in snapshot.hosts},
+        vnf_arms={**{(i.dpid, i.ingress): (i.instance, "ingress") for i in instances},
+                  **{(i.dpid, i.egress): (i.instance, "egress") for i in instances}},
+        object_of=lambda cookie: describe(cookie, names))
+    try:
+        result = trace(snapshot, rules, probe, context, rule_text)
+    except LookupError as exc:
+        raise TraceError(str(exc)) from exc
+    return {"packet": probe.packet(), "rules": "installed" if installed else "compiled",
+            **result}

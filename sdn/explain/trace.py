@@ -1,0 +1,115 @@
+"""Where a packet goes, and why (`sdnctl trace`): the flow simulator run on a switch's rule
+sets — compiled or read back from the switches — with every switch visit explained.
+
+Select (ECMP) groups are followed down every live bucket: which one a flow takes is the
+switch's hash, so the trace shows each path it may take. Fast-failover groups take their
+first live bucket. VNFs are not modelled yet: a packet steered into a VNF arm ends the
+trace there, named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sdn.explain.flowsim import Network, Trace, VnfModel
+from sdn.model.rules import FlowRule, SwitchRules
+from sdn.model.topology import Snapshot
+
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1}
+PORT_FIELDS = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The packet to trace: from a host at its switch port, to an address and MAC."""
+
+    src_mac: str
+    src_ip: str
+    dpid: int
+    in_port: int
+    dst_mac: str
+    dst_ip: str
+    proto: str | None = None  # tcp, udp, icmp; None: any IPv4
+    sport: int | None = None
+    dport: int | None = None
+
+    def packet(self) -> dict[str, Any]:
+        pkt: dict[str, Any] = {"eth_src": self.src_mac, "eth_dst": self.dst_mac,
+                               "eth_type": 0x0800, "ipv4_src": self.src_ip,
+                               "ipv4_dst": self.dst_ip}
+        if self.proto is not None:
+            pkt["ip_proto"] = PROTOCOLS[self.proto]
+        if self.proto in PORT_FIELDS:
+            src_field, dst_field = PORT_FIELDS[self.proto]
+            pkt[src_field] = self.sport if self.sport is not None else 49152
+            pkt[dst_field] = self.dport if self.dport is not None else 80
+        elif self.proto == "icmp":
+            pkt.update(icmpv4_type=8, icmpv4_code=0)
+        return pkt
+
+
+@dataclass(frozen=True)
+class Context:
+    """What names things: switches and ports, hosts at edge ports, VNF arms, cookies."""
+
+    switch_name: Callable[[int], str]
+    port_name: Callable[[int, int], str]
+    hosts_at: Mapping[tuple[int, int], str]  # (dpid, port) -> host name or MAC
+    vnf_arms: Mapping[tuple[int, int], tuple[str, str]]  # (dpid, port) -> (instance, side)
+    object_of: Callable[[int], str]  # cookie -> the policy object it names
+
+
+def trace(snapshot: Snapshot, rules: dict[int, SwitchRules], probe: Probe,
+          context: Context, rule_text: Callable[[FlowRule], dict[str, Any]]
+          ) -> dict[str, Any]:
+    """{"visits": [...], "outcome": {...}}: one entry per switch the packet (or one of its
+    ECMP copies) enters, with the rules it matched, the buckets it took, where it left."""
+    arms = {}
+    for (dpid, port), (instance, side) in context.vnf_arms.items():
+        arms.setdefault((dpid, instance), {})[side] = port
+    models = [VnfModel(dpid, ports["ingress"], ports["egress"], rewrite=lambda _p, _s: None)
+              for (dpid, _instance), ports in arms.items()
+              if "ingress" in ports and "egress" in ports]
+    known = {dpid for dpid in rules}
+    network = Network(snapshot, {d: rules[d] for d in known}, vnfs=models, every_bucket=True)
+    if probe.dpid not in known:
+        raise LookupError(f"no rules for switch {context.switch_name(probe.dpid)}")
+    result = network.send(probe.dpid, probe.in_port, probe.packet())
+    return {"visits": _visits(result, context, rule_text), "outcome": _outcome(result, context)}
+
+
+def _visits(result: Trace, context: Context, rule_text) -> list[dict[str, Any]]:
+    visits = []
+    for index, (dpid, port, parent) in enumerate(result.arrivals):
+        visits.append({
+            "visit": index, "from": parent, "switch": context.switch_name(dpid),
+            "in_port": context.port_name(dpid, port), "in_port_no": port,
+            "rules": [{**rule_text(rule), "object": context.object_of(rule.cookie)}
+                      for visit, rule in result.matched if visit == index],
+            "groups": [{"group_id": group, "buckets": list(buckets)}
+                       for visit, group, buckets in result.buckets if visit == index],
+            "out": [_exit(dpid, port_out, kind, context)
+                    for visit, port_out, kind in result.exits if visit == index],
+            "to_controller": any(action[0] == "controller" for visit, rule in result.matched
+                                 if visit == index for action in rule.actions),
+        })
+    return visits
+
+
+def _exit(dpid: int, port: int, kind: str, context: Context) -> dict[str, Any]:
+    where = {"link": "", "down": "link down",
+             "vnf": " ".join(context.vnf_arms.get((dpid, port), ("?", "?"))),
+             "delivered": context.hosts_at.get((dpid, port), "an edge port")}[kind]
+    return {"port": context.port_name(dpid, port), "port_no": port, "kind": kind, "to": where}
+
+
+def _outcome(result: Trace, context: Context) -> dict[str, Any]:
+    delivered = sorted({context.hosts_at.get(at, context.port_name(*at))
+                        for at in result.delivered})
+    vnfs = sorted({context.vnf_arms[at][0] for at in result.visits
+                   if at in context.vnf_arms})
+    return {"delivered": delivered, "into_vnfs": vnfs, "looped": result.looped,
+            "to_controller": sorted({context.switch_name(d) for d in result.to_controller}),
+            "dropped": not (delivered or vnfs or result.to_controller or result.looped)}

@@ -1,0 +1,92 @@
+"""`sdnctl trace`'s core (sdn.explain.trace) on compiled rules: the path the routes take,
+every ECMP path, the rule and policy object at each hop, drops and VNF arms named."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from sdn.compile.chain_model import VnfInstance
+from sdn.compile.desired import desired_rules
+from sdn.explain.trace import Context, Probe, trace
+from sdn.model.rules import FlowRule
+from sdn.policy.load import load_policy
+from testing.flowsim import fat_tree, snapshot_from_graph
+
+
+def context(snapshot, arms=None) -> Context:
+    return Context(switch_name=lambda dpid: f"s{dpid}",
+                   port_name=lambda dpid, port: f"s{dpid}-eth{port}",
+                   hosts_at={(h.dpid, h.port): f"h{h.dpid}" for h in snapshot.hosts},
+                   vnf_arms=arms or {}, object_of=lambda cookie: f"object {cookie:#x}")
+
+
+def rule_text(rule: FlowRule) -> dict:
+    return {"table": rule.table, "priority": rule.priority, "cookie": rule.cookie}
+
+
+def probe(snapshot, src: int, dst: int, **kwargs) -> Probe:
+    a = next(h for h in snapshot.hosts if h.dpid == src)
+    b = next(h for h in snapshot.hosts if h.dpid == dst)
+    return Probe(a.mac, a.ips[0], a.dpid, a.port, b.mac, b.ips[0], **kwargs)
+
+
+def test_a_ring_path_hop_by_hop():
+    snapshot = snapshot_from_graph(nx.cycle_graph(range(1, 7)))
+    rules = desired_rules(None, snapshot)
+    result = trace(snapshot, rules, probe(snapshot, 1, 3, proto="tcp", dport=80),
+                   context(snapshot), rule_text)
+    assert [v["switch"] for v in result["visits"]] == ["s1", "s2", "s3"]
+    assert [v["from"] for v in result["visits"]] == [None, 0, 1]
+    assert result["outcome"] == {"delivered": ["h3"], "into_vnfs": [], "looped": False,
+                                 "to_controller": [], "dropped": False}
+    first = result["visits"][0]
+    assert first["in_port"] == "s1-eth3"  # the host's port: after the two ring links
+    assert first["rules"][0]["table"] == 0 and first["rules"][0]["object"].startswith("object")
+    assert [o["kind"] for o in first["out"]] == ["link"]
+    assert result["visits"][-1]["out"] == [{"port": "s3-eth3", "port_no": 3,
+                                            "kind": "delivered", "to": "h3"}]
+
+
+def test_every_ecmp_path_is_shown():
+    snapshot = snapshot_from_graph(fat_tree(4))
+    rules = desired_rules(None, snapshot)
+    src, dst = snapshot.hosts[0], snapshot.hosts[-1]
+    result = trace(snapshot, rules, Probe(src.mac, src.ips[0], src.dpid, src.port, dst.mac,
+                                          dst.ips[0], "udp", 5000, 5001),
+                   context(snapshot), rule_text)
+    cores = {v["switch"] for v in result["visits"]} & {f"s{c}" for c in range(1, 5)}
+    assert len(cores) > 1  # pod to pod: through more than one core
+    assert any(len(g["buckets"]) > 1 for v in result["visits"] for g in v["groups"])
+    assert set(result["outcome"]["delivered"]) == {f"h{dst.dpid}"}
+
+
+def test_an_unknown_destination_is_not_delivered():
+    snapshot = snapshot_from_graph(nx.path_graph(range(1, 4)))
+    rules = desired_rules(None, snapshot)
+    src = snapshot.hosts[0]
+    result = trace(snapshot, rules, Probe(src.mac, src.ips[0], src.dpid, src.port,
+                                          "00:00:00:ee:ee:ee", "10.9.9.9"),
+                   context(snapshot), rule_text)
+    assert result["outcome"]["delivered"] == []
+    assert result["outcome"]["to_controller"] or result["outcome"]["dropped"]
+
+
+def test_a_chain_ends_the_trace_at_its_first_vnf_named():
+    snapshot = snapshot_from_graph(nx.path_graph(range(1, 4)))
+    policy = load_policy("""version: 1
+vnfs:
+  fw: {type: firewall, switch: s2}
+chains:
+  - {name: web, match: {proto: tcp, dst_port: 80}, through: [fw]}
+""")
+    fw = VnfInstance("fw", "fw", 2, 10, 11, True, 0)
+    rules = desired_rules(policy, snapshot, [fw])
+    arms = {(2, 10): ("fw", "ingress"), (2, 11): ("fw", "egress")}
+    web = trace(snapshot, rules, probe(snapshot, 1, 3, proto="tcp", dport=80),
+                context(snapshot, arms), rule_text)
+    assert web["outcome"]["into_vnfs"] == ["fw"] and web["outcome"]["delivered"] == []
+    assert any(o["kind"] == "vnf" and o["to"] == "fw ingress"
+               for v in web["visits"] for o in v["out"])
+    other = trace(snapshot, rules, probe(snapshot, 1, 3, proto="tcp", dport=22),
+                  context(snapshot, arms), rule_text)
+    assert other["outcome"]["delivered"] == ["h3"] and other["outcome"]["into_vnfs"] == []
