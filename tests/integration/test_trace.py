@@ -1,0 +1,81 @@
+"""`sdnctl trace` checked against Open vSwitch itself: for random flows, at every switch
+the trace visits, the ports `ovs-appctl ofproto/trace` sends the same packet out of are
+among the ports our trace says (ECMP: the switch picks one of the paths we show)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from testing.harness import network, ping_all
+from topologies.sdn_topos import FatTreeTopo, RingTopo
+
+pytestmark = pytest.mark.integration
+FLOWS = 6
+OUTPUT = re.compile(r"^\s*output:(\d+)\s*$", re.M)
+RECIRC = re.compile(r"recirc\((0x[0-9a-f]+)\)")
+DP_HASHES = (0, 1, 2, 3, 0x55, 0xAA)
+
+
+def ovs_outputs(switch, in_port: int, pkt: dict) -> set[int]:
+    """The OpenFlow ports Open vSwitch's own trace sends `pkt` out of. A select group on
+    the userspace datapath hashes and recirculates: the trace is taken on from there for
+    a few hash values (each picks a bucket, as flows with different 5-tuples would)."""
+    proto = {6: "tcp", 17: "udp"}[pkt["ip_proto"]]
+    fields = (f"in_port={in_port},dl_src={pkt['eth_src']},dl_dst={pkt['eth_dst']},"
+              f"nw_src={pkt['ipv4_src']},nw_dst={pkt['ipv4_dst']},"
+              f"{proto}_src={pkt[proto + '_src']},{proto}_dst={pkt[proto + '_dst']}")
+    out = _ofproto_trace(switch, f"{proto},{fields}")
+    outputs = {int(port) for port in OUTPUT.findall(out)}
+    recirc = RECIRC.search(out)
+    if recirc:
+        for dp_hash in DP_HASHES:
+            again = _ofproto_trace(switch, f"{proto},recirc_id={recirc.group(1)},"
+                                           f"dp_hash={dp_hash},{fields}")
+            outputs |= {int(port) for port in OUTPUT.findall(again)}
+    return outputs
+
+
+def _ofproto_trace(switch, flow: str) -> str:
+    out = switch.cmd("ovs-appctl", "ofproto/trace", switch.name, flow)
+    assert "Datapath actions" in out, out
+    return out
+
+
+def check_flows(net, controller, installed: bool = False) -> int:
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(FLOWS):
+        src, dst = rng.sample(net.hosts, 2)
+        proto = rng.choice(["tcp", "udp"])
+        args = ["trace", src.IP(), dst.IP(), "--proto", proto, "--sport",
+                str(rng.randrange(1024, 65535)), "--dport", str(rng.randrange(1, 65535)),
+                "-o", "json", *(["--installed"] if installed else [])]
+        result = controller.sdnctl(*args)
+        assert result.returncode == 0, result.stderr
+        traced = json.loads(result.stdout)
+        # Hosts the policy does not name are known by their MAC.
+        assert traced["outcome"]["delivered"] in ([dst.name], [dst.MAC()]), traced["outcome"]
+        for visit in traced["visits"]:
+            ours = {o["port_no"] for o in visit["out"]}
+            theirs = ovs_outputs(net.get(visit["switch"]), visit["in_port_no"],
+                                 traced["packet"])
+            assert theirs and theirs <= ours, (visit["switch"], theirs, ours)
+            checked += 1
+    return checked
+
+
+def test_trace_agrees_with_open_vswitch_on_a_ring(controller):
+    with network(RingTopo(n=4), controller) as net:
+        assert ping_all(net) == []
+        assert check_flows(net, controller) >= FLOWS * 2
+        assert check_flows(net, controller, installed=True) >= FLOWS * 2
+
+
+def test_trace_agrees_with_open_vswitch_on_a_fat_tree(controller):
+    with network(FatTreeTopo(k=4), controller) as net:
+        assert ping_all(net) == []
+        assert check_flows(net, controller) >= FLOWS * 2
