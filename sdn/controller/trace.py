@@ -12,6 +12,7 @@ from sdn.controller.verify import object_names, read_all
 from sdn.explain.trace import PROTOCOLS, Context, Probe, trace
 from sdn.model.rules import FlowRule
 from sdn.model.topology import Host
+from sdn.policy.schema import LoadBalancer
 from sdn.reconcile.drift import describe
 
 
@@ -27,7 +28,9 @@ def find_host(state: ControllerState, key: str) -> Host | None:
 
 
 def probe_for(state: ControllerState, src: str, dst: str, proto: str | None,
-              sport: int | None, dport: int | None) -> Probe:
+              sport: int | None, dport: int | None, reply: bool = False) -> Probe:
+    """The packet from `src` to `dst`; with `reply`, the answer to it (for a virtual IP:
+    from the load balancer's first backend the controller knows)."""
     if proto is not None and proto not in PROTOCOLS:
         raise TraceError(f"proto: one of {', '.join(PROTOCOLS)}")
     source = find_host(state, src)
@@ -39,10 +42,29 @@ def probe_for(state: ControllerState, src: str, dst: str, proto: str | None,
         dst_ip, dst_mac = (dst if dst in target.ips else target.ips[0]), target.mac
     elif dst in vips:
         dst_ip, dst_mac = dst, vips[dst]
+        if reply:
+            target, dst_ip, sport_back = _backend_of(state, dst, dport)
+            dport, dst_mac = sport_back, target.mac
     else:
         raise TraceError(f"no host or virtual IP {dst!r} is known")
+    if reply:
+        return Probe(target.mac, dst_ip, target.dpid, target.port, source.mac,
+                     source.ips[0], proto, dport, sport)
     return Probe(source.mac, source.ips[0], source.dpid, source.port, dst_mac, dst_ip, proto,
                  sport, dport)
+
+
+def _backend_of(state: ControllerState, vip: str, dport: int | None
+                ) -> tuple[Host, str, int | None]:
+    """The first backend of the load balancer owning `vip` that is a known host: (host,
+    its address, the port it answers from)."""
+    for vnf in state.policy.vnfs.values():
+        if isinstance(vnf, LoadBalancer) and vnf.vip == vip:
+            for backend in vnf.backends:
+                host = state.topology.host_by_ip(backend.ip)
+                if host is not None:
+                    return host, backend.ip, backend.port or vnf.port or dport
+    raise TraceError(f"no backend of {vip} is a known host: its answer cannot be traced")
 
 
 def trace_in(state: ControllerState, probe: Probe, installed: bool,
@@ -59,11 +81,12 @@ def trace_in(state: ControllerState, probe: Probe, installed: bool,
         switch_name=lambda dpid: topology.bridge_names.get(dpid) or f"{dpid:016x}",
         port_name=lambda dpid, port: topology.port_names.get(dpid, {}).get(port) or str(port),
         hosts_at={(h.dpid, h.port): h.name or h.mac for h in snapshot.hosts},
-        vnf_arms={**{(i.dpid, i.ingress): (i.instance, "ingress") for i in instances},
-                  **{(i.dpid, i.egress): (i.instance, "egress") for i in instances}},
-        object_of=lambda cookie: describe(cookie, names))
+        object_of=lambda cookie: describe(cookie, names),
+        vnfs=tuple((i.vnf, i.instance, i.dpid, i.ingress_port, i.egress_port)
+                   for i in instances if i.alive),
+        mac_of=lambda ip: host.mac if (host := topology.host_by_ip(ip)) else None)
     try:
-        result = trace(snapshot, rules, probe, context, rule_text)
+        result = trace(snapshot, rules, probe, context, rule_text, state.policy)
     except LookupError as exc:
         raise TraceError(str(exc)) from exc
     return {"packet": probe.packet(), "rules": "installed" if installed else "compiled",

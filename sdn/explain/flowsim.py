@@ -22,9 +22,9 @@ MAX_HOPS = 64
 VLAN_PRESENT = 0x1000
 PER_SWITCH = ("in_port", "metadata")  # pipeline state that does not leave a switch
 
-Rewrite = Callable[[dict, str], "dict | None"]
-"""(packet, arm it arrived on: 'ingress'|'egress') -> packet leaving the other arm, or None
-to drop it."""
+Rewrite = Callable[[dict, str], "dict | list[dict] | None"]
+"""(packet, arm it arrived on: 'ingress'|'egress') -> packet leaving the other arm (or
+several, each followed), or None to drop it."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,8 @@ class Network:
         out = vnf.rewrite(dict(pkt), side) if vnf.rewrite else pkt
         if out is None:
             return []
-        return [(dpid, vnf.egress if side == "ingress" else vnf.ingress, out)]
+        other = vnf.egress if side == "ingress" else vnf.ingress
+        return [(dpid, other, sent) for sent in (out if isinstance(out, list) else [out])]
 
     def _pipeline(self, dpid: int, pkt: dict, trace: Trace) -> list[tuple[int, dict]]:
         """Tables in order; metadata starts at zero in every switch."""

@@ -3,8 +3,8 @@ sets — compiled or read back from the switches — with every switch visit exp
 
 Select (ECMP) groups are followed down every live bucket: which one a flow takes is the
 switch's hash, so the trace shows each path it may take. Fast-failover groups take their
-first live bucket. VNFs are not modelled yet: a packet steered into a VNF arm ends the
-trace there, named.
+first live bucket. The policy's VNFs act on the packet as `vnf_models` says (a firewall's
+verdict, a load balancer's NAT towards each backend), each decision noted.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdn.explain.flowsim import Network, Trace, VnfModel
+from sdn.explain.flowsim import Network, Trace
+from sdn.explain.vnf_models import models_for
 from sdn.model.rules import FlowRule, SwitchRules
 from sdn.model.topology import Snapshot
+from sdn.policy.schema import Policy
 
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1}
 PORT_FIELDS = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}
@@ -52,32 +54,40 @@ class Probe:
 
 @dataclass(frozen=True)
 class Context:
-    """What names things: switches and ports, hosts at edge ports, VNF arms, cookies."""
+    """What names things (switches and ports, hosts at edge ports, cookies) and where the
+    VNFs are: (policy VNF name, instance, dpid, ingress port, egress port)."""
 
     switch_name: Callable[[int], str]
     port_name: Callable[[int, int], str]
     hosts_at: Mapping[tuple[int, int], str]  # (dpid, port) -> host name or MAC
-    vnf_arms: Mapping[tuple[int, int], tuple[str, str]]  # (dpid, port) -> (instance, side)
     object_of: Callable[[int], str]  # cookie -> the policy object it names
+    vnfs: tuple[tuple[str, str, int, int, int], ...] = ()
+    mac_of: Callable[[str], str | None] = lambda _ip: None  # a host's MAC by address
+
+    @property
+    def vnf_arms(self) -> dict[tuple[int, int], tuple[str, str]]:
+        """(dpid, port) -> (instance, side)."""
+        arms = {}
+        for _name, instance, dpid, ingress, egress in self.vnfs:
+            arms[(dpid, ingress)] = (instance, "ingress")
+            arms[(dpid, egress)] = (instance, "egress")
+        return arms
 
 
 def trace(snapshot: Snapshot, rules: dict[int, SwitchRules], probe: Probe,
-          context: Context, rule_text: Callable[[FlowRule], dict[str, Any]]
-          ) -> dict[str, Any]:
-    """{"visits": [...], "outcome": {...}}: one entry per switch the packet (or one of its
-    ECMP copies) enters, with the rules it matched, the buckets it took, where it left."""
-    arms = {}
-    for (dpid, port), (instance, side) in context.vnf_arms.items():
-        arms.setdefault((dpid, instance), {})[side] = port
-    models = [VnfModel(dpid, ports["ingress"], ports["egress"], rewrite=lambda _p, _s: None)
-              for (dpid, _instance), ports in arms.items()
-              if "ingress" in ports and "egress" in ports]
-    known = {dpid for dpid in rules}
-    network = Network(snapshot, {d: rules[d] for d in known}, vnfs=models, every_bucket=True)
-    if probe.dpid not in known:
+          context: Context, rule_text: Callable[[FlowRule], dict[str, Any]],
+          policy: Policy | None = None) -> dict[str, Any]:
+    """{"visits": [...], "vnfs": [...], "outcome": {...}}: one visit per switch the packet
+    (or one of its copies: ECMP paths, load-balancer backends) enters, with the rules it
+    matched, the buckets it took and where it left; what each VNF decided."""
+    if probe.dpid not in rules:
         raise LookupError(f"no rules for switch {context.switch_name(probe.dpid)}")
+    notes: list[dict[str, Any]] = []
+    models = models_for(policy, list(context.vnfs), context.mac_of, notes)
+    network = Network(snapshot, rules, vnfs=models, every_bucket=True)
     result = network.send(probe.dpid, probe.in_port, probe.packet())
-    return {"visits": _visits(result, context, rule_text), "outcome": _outcome(result, context)}
+    return {"visits": _visits(result, context, rule_text), "vnfs": notes,
+            "outcome": _outcome(result, context)}
 
 
 def _visits(result: Trace, context: Context, rule_text) -> list[dict[str, Any]]:
@@ -108,8 +118,8 @@ def _exit(dpid: int, port: int, kind: str, context: Context) -> dict[str, Any]:
 def _outcome(result: Trace, context: Context) -> dict[str, Any]:
     delivered = sorted({context.hosts_at.get(at, context.port_name(*at))
                         for at in result.delivered})
-    vnfs = sorted({context.vnf_arms[at][0] for at in result.visits
-                   if at in context.vnf_arms})
-    return {"delivered": delivered, "into_vnfs": vnfs, "looped": result.looped,
+    arms = context.vnf_arms
+    vnfs = sorted({arms[at][0] for at in result.visits if at in arms})
+    return {"delivered": delivered, "through_vnfs": vnfs, "looped": result.looped,
             "to_controller": sorted({context.switch_name(d) for d in result.to_controller}),
-            "dropped": not (delivered or vnfs or result.to_controller or result.looped)}
+            "dropped": not (delivered or result.to_controller or result.looped)}

@@ -293,8 +293,9 @@ class VerifyView(Resource):
 
 
 class TraceView(Resource):
-    """GET ?src=&dst=[&proto=tcp|udp|icmp&sport=&dport=&installed=true]: where that packet
-    goes through the compiled rules (or the switches' own), hop by hop, and why."""
+    """GET ?src=&dst=[&proto=tcp|udp|icmp&sport=&dport=&installed=true&reply=true]: where
+    that packet (or its answer) goes through the compiled rules (or the switches' own),
+    hop by hop, and why."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ports = {name: req.get_param_as_int(name, min_value=0, max_value=65535)
@@ -302,7 +303,8 @@ class TraceView(Resource):
         try:
             probe = probe_for(self.ctl, req.get_param("src", required=True),
                               req.get_param("dst", required=True), req.get_param("proto"),
-                              ports["sport"], ports["dport"])
+                              ports["sport"], ports["dport"],
+                              req.get_param_as_bool("reply") or False)
             resp.media = trace_in(self.ctl, probe, req.get_param_as_bool("installed") or False,
                                   rule_json)
         except TraceError as exc:

@@ -196,10 +196,14 @@ def trace(
     installed: Annotated[bool, typer.Option(
         "--installed", help="Trace the rules read from the switches, not the compiled ones.")
     ] = False,
+    reply: Annotated[bool, typer.Option(
+        "--reply", help="Trace the answer back (from a VIP: from its first backend).")
+    ] = False,
     api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table,
 ) -> None:
-    """Where a packet from SRC to DST goes, switch by switch, and which rule (and policy
-    object) sends it there. ECMP: every path the switches' hash may pick is shown."""
+    """Where a packet from SRC to DST goes, switch by switch, which rule (and policy
+    object) sends it there, and what each VNF does to it. ECMP: every path the switches'
+    hash may pick is shown; a load balancer: every backend."""
 
     def render(result: dict) -> None:
         from sdn.northbound.render import flow_text
@@ -222,15 +226,18 @@ def trace(
                 typer.echo(f"      -> {out['port']} ({out['kind']}{where})")
             if visit["to_controller"]:
                 typer.echo("      -> controller")
+        for note in result["vnfs"]:
+            typer.echo(f"VNF {note['vnf']} ({note['side']} arm): {note['verdict']}")
         outcome = result["outcome"]
         typer.echo("delivered to: " + (", ".join(outcome["delivered"]) or "nobody")
-                   + ("; into VNF " + ", ".join(outcome["into_vnfs"]) + " (not modelled: the "
-                      "trace stops there)" if outcome["into_vnfs"] else "")
+                   + ("; through " + ", ".join(outcome["through_vnfs"])
+                      if outcome["through_vnfs"] else "")
                    + ("; LOOPED" if outcome["looped"] else "")
                    + ("; dropped" if outcome["dropped"] else ""))
 
     _emit(api_get(api, "/v1/trace", src=src, dst=dst, proto=proto, sport=sport, dport=dport,
-                  installed="true" if installed else None), output, render)
+                  installed="true" if installed else None, reply="true" if reply else None),
+          output, render)
 
 
 FileOpt = Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,

@@ -1,6 +1,7 @@
 """`sdnctl trace` checked against Open vSwitch itself: for random flows, at every switch
 the trace visits, the ports `ovs-appctl ofproto/trace` sends the same packet out of are
-among the ports our trace says (ECMP: the switch picks one of the paths we show)."""
+among the ports our trace says (ECMP: the switch picks one of the paths we show); and
+through a live chain of VNFs, both ways."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import re
 import pytest
 
 from testing.harness import network, ping_all
+from tests.integration.test_chains import BACKENDS, CLIENT, INTRUDER, VIP, chained_network
+from tests.integration.test_chains import POLICY as CHAIN_POLICY
 from topologies.sdn_topos import FatTreeTopo, RingTopo
 
 pytestmark = pytest.mark.integration
@@ -79,3 +82,33 @@ def test_trace_agrees_with_open_vswitch_on_a_fat_tree(controller):
     with network(FatTreeTopo(k=4), controller) as net:
         assert ping_all(net) == []
         assert check_flows(net, controller) >= FLOWS * 2
+
+
+def test_trace_through_the_web_chain_and_back(controller, tmp_path):
+    """The chain fw -> lb -> mon on a live network: the request reaches both backends
+    (one per Maglev choice) through the three VNFs, the answer comes back through them
+    from the VIP, and a client the firewall does not allow is dropped there."""
+    with chained_network(controller, tmp_path, CHAIN_POLICY) as net:
+        def run(*args: str) -> dict:
+            result = controller.sdnctl("trace", *args, "-o", "json")
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)
+
+        request = run(CLIENT, VIP, "--proto", "tcp", "--sport", "40000", "--dport", "80")
+        backends = {net.get(name).MAC() for name in ("h5", "h6")}
+        assert set(request["outcome"]["delivered"]) == backends, request["outcome"]
+        assert request["outcome"]["through_vnfs"] == ["fw", "lb", "mon"]
+        verdicts = {(n["vnf"], n["verdict"]) for n in request["vnfs"]}
+        assert ("fw", "allow by rule 1") in verdicts
+        assert any(vnf == "lb" and "10.0.0.5, 10.0.0.6" in v for vnf, v in verdicts)
+
+        answer = run(CLIENT, VIP, "--proto", "tcp", "--sport", "40000", "--dport", "80",
+                     "--reply")
+        assert answer["outcome"]["delivered"] == [net.get("h1").MAC()], answer["outcome"]
+        assert answer["outcome"]["through_vnfs"] == ["fw", "lb", "mon"]
+        assert answer["packet"]["ipv4_src"] in BACKENDS
+
+        denied = run(INTRUDER, VIP, "--proto", "tcp", "--sport", "40000", "--dport", "80")
+        assert denied["outcome"]["delivered"] == [] and denied["outcome"]["dropped"]
+        assert [n["verdict"] for n in denied["vnfs"] if n["vnf"] == "fw"] == [
+            "drop by default (no rule matches)"]

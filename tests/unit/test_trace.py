@@ -13,11 +13,13 @@ from sdn.policy.load import load_policy
 from testing.flowsim import fat_tree, snapshot_from_graph
 
 
-def context(snapshot, arms=None) -> Context:
+def context(snapshot, vnfs=()) -> Context:
     return Context(switch_name=lambda dpid: f"s{dpid}",
                    port_name=lambda dpid, port: f"s{dpid}-eth{port}",
                    hosts_at={(h.dpid, h.port): f"h{h.dpid}" for h in snapshot.hosts},
-                   vnf_arms=arms or {}, object_of=lambda cookie: f"object {cookie:#x}")
+                   object_of=lambda cookie: f"object {cookie:#x}", vnfs=tuple(vnfs),
+                   mac_of=lambda ip: next((h.mac for h in snapshot.hosts if ip in h.ips),
+                                          None))
 
 
 def rule_text(rule: FlowRule) -> dict:
@@ -37,7 +39,7 @@ def test_a_ring_path_hop_by_hop():
                    context(snapshot), rule_text)
     assert [v["switch"] for v in result["visits"]] == ["s1", "s2", "s3"]
     assert [v["from"] for v in result["visits"]] == [None, 0, 1]
-    assert result["outcome"] == {"delivered": ["h3"], "into_vnfs": [], "looped": False,
+    assert result["outcome"] == {"delivered": ["h3"], "through_vnfs": [], "looped": False,
                                  "to_controller": [], "dropped": False}
     first = result["visits"][0]
     assert first["in_port"] == "s1-eth3"  # the host's port: after the two ring links
@@ -71,22 +73,50 @@ def test_an_unknown_destination_is_not_delivered():
     assert result["outcome"]["to_controller"] or result["outcome"]["dropped"]
 
 
-def test_a_chain_ends_the_trace_at_its_first_vnf_named():
-    snapshot = snapshot_from_graph(nx.path_graph(range(1, 4)))
-    policy = load_policy("""version: 1
+CHAIN = """version: 1
 vnfs:
-  fw: {type: firewall, switch: s2}
+  fw:
+    type: firewall
+    switch: s2
+    default: drop
+    rules: [{action: allow, proto: tcp, dst: 10.0.3.1, dst_port: 80}]
+  lb: {type: loadbalancer, switch: s2, vip: 10.0.9.9, port: 80,
+       backends: [10.0.3.1, 10.0.1.1]}
 chains:
-  - {name: web, match: {proto: tcp, dst_port: 80}, through: [fw]}
-""")
-    fw = VnfInstance("fw", "fw", 2, 10, 11, True, 0)
-    rules = desired_rules(policy, snapshot, [fw])
-    arms = {(2, 10): ("fw", "ingress"), (2, 11): ("fw", "egress")}
-    web = trace(snapshot, rules, probe(snapshot, 1, 3, proto="tcp", dport=80),
-                context(snapshot, arms), rule_text)
-    assert web["outcome"]["into_vnfs"] == ["fw"] and web["outcome"]["delivered"] == []
-    assert any(o["kind"] == "vnf" and o["to"] == "fw ingress"
-               for v in web["visits"] for o in v["out"])
-    other = trace(snapshot, rules, probe(snapshot, 1, 3, proto="tcp", dport=22),
-                  context(snapshot, arms), rule_text)
-    assert other["outcome"]["delivered"] == ["h3"] and other["outcome"]["into_vnfs"] == []
+  - {name: web, match: {proto: tcp, dst: 10.0.9.9, dst_port: 80}, through: [lb, fw]}
+  - {name: ssh, match: {proto: tcp, dst_port: 22}, through: [fw]}
+"""
+
+
+def chain_setup():
+    snapshot = snapshot_from_graph(nx.path_graph(range(1, 4)))
+    policy = load_policy(CHAIN)
+    instances = [VnfInstance("lb", "lb", 2, 10, 11), VnfInstance("fw", "fw", 2, 12, 13)]
+    rules = desired_rules(policy, snapshot, instances)
+    vnfs = [(i.vnf, i.instance, i.dpid, i.ingress_port, i.egress_port) for i in instances]
+    return snapshot, policy, rules, context(snapshot, vnfs)
+
+
+def test_a_load_balancer_sends_the_packet_to_each_backend_and_the_firewall_judges():
+    snapshot, policy, rules, ctx = chain_setup()
+    src = next(h for h in snapshot.hosts if h.dpid == 2)
+    web = trace(snapshot, rules, Probe(src.mac, src.ips[0], src.dpid, src.port,
+                                       policy.virtual_ips()["10.0.9.9"], "10.0.9.9", "tcp",
+                                       40000, 80), ctx, rule_text, policy)
+    verdicts = {(n["vnf"], n["verdict"].split(" (")[0]) for n in web["vnfs"]}
+    assert ("lb", "to one of 10.0.3.1, 10.0.1.1") in verdicts
+    assert ("fw", "allow by rule 1") in verdicts  # to 10.0.3.1:80
+    assert ("fw", "drop by default") in verdicts  # to 10.0.1.1: no rule allows it
+    assert web["outcome"]["delivered"] == ["h3"]
+    assert web["outcome"]["through_vnfs"] == ["fw", "lb"]
+
+
+def test_a_firewall_drop_ends_the_packet():
+    snapshot, policy, rules, ctx = chain_setup()
+    ssh = trace(snapshot, rules, probe(snapshot, 1, 3, proto="tcp", dport=22), ctx,
+                rule_text, policy)
+    assert [n["verdict"] for n in ssh["vnfs"]] == ["drop by default (no rule matches)"]
+    assert ssh["outcome"]["delivered"] == [] and ssh["outcome"]["dropped"]
+    other = trace(snapshot, rules, probe(snapshot, 1, 3, proto="udp", dport=53), ctx,
+                  rule_text, policy)
+    assert other["vnfs"] == [] and other["outcome"]["delivered"] == ["h3"]
