@@ -14,6 +14,7 @@ from typing import Any
 from common.blocking import run_blocking
 from sdn.compile.chain_model import ChainError
 from sdn.controller.state import ControllerState
+from sdn.controller.trace import behaviour_changes
 from sdn.model.rules import SwitchRules
 from sdn.policy.load import load_policy
 from sdn.policy.problems import PolicyError, Problem, format_path
@@ -39,6 +40,8 @@ class Plan:
     policy: Policy
     summary: str
     changes: dict[int, Changes] = field(default_factory=dict)
+    behaviour: list[dict[str, str]] | None = None  # dry runs: which traffic changes
+    desired: dict[int, SwitchRules] = field(default_factory=dict, repr=False)
 
     @property
     def flow_mods(self) -> int:
@@ -56,6 +59,7 @@ class Plan:
                 }
                 for dpid, c in sorted(self.changes.items()) if c
             },
+            **({"behaviour": self.behaviour} if self.behaviour is not None else {}),
         }
 
 
@@ -82,7 +86,7 @@ class PolicyEngine:
             dpid: conn.plan(desired.get(dpid, SwitchRules()))
             for dpid, conn in self.ctl.switches.items() if conn.ready
         }
-        return Plan(policy, summarize(self.ctl.policy, policy), changes)
+        return Plan(policy, summarize(self.ctl.policy, policy), changes, desired=desired)
 
     def apply(self, text: str, filename: str, author: str, dry_run: bool = False
               ) -> tuple[Plan, Revision | None]:
@@ -91,6 +95,8 @@ class PolicyEngine:
         with self.ctl.lock:
             plan = self.plan(policy, filename)
             unchanged = self.ctl.policy is not None and self.ctl.policy.digest() == policy.digest()
+            if dry_run:
+                plan.behaviour = behaviour_changes(self.ctl, policy, plan.desired)
             if dry_run or (unchanged and not plan.flow_mods):
                 return plan, None
             revision = self._transaction(

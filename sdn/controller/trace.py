@@ -9,10 +9,11 @@ from typing import Any
 
 from sdn.controller.state import ControllerState
 from sdn.controller.verify import object_names, read_all
+from sdn.explain.behaviour import cases, changes
 from sdn.explain.trace import PROTOCOLS, Context, Probe, trace
-from sdn.model.rules import FlowRule
-from sdn.model.topology import Host
-from sdn.policy.schema import LoadBalancer
+from sdn.model.rules import FlowRule, SwitchRules
+from sdn.model.topology import Host, Snapshot
+from sdn.policy.schema import LoadBalancer, Policy
 from sdn.reconcile.drift import describe
 
 
@@ -67,17 +68,11 @@ def _backend_of(state: ControllerState, vip: str, dport: int | None
     raise TraceError(f"no backend of {vip} is a known host: its answer cannot be traced")
 
 
-def trace_in(state: ControllerState, probe: Probe, installed: bool,
-             rule_text: Callable[[FlowRule], dict[str, Any]]) -> dict[str, Any]:
-    """Trace `probe` through the compiled rules, or (`installed`) the switches' own."""
-    with state.lock:
-        snapshot = state.topology.snapshot()
-        rules = ({dpid: read.rules for dpid, read in read_all(state).items()} if installed
-                 else state.desired(state.policy, snapshot))
-        names = object_names(state)
+def _context(state: ControllerState, snapshot: Snapshot, policy: Policy | None) -> Context:
     topology = state.topology
+    names = object_names(state, policy)
     instances = state.vnfs.instances() if state.vnfs is not None else []
-    context = Context(
+    return Context(
         switch_name=lambda dpid: topology.bridge_names.get(dpid) or f"{dpid:016x}",
         port_name=lambda dpid, port: topology.port_names.get(dpid, {}).get(port) or str(port),
         hosts_at={(h.dpid, h.port): h.name or h.mac for h in snapshot.hosts},
@@ -85,9 +80,36 @@ def trace_in(state: ControllerState, probe: Probe, installed: bool,
         vnfs=tuple((i.vnf, i.instance, i.dpid, i.ingress_port, i.egress_port)
                    for i in instances if i.alive),
         mac_of=lambda ip: host.mac if (host := topology.host_by_ip(ip)) else None)
+
+
+def trace_in(state: ControllerState, probe: Probe, installed: bool,
+             rule_text: Callable[[FlowRule], dict[str, Any]]) -> dict[str, Any]:
+    """Trace `probe` through the compiled rules, or (`installed`) the switches' own."""
+    with state.lock:
+        snapshot = state.topology.snapshot()
+        rules = ({dpid: read.rules for dpid, read in read_all(state).items()} if installed
+                 else state.desired(state.policy, snapshot))
     try:
-        result = trace(snapshot, rules, probe, context, rule_text, state.policy)
+        result = trace(snapshot, rules, probe, _context(state, snapshot, state.policy),
+                       rule_text, state.policy)
     except LookupError as exc:
         raise TraceError(str(exc)) from exc
     return {"packet": probe.packet(), "rules": "installed" if installed else "compiled",
             **result}
+
+
+def behaviour_changes(state: ControllerState, policy: Policy,
+                      after: dict[int, SwitchRules]) -> list[dict[str, str]]:
+    """Which traffic `policy` (compiled as `after`) treats otherwise than the policy in
+    force: the behavioural half of `policy diff`. Call under the state's lock."""
+    snapshot = state.topology.snapshot()
+    before = state.desired(state.policy, snapshot)
+    contexts = {False: _context(state, snapshot, state.policy),
+                True: _context(state, snapshot, policy)}
+    policies = {False: state.policy, True: policy}
+
+    def run(probe: Probe, changed: bool) -> dict[str, Any]:
+        return trace(snapshot, after if changed else before, probe, contexts[changed],
+                     lambda rule: {"table": rule.table}, policies[changed])
+
+    return changes(cases([state.policy, policy], list(snapshot.hosts)), run)

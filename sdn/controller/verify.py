@@ -10,6 +10,7 @@ from os_ken.lib import hub
 from prometheus_client import Gauge
 
 from sdn.controller.state import ControllerState
+from sdn.policy.schema import Policy
 from sdn.reconcile.drift import cookie_names, drift
 from sdn.southbound.readback import TableRead
 
@@ -68,10 +69,10 @@ def read_all(state: ControllerState) -> dict[int, TableRead]:
     return reads
 
 
-def object_names(state: ControllerState) -> dict[int, str]:
-    """Cookie -> the policy object it names, for what is in force now."""
+def object_names(state: ControllerState, policy: Policy | None = None) -> dict[int, str]:
+    """Cookie -> the policy object it names, for what is in force now (or `policy`)."""
     snapshot = state.topology.snapshot()
-    policy = state.policy
+    policy = policy or state.policy
     return cookie_names(
         ((h.mac, h.ips) for h in snapshot.hosts),
         [ip for h in snapshot.hosts for ip in h.ips]

@@ -270,6 +270,14 @@ def _render_plan(result: dict) -> None:
     for switch, c in result["switches"].items():
         typer.echo(f"  {switch}: +{c['flows_added']} -{c['flows_removed']} flows, "
                    f"+{c['groups_added']} ~{c['groups_changed']} -{c['groups_removed']} groups")
+    behaviour = result.get("behaviour")
+    if behaviour is not None:
+        typer.echo(f"traffic that changes ({len(behaviour)}):" if behaviour else
+                   "traffic that changes: none of the packets traced (one per chain and "
+                   "class, and a sample of host pairs)")
+        for change in behaviour:
+            typer.echo(f"  {change['traffic']}: {change['before']}\n"
+                       f"  {' ' * len(change['traffic'])}  becomes {change['after']}")
     revision = result.get("revision")
     if revision:
         typer.echo(f"revision {revision['rev']} recorded")

@@ -112,3 +112,18 @@ def test_trace_through_the_web_chain_and_back(controller, tmp_path):
         assert denied["outcome"]["delivered"] == [] and denied["outcome"]["dropped"]
         assert [n["verdict"] for n in denied["vnfs"] if n["vnf"] == "fw"] == [
             "drop by default (no rule matches)"]
+
+
+def test_policy_diff_says_which_traffic_changes(controller, tmp_path):
+    with chained_network(controller, tmp_path, CHAIN_POLICY):
+        shorter = tmp_path / "shorter.yaml"
+        shorter.write_text(CHAIN_POLICY.replace("through: [fw, lb, mon]", "through: [fw, mon]"))
+        result = controller.sdnctl("policy", "diff", "-f", str(shorter), "-o", "json")
+        assert result.returncode == 0, result.stderr
+        behaviour = json.loads(result.stdout)["behaviour"]
+        web = [c for c in behaviour if c["traffic"].endswith(f"{VIP} tcp/80")]
+        assert len(web) == 1, behaviour
+        assert "via fw→lb→mon" in web[0]["before"], web[0]
+        assert "via fw→mon" in web[0]["after"] and "lb" not in web[0]["after"], web[0]
+        table = controller.sdnctl("policy", "diff", "-f", str(shorter))
+        assert "traffic that changes (" in table.stdout and "becomes" in table.stdout

@@ -7,6 +7,7 @@ import networkx as nx
 
 from sdn.compile.chain_model import VnfInstance
 from sdn.compile.desired import desired_rules
+from sdn.explain.behaviour import cases, changes
 from sdn.explain.trace import Context, Probe, trace
 from sdn.model.rules import FlowRule
 from sdn.policy.load import load_policy
@@ -120,3 +121,24 @@ def test_a_firewall_drop_ends_the_packet():
     other = trace(snapshot, rules, probe(snapshot, 1, 3, proto="udp", dport=53), ctx,
                   rule_text, policy)
     assert other["vnfs"] == [] and other["outcome"]["delivered"] == ["h3"]
+
+
+def test_a_behavioural_diff_names_the_traffic_that_changes():
+    snapshot, policy, rules, ctx = chain_setup()
+    without_lb = load_policy(CHAIN.replace("through: [lb, fw]", "through: [fw]"))
+    instances = [VnfInstance("lb", "lb", 2, 10, 11), VnfInstance("fw", "fw", 2, 12, 13)]
+    after = desired_rules(without_lb, snapshot, instances)
+    probes = cases([policy, without_lb], list(snapshot.hosts))
+    assert any(c.probe.dst_ip == "10.0.9.9" and c.probe.dport == 80 for c in probes)
+    assert any(c.probe.dport == 22 for c in probes)  # the ssh chain's packet
+
+    def run(probe, changed):
+        return trace(snapshot, after if changed else rules, probe, ctx, rule_text,
+                     without_lb if changed else policy)
+
+    found = changes(probes, run)
+    web = [c for c in found if "10.0.9.9 tcp/80" in c["traffic"]]
+    assert len(web) == 1, found
+    assert "via lb→fw" in web[0]["before"] and web[0]["after"].startswith("dropped")
+    assert not [c for c in found if "tcp/22" in c["traffic"]]  # ssh: unchanged
+    assert changes(probes, lambda probe, _changed: run(probe, False)) == []
