@@ -112,4 +112,6 @@ def behaviour_changes(state: ControllerState, policy: Policy,
         return trace(snapshot, after if changed else before, probe, contexts[changed],
                      lambda rule: {"table": rule.table}, policies[changed])
 
-    return changes(cases([state.policy, policy], list(snapshot.hosts)), run)
+    traceable = [case for case in cases([state.policy, policy], list(snapshot.hosts))
+                 if case.probe.dpid in before and case.probe.dpid in after]
+    return changes(traceable, run)
