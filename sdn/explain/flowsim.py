@@ -79,6 +79,7 @@ class Trace:
     # Per switch visit, for explaining: where the packet came in (and from which visit),
     # the rules it matched, the group buckets it took, where it went out.
     arrivals: list[tuple[int, int, int | None]] = field(default_factory=list)
+    arrival_packets: list[dict] = field(default_factory=list)  # as each visit got it
     matched: list[tuple[int, FlowRule]] = field(default_factory=list)  # (visit, rule)
     buckets: list[tuple[int, int, tuple[int, ...]]] = field(default_factory=list)
     exits: list[tuple[int, int, str]] = field(default_factory=list)  # (visit, port, kind)
@@ -122,6 +123,7 @@ class Network:
                 return trace
             self._visit = len(trace.arrivals)
             trace.arrivals.append((here, port, parent))
+            trace.arrival_packets.append(dict(pkt))
             visit = self._visit
             for out, sent in self._pipeline(here, {**pkt, "in_port": port}, trace):
                 if out == IN_PORT:

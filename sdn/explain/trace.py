@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdn.explain.flowsim import Network, Trace
+from sdn.explain.flowsim import VLAN_PRESENT, Network, Trace
 from sdn.explain.vnf_models import models_for
 from sdn.model.rules import FlowRule, SwitchRules
 from sdn.model.topology import Snapshot
@@ -96,6 +96,7 @@ def _visits(result: Trace, context: Context, rule_text) -> list[dict[str, Any]]:
         visits.append({
             "visit": index, "from": parent, "switch": context.switch_name(dpid),
             "in_port": context.port_name(dpid, port), "in_port_no": port,
+            "packet": _fields(result.arrival_packets[index]),
             "rules": [{**rule_text(rule), "object": context.object_of(rule.cookie)}
                       for visit, rule in result.matched if visit == index],
             "groups": [{"group_id": group, "buckets": list(buckets)}
@@ -106,6 +107,14 @@ def _visits(result: Trace, context: Context, rule_text) -> list[dict[str, Any]]:
                                  if visit == index for action in rule.actions),
         })
     return visits
+
+
+def _fields(pkt: dict[str, Any]) -> dict[str, Any]:
+    """The packet as it entered a switch: its header fields, a VLAN id only when tagged."""
+    fields = {k: v for k, v in pkt.items() if k != "vlan_vid"}
+    if pkt.get("vlan_vid", 0) & VLAN_PRESENT:
+        fields["vlan_vid"] = pkt["vlan_vid"] & ~VLAN_PRESENT
+    return fields
 
 
 def _exit(dpid: int, port: int, kind: str, context: Context) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`sdnctl trace` checked against Open vSwitch itself: for random flows, at every switch
 the trace visits, the ports `ovs-appctl ofproto/trace` sends the same packet out of are
 among the ports our trace says (ECMP: the switch picks one of the paths we show); and
-through a live chain of VNFs, both ways."""
+through a live chain of VNFs, both ways, hop by hop against Open vSwitch as well."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def ovs_outputs(switch, in_port: int, pkt: dict) -> set[int]:
     the userspace datapath hashes and recirculates: the trace is taken on from there for
     a few hash values (each picks a bucket, as flows with different 5-tuples would)."""
     proto = {6: "tcp", 17: "udp"}[pkt["ip_proto"]]
-    fields = (f"in_port={in_port},dl_src={pkt['eth_src']},dl_dst={pkt['eth_dst']},"
+    vlan = f"dl_vlan={pkt['vlan_vid']}," if "vlan_vid" in pkt else ""
+    fields = (f"in_port={in_port},{vlan}dl_src={pkt['eth_src']},dl_dst={pkt['eth_dst']},"
               f"nw_src={pkt['ipv4_src']},nw_dst={pkt['ipv4_dst']},"
               f"{proto}_src={pkt[proto + '_src']},{proto}_dst={pkt[proto + '_dst']}")
     out = _ofproto_trace(switch, f"{proto},{fields}")
@@ -48,26 +49,34 @@ def _ofproto_trace(switch, flow: str) -> str:
     return out
 
 
+def agrees_with_ovs(net, traced: dict) -> int:
+    """Every visit of `traced`: Open vSwitch, given the packet as it entered that switch,
+    sends it out of some of the ports the trace says (and of none when it says none)."""
+    for visit in traced["visits"]:
+        ours = {o["port_no"] for o in visit["out"]}
+        theirs = ovs_outputs(net.get(visit["switch"]), visit["in_port_no"], visit["packet"])
+        assert theirs <= ours and bool(theirs) == bool(ours), (visit["switch"], theirs, ours)
+    return len(traced["visits"])
+
+
+def trace_json(controller, *args: str) -> dict:
+    result = controller.sdnctl("trace", *args, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def check_flows(net, controller, installed: bool = False) -> int:
     rng = random.Random(7)
     checked = 0
     for _ in range(FLOWS):
         src, dst = rng.sample(net.hosts, 2)
         proto = rng.choice(["tcp", "udp"])
-        args = ["trace", src.IP(), dst.IP(), "--proto", proto, "--sport",
-                str(rng.randrange(1024, 65535)), "--dport", str(rng.randrange(1, 65535)),
-                "-o", "json", *(["--installed"] if installed else [])]
-        result = controller.sdnctl(*args)
-        assert result.returncode == 0, result.stderr
-        traced = json.loads(result.stdout)
+        traced = trace_json(controller, src.IP(), dst.IP(), "--proto", proto, "--sport",
+                            str(rng.randrange(1024, 65535)), "--dport",
+                            str(rng.randrange(1, 65535)), *(["--installed"] if installed else []))
         # Hosts the policy does not name are known by their MAC.
         assert traced["outcome"]["delivered"] in ([dst.name], [dst.MAC()]), traced["outcome"]
-        for visit in traced["visits"]:
-            ours = {o["port_no"] for o in visit["out"]}
-            theirs = ovs_outputs(net.get(visit["switch"]), visit["in_port_no"],
-                                 traced["packet"])
-            assert theirs and theirs <= ours, (visit["switch"], theirs, ours)
-            checked += 1
+        checked += agrees_with_ovs(net, traced)
     return checked
 
 
@@ -90,9 +99,9 @@ def test_trace_through_the_web_chain_and_back(controller, tmp_path):
     from the VIP, and a client the firewall does not allow is dropped there."""
     with chained_network(controller, tmp_path, CHAIN_POLICY) as net:
         def run(*args: str) -> dict:
-            result = controller.sdnctl("trace", *args, "-o", "json")
-            assert result.returncode == 0, result.stderr
-            return json.loads(result.stdout)
+            traced = trace_json(controller, *args)
+            agrees_with_ovs(net, traced)  # hop by hop, VLAN tags and NAT included
+            return traced
 
         request = run(CLIENT, VIP, "--proto", "tcp", "--sport", "40000", "--dport", "80")
         backends = {net.get(name).MAC() for name in ("h5", "h6")}
@@ -112,6 +121,11 @@ def test_trace_through_the_web_chain_and_back(controller, tmp_path):
         assert denied["outcome"]["delivered"] == [] and denied["outcome"]["dropped"]
         assert [n["verdict"] for n in denied["vnfs"] if n["vnf"] == "fw"] == [
             "drop by default (no rule matches)"]
+        rng = random.Random(11)
+        for _ in range(FLOWS):  # traffic the chain does not select, among the VNFs' rules
+            src, dst = rng.sample(net.hosts, 2)
+            run(src.IP(), dst.IP(), "--proto", "tcp", "--sport", "40000", "--dport",
+                str(rng.randrange(1, 65535)))
 
 
 def test_policy_diff_says_which_traffic_changes(controller, tmp_path):
