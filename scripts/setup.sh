@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump tshark ethtool iproute2
-          python3-venv procps psmisc etcd-server)
+          python3-venv procps psmisc etcd-server
+          chromium)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -38,6 +39,9 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 mininet_dir=$(/usr/bin/python3 -c 'import mininet, os; print(os.path.dirname(mininet.__file__))')
 ln -sfn "$mininet_dir" "$site/mininet"
+
+# The web view's graph library, vendored from npm into the package (pinned, checked).
+.venv/bin/python scripts/vendor_web.py
 
 # Open vSwitch: start it without systemd when it is not running.
 if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then

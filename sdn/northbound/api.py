@@ -13,11 +13,13 @@ from sdn.compile import routing
 from sdn.compile.chain_model import BYPASS_IDLE_TIMEOUT
 from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.cluster import ClusterMember
+from sdn.controller.port_stats import PortStats
 from sdn.controller.state import ControllerState
 from sdn.controller.trace import TraceError, probe_for, trace_in
 from sdn.controller.verify import VerifyError, object_names, verify
 from sdn.model.rules import FlowRule, Group
 from sdn.northbound.forward import LeaderForward
+from sdn.northbound.web import TOKEN_COOKIE, add_web
 from sdn.policy.problems import PolicyError
 from sdn.policy.source import MAX_POLICY_BYTES
 from sdn.policy.store import RevisionNotFound, StoreError
@@ -223,15 +225,18 @@ def _invalid(exc: PolicyError) -> falcon.HTTPError:
 
 class TokenAuth:
     """Requests must carry `Authorization: Bearer <token>` when a token is configured
-    (it is, whenever the API listens beyond loopback)."""
+    (it is, whenever the API listens beyond loopback) — or, from the web view, the cookie
+    `/ui?token=…` set."""
 
     def __init__(self, token: str) -> None:
         self.token = token
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 self.token.encode()):
+        if scheme.lower() != "bearer":
+            given = (req.cookies.get(TOKEN_COOKIE)
+                     or (req.get_param("token") if req.path == "/ui" else None) or "")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise falcon.HTTPUnauthorized(title="token required",
                                           description="send Authorization: Bearer <token>")
 
@@ -338,7 +343,8 @@ class ClusterView:
 
 
 def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = None,
-             max_body: int = MAX_BODY, member: ClusterMember | None = None) -> falcon.App:
+             max_body: int = MAX_BODY, member: ClusterMember | None = None,
+             stats: PortStats | None = None) -> falcon.App:
     auth = [TokenAuth(token)] if token else []
     forward = [LeaderForward(member)] if member is not None else []
     api = falcon.App(middleware=[*auth, BodyLimit(max_body), *forward])
@@ -351,6 +357,7 @@ def make_api(state: ControllerState, engine: PolicyEngine, token: str | None = N
         api.add_route(path, resource(state, engine))
     api.add_route("/metrics", Metrics())
     api.add_route("/v1/cluster", ClusterView(member))
+    add_web(api, state, engine, stats)
     api.add_error_handler(StoreError, _store_unavailable)
     return api
 

@@ -26,7 +26,9 @@ FORWARD_SLOTS = 8  # forwards at once: each holds an OS thread (eventlet's pool 
 # which compiling and etcd need too) until the leader answers
 FORWARDED = "X-Sdn-Forwarded-By"
 LOCAL = {("GET", "/v1/policy"), ("GET", "/v1/policy/history"), ("GET", "/v1/health"),
-         ("GET", "/v1/cluster"), ("GET", "/metrics")}
+         ("GET", "/v1/cluster"), ("GET", "/metrics"), ("GET", "/v1/view"),
+         ("GET", "/v1/events")}
+LOCAL_PREFIXES = ("/ui",)  # the web page; a standby draws the network it follows
 
 
 class LeaderForward:
@@ -37,7 +39,8 @@ class LeaderForward:
         self.slots = hub.BoundedSemaphore(FORWARD_SLOTS)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if (req.method, req.path) in LOCAL or self.member.leading():
+        if ((req.method, req.path) in LOCAL or req.path.startswith(LOCAL_PREFIXES)
+                or self.member.leading()):
             return
         if req.get_header(FORWARDED):
             raise falcon.HTTPServiceUnavailable(

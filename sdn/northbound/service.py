@@ -159,7 +159,7 @@ def run(options: Options) -> None:
     log_file = setup_logging(state_dir, options.verbose)
 
     manager = AppManager.get_instance()
-    manager.load_apps(["sdn.controller.app"])
+    manager.load_apps(["sdn.controller.app", "sdn.controller.port_stats"])
     contexts = manager.create_contexts()
     manager.instantiate_apps(**contexts)
     controller = manager.applications["SdnController"]
@@ -183,7 +183,8 @@ def run(options: Options) -> None:
                   lambda _address, _why: REFUSED.labels("tls").inc())
     token = api_token(api_host, state_dir)
     serve_api(api_host, api_port, make_api(controller.state, engine, token,
-                                           options.api_max_body, controller.cluster))
+                                           options.api_max_body, controller.cluster,
+                                           manager.applications["PortStats"]))
     LOG.info("controller up: OpenFlow %s:%d, API http://%s:%d, log %s",
              options.ofp_host, options.ofp_port, api_host, api_port, log_file)
 
