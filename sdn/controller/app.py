@@ -114,9 +114,8 @@ class SdnController(app_manager.OSKenApp):
     def _take_over(self, generation: int) -> None:
         """Elected: load the policy in force, then ask every switch to make us master
         (each is written to once it confirmed, and its tables were read again)."""
-        try:
-            with self.state.lock:
-                self._load_policy()
+        try:  # not under the state's lock: etcd may be slow, and nothing is written yet
+            self._load_policy()
         except StoreError as exc:
             self.cluster.leadership.step_down(f"could not read the policy: {exc}")
             return
@@ -289,12 +288,12 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _on_error(self, ev) -> None:
         msg = ev.msg
-        description = f"OpenFlow error type={msg.type} code={msg.code} xid={msg.xid}"
         conn = self._registered(msg.datapath)
         if conn is not None and self.cluster is not None and is_role_refusal(msg.type,
                                                                              msg.code):
-            self.cluster.refused(conn, description)  # fencing at work, not a fault
+            self.cluster.refused(conn, f"type={msg.type} code={msg.code}")  # fencing, no fault
             return
+        description = f"OpenFlow error type={msg.type} code={msg.code} xid={msg.xid}"
         LOG.error("%s from switch %016x: data=%s", description, msg.datapath.id or 0,
                   bytes(msg.data[:64]).hex())
         if conn is not None:
@@ -311,10 +310,9 @@ class SdnController(app_manager.OSKenApp):
             list(self.switches)))
 
     def _carry_out(self, effects: Effects) -> None:
-        packets = effects.packets if self.state.fence.leading() else []
-        for dpid, port, data in packets:
-            conn = self.switches.get(dpid)
-            if conn is not None:
+        for dpid, port, data in effects.packets:  # only where we are confirmed master:
+            conn = self.switches.get(dpid)        # a slave's packet-out is refused
+            if conn is not None and self.state.fence.holds(conn):
                 conn.packet_out(port, data)
         if effects.changed:
             self._changed()

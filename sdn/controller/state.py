@@ -25,6 +25,7 @@ from sdn.southbound.readback import TableRead
 
 LOG = logging.getLogger(__name__)
 
+FREEZE_WAIT = 1.0  # seconds a stopping controller waits for a push under way
 SYNCS = Counter("sdn_syncs_total", "Compile-and-diff rounds")
 SWITCHES = Gauge("sdn_switches", "Connected switches")
 LINKS = Gauge("sdn_links", "Inter-switch links known")
@@ -123,10 +124,11 @@ class ControllerState:
     def freeze(self) -> None:
         """From now on send nothing: a stopping controller must not take down the links
         and rules it can no longer see (fail-secure switches keep forwarding with them),
-        and waits for any push under way to finish."""
+        and waits (up to FREEZE_WAIT: an apply may be waiting on a slow store) for any push
+        under way to finish; a push sends no further round once frozen anyway."""
         self.frozen = True
-        with self.lock:
-            pass
+        if self.lock.acquire(timeout=FREEZE_WAIT):
+            self.lock.release()
 
     def vip_mac(self, ip: str) -> str | None:
         """The MAC the controller answers ARP with for a load balancer's virtual IP."""

@@ -37,6 +37,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STOP_POLL = 0.1  # seconds between looks for a stop signal
 API_CONNECTIONS = 256
 API_IDLE_TIMEOUT = 10.0
+LEAVE_WAIT = 0.5  # seconds a stopping member tries to end its lease (else it runs out)
 LEASE_TTL = 2  # seconds: etcd's shortest lease; a new leader within ~3 s of a crash
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -198,6 +199,7 @@ def run(options: Options) -> None:
     LOG.info("signal %d: controller stopping; switches keep their rules and VNFs keep "
              "running for the next controller to take over", signals[0])
     controller.state.freeze()
-    if controller.cluster is not None:
-        controller.cluster.leave()
+    if controller.cluster is not None:  # best effort: a slow etcd must not hold the exit
+        with eventlet.Timeout(LEAVE_WAIT, False):
+            controller.cluster.leave()
     logging.shutdown()
