@@ -120,6 +120,8 @@ class Events:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
+        # eventlet's server holds back chunks smaller than 4 KiB: an event must go at once.
+        req.env["eventlet.minimum_write_chunk_size"] = 0
         resp.stream = self._stream()
 
     def _stream(self) -> Iterator[bytes]:

@@ -41,7 +41,12 @@ def test_the_web_view_follows_the_network_live(controller, tmp_path):
             assert browser.eval("cy.nodes('.switch').length") == 4
 
             net.configLinkStatus("s1", "s2", "down")
-            wait_until(lambda: summary(browser).get("linksDown") == "1", 20, what="a cut link")
+            try:
+                wait_until(lambda: summary(browser).get("linksDown") == "1", 20,
+                           what="a cut link")
+            except TimeoutError as exc:
+                status = browser.eval("document.getElementById('status').textContent")
+                raise AssertionError(f"{summary(browser)} {status}") from exc
             assert browser.eval("cy.edges('.down').length") == 1
             assert browser.eval("cy.edges('.down')[0].style('line-color')") == "rgb(221,34,34)"
 

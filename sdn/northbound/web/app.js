@@ -146,6 +146,10 @@ async function traceFromForm(event) {
   cy.edges().filter((e) => traced.edges.has(e.id())).addClass("traced");
 }
 
+window.addEventListener("error", (event) => {  // say so rather than go stale silently
+  document.getElementById("status").textContent = "page error: " + event.message;
+  document.getElementById("summary").dataset.error = event.message;
+});
 document.getElementById("trace-form").addEventListener("submit", traceFromForm);
 fetch("/v1/view").then((r) => r.json()).then(render);
 const events = new EventSource("/v1/events");
