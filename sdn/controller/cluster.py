@@ -15,6 +15,7 @@ from typing import Any
 from os_ken.lib import hub
 from prometheus_client import Counter, Gauge
 
+from common.contract import AGENTS_PREFIX
 from common.etcd import Etcd, StoreUnavailable, created_at, delete, put
 from sdn.controller.leadership import LeaderRecord, Leadership
 from sdn.model.topology import Link, Topology
@@ -239,6 +240,7 @@ class ClusterMember:
             "leader": ({**leader.json(), "generation": leader.create_revision}
                        if leader else None),
             "controllers": members,
+            "agents": [entry.json() for entry in self.etcd.get_prefix(AGENTS_PREFIX)],
             "etcd": [{"name": m.get("name", ""), "client_urls": m.get("clientURLs", []),
                       "healthy": m["healthy"]} for m in self.etcd.members()],
             "lease_ttl": self.leadership.ttl,

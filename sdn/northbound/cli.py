@@ -360,6 +360,9 @@ def cluster_status(api: ApiOpt = DEFAULT_API, output: OutOpt = Output.table) -> 
             summary = ", ".join(f"{n} {r}" for r, n in sorted(roles.items())) or "no switches"
             mark = "*" if ctl["leading"] else " "
             typer.echo(f" {mark}{ctl['node']:20} {ctl['api']:28} {summary}")
+        agents = sorted(status.get("agents", []), key=lambda a: a["host"])
+        typer.echo(f"host agents ({len(agents)}):" + "".join(
+            f"\n  {a['host']:20} bridges {', '.join(a['bridges']) or '-'}" for a in agents))
         switches = sorted({d for c in controllers for d in c["switches"]})
         if switches:
             typer.echo("roles per switch: " + "  ".join(c["node"] for c in controllers))

@@ -241,6 +241,8 @@ def test_a_chain_placed_by_a_host_agent_survives_a_takeover(tmp_path):
             web_servers(net, ("h5", "h6"), tmp_path / "www"):
         c0.wait_topology(3, 2)
         wait_until(lambda: masters(c2, "c0") == 3, 10, what="c0 master everywhere")
+        wait_until(lambda: {b for a in status(c1)["agents"] for b in a["bridges"]}
+                   >= {"s1", "s2", "s3"}, 10, what="the agent to report the bridges")
         policy = tmp_path / "chain.yaml"
         policy.write_text(CHAIN_POLICY)
         c2.apply(policy)
