@@ -21,7 +21,7 @@ from typing import Any
 
 from common.contract import AGENTS_PREFIX, ASSIGNMENTS_PREFIX, VNF_STATUS_PREFIX
 from common.etcd import Etcd, StoreUnavailable, delete, put
-from nfv.host.ovsdb import Ovsdb
+from nfv.host.ovsdb import Ovsdb, OvsdbError
 from nfv.host.runtime import Runtime
 from nfv.host.spec import VnfError, VnfSpec, VnfStatus
 
@@ -101,7 +101,7 @@ class Agent:
         self.host = host
         self.runtime = runtime
         self.placer = Placer(runtime)
-        self.bridges = bridges or _ovs_bridges
+        self.bridges = bridges or _OvsBridges()
         self.lease: int | None = None
         self._published: dict[str, Any] = {}
         self._failed: dict[str, str] = {}  # instance -> why it could not be placed
@@ -113,6 +113,10 @@ class Agent:
                 self.tick()
             except StoreUnavailable as exc:
                 log.warning("store unreachable: %s (VNFs keep running)", exc)
+            except OvsdbError as exc:
+                log.warning("Open vSwitch unreachable: %s (VNFs keep running)", exc)
+            except Exception:  # the loop must outlive any one tick
+                log.exception("agent tick failed; trying again")
             self._stop.wait(AGENT_INTERVAL)
 
     def stop(self) -> None:
@@ -161,6 +165,19 @@ class Agent:
             self._published[key] = value
 
 
-def _ovs_bridges() -> list[str]:
-    with Ovsdb() as db:
-        return sorted(db.bridges())
+class _OvsBridges:
+    """This machine's Open vSwitch bridges, over one OVSDB connection kept open (a new
+    one per tick would fetch the schema every half second)."""
+
+    def __init__(self) -> None:
+        self._db: Ovsdb | None = None
+
+    def __call__(self) -> list[str]:
+        if self._db is None:
+            self._db = Ovsdb()
+        try:
+            return sorted(self._db.bridges())
+        except OvsdbError:
+            self._db.close()
+            self._db = None
+            raise
