@@ -15,7 +15,7 @@ from sdn.controller.apply import ApplyFailed, PolicyEngine
 from sdn.controller.cluster import ClusterMember
 from sdn.controller.port_stats import PortStats
 from sdn.controller.state import ControllerState
-from sdn.controller.trace import TraceError, probe_for, trace_in
+from sdn.controller.trace import TraceError, find_host, probe_for, trace_in
 from sdn.controller.verify import VerifyError, object_names, verify
 from sdn.model.rules import FlowRule, Group
 from sdn.northbound.forward import LeaderForward
@@ -116,10 +116,7 @@ class PathView(Resource):
                       "cost": sum(h["weight"] for h in hops)}
 
     def _host(self, key: str):
-        topo = self.ctl.topology
-        host = topo.hosts.get(key.lower()) or topo.host_by_ip(key)
-        if host is None:
-            host = next((h for h in topo.hosts.values() if h.name == key), None)
+        host = find_host(self.ctl, key)
         if host is None:
             raise falcon.HTTPNotFound(title="unknown host",
                                       description=f"no host named {key!r} (name, IP or MAC)")
