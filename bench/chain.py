@@ -63,10 +63,9 @@ its part on the other core. That is why the bridges can be slower than the real 
 here; with the kernel datapath the comparison would differ. The 64-byte runs keep both
 cores busy (the unpaced iperf3 sender takes one). The offload bypass comes up about a
 second after a flow starts, so the firewall still sees 20-30% of a TCP run's frames.
-The round trip a Python VNF adds is mostly its TPACKET_V3 ring's block-retire timer
-(nfv.datapath.arms RingConfig.timeout_ms = 1, kernel-rounded): a lone frame waits for it on
-each pass. The same bench with the workers in `--mode recv` measured ~0.37 ms per VNF
-instead of ~1.5 ms.
+Until the VNF rings moved from TPACKET_V3 to V2 (2026-11-28) the round trip a Python VNF
+added was mostly V3's 1 ms block-retire timer (~1.5 ms per VNF here); `python -m
+bench.vnf_pps` now measures ~0.1 ms per VNF unloaded.
 """
 
 from __future__ import annotations

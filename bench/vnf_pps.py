@@ -18,6 +18,11 @@ is the forwarding rate of whatever sits in `nf8-v`. In one run, and in this orde
   8080) whose MACs the LB learnt from ARP replies sent on the egress arm first;
 - `analyzer`: a flow record per each of the `--flows` flows.
 
+Each path's round trip is measured too, unloaded, before its flood: `--pings` echo requests
+(every 2 ms) from nf8-a to nf8-b through it (addresses of their own, 10.9.1.0/24); a worker's
+`rtt_added_ms` is its median round trip minus the bridge's of the same round (the load balancer
+is left out: its traffic goes to a VIP).
+
 Each worker row is checked on a sample of the frames that reached `nf8-b` (the first
 `--sample`, read while the run goes on): forwarded frames must be intact, the load balancer's
 must be NATed to a backend (address, port and that backend's MAC) with valid IP and UDP
@@ -81,6 +86,7 @@ VIP, VIP_PORT = "10.9.0.100", 80
 BACKEND_PORT = 8080
 BACKENDS = {f"10.9.0.{i}": bytes.fromhex(f"020000000b{i:02x}") for i in (3, 4, 5)}
 TARGET_KPPS = 300.0
+PING_A, PING_B = "10.9.1.1", "10.9.1.2"
 
 
 # --- frames and checksums ------------------------------------------------------------------------
@@ -181,6 +187,9 @@ def topology() -> Iterator[None]:
             with NetNS(ns_name) as ns:
                 for ifname in [*ifnames, "lo"]:
                     ns.link("set", index=_link_index(ns, ifname), state="up")
+        for ns_name, ifname, address in ((NS_A, IF_A, PING_A), (NS_B, IF_B, PING_B)):
+            with NetNS(ns_name) as ns:
+                ns.addr("add", index=_link_index(ns, ifname), address=address, prefixlen=24)
         yield
     finally:
         cleanup()
@@ -235,6 +244,21 @@ def packet_socket(ns_name: str, ifname: str) -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
+
+
+def round_trip(count: int) -> float | None:
+    """Median round trip in ms of `count` pings nf8-a -> nf8-b through whatever is between."""
+    if count <= 0:
+        return None
+    out = subprocess.run(
+        netns_cmd(NS_A, "ping", "-n", "-c", str(count), "-i", "0.002", "-W", "1", PING_B),
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    times = [float(line.split("time=")[1].split()[0]) for line in out.splitlines()
+             if "time=" in line]  # fmt: skip
+    if len(times) < count // 2:
+        raise RuntimeError(f"only {len(times)} of {count} pings answered:\n{out}")
+    return statistics.median(times)
 
 
 # --- one measurement -------------------------------------------------------------------------
@@ -418,6 +442,7 @@ class Case:
     target: Target = DIRECT
     prepare: Callable[[Worker], None] | None = None
     figures: Callable[[dict[str, Any]], dict[str, Any]] = lambda _fn: {}
+    pings: bool = True
 
 
 CASES = (
@@ -426,7 +451,10 @@ CASES = (
         "firewall",
         {
             "default": "drop",
-            "rules": [{"action": "allow", "proto": "udp", "dst_port": SERVER_PORT}],
+            "rules": [
+                {"action": "allow", "proto": "udp", "dst_port": SERVER_PORT},
+                {"action": "allow", "proto": "icmp"},
+            ],
         },
         figures=lambda fn: {
             "conntrack_entries": fn["conntrack"]["entries"],
@@ -446,6 +474,7 @@ CASES = (
         },
         target=TO_VIP,
         prepare=seed_backends,
+        pings=False,
         figures=lambda fn: {
             "lb_nat": fn["outcomes"]["nat"],
             "lb_connections": fn["conntrack"]["entries"],
@@ -460,11 +489,15 @@ CASES = (
 )
 
 
-def run_case(case: Case, mode: str, seconds: float, flows: int, sample: int) -> dict[str, Any]:
+def run_case(
+    case: Case, mode: str, seconds: float, flows: int, sample: int, pings: int
+) -> dict[str, Any]:
     with worker(case.kind, case.config, mode) as w:
         if case.prepare is not None:
             case.prepare(w)
+        rtt = round_trip(pings if case.pings else 0)
         r = measure(seconds, flows, case.target, sample=sample)
+        r["rtt_ms"] = rtt
     doc = w.final
     r["kernel_drops"] = sum(p["kernel_drops"] for p in doc["ports"].values())
     r["tx_errors"] = sum(p["tx_errors"] for p in doc["ports"].values())
@@ -476,18 +509,22 @@ def run_case(case: Case, mode: str, seconds: float, flows: int, sample: int) -> 
 
 
 def one_round(
-    seconds: float, flows: int, modes: tuple[str, ...], sample: int
+    seconds: float, flows: int, modes: tuple[str, ...], sample: int, pings: int
 ) -> dict[str, dict[str, Any]]:
     """Every path once, back to back, each against this round's bridge."""
     rows = {"generator": measure(seconds, flows, DIRECT, at=(NS_V, IF_VA))}
     with bridge():
+        bridge_rtt = round_trip(pings)
         rows["bridge"] = measure(seconds, flows, DIRECT, sample=sample)
+        rows["bridge"]["rtt_ms"] = bridge_rtt
     for mode in modes:
         for case in CASES:
-            rows[f"{case.kind}_{mode}"] = run_case(case, mode, seconds, flows, sample)
+            rows[f"{case.kind}_{mode}"] = run_case(case, mode, seconds, flows, sample, pings)
     bridge_pps = rows["bridge"]["pps"] or 1.0
     for r in rows.values():
         r["vs_bridge"] = r["pps"] / bridge_pps
+        if r.get("rtt_ms") is not None and bridge_rtt is not None:
+            r["rtt_added_ms"] = r["rtt_ms"] - bridge_rtt
     return rows
 
 
@@ -499,6 +536,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         key: statistics.median(r[key] for r in rounds)
         for key in ("pps", "vs_bridge", "generated_pps", "delivered_ratio")
     }
+    for key in ("rtt_ms", "rtt_added_ms"):
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
     out["pps_best"] = max(r["pps"] for r in rounds)
     out["pps_rounds"] = [round(r["pps"]) for r in rounds]
     out["vs_bridge_rounds"] = [round(r["vs_bridge"], 3) for r in rounds]
@@ -513,15 +553,17 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(paths: dict[str, dict[str, Any]]) -> None:
-    print(f"{'path':<20}{'kpps':>9}{'best':>8}{'vs bridge':>11}{'gen kpps':>10}{'delivered':>11}  "
-          f"{'kpps per round':<26}check")  # fmt: skip
+    print(f"{'path':<20}{'kpps':>9}{'best':>8}{'vs bridge':>11}{'gen kpps':>10}{'delivered':>11}"
+          f"{'rtt ms':>8}{'added':>8}  {'kpps per round':<26}check")  # fmt: skip
     for name, r in paths.items():
         c = r.get("check")
         check = f"{c['ok']}/{c['sampled']} ok, {c['destinations']} dst" if c else "-"
         per_round = " ".join(f"{pps / 1e3:.0f}" for pps in r["pps_rounds"])
+        rtt = "-" if r["rtt_ms"] is None else f"{r['rtt_ms']:.3f}"
+        added = "-" if r["rtt_added_ms"] is None else f"{r['rtt_added_ms']:+.3f}"
         print(
             f"{name:<20}{r['pps'] / 1e3:>9.1f}{r['pps_best'] / 1e3:>8.1f}{r['vs_bridge']:>11.2f}"
-            f"{r['generated_pps'] / 1e3:>10.1f}{r['delivered_ratio']:>11.1%}  "
+            f"{r['generated_pps'] / 1e3:>10.1f}{r['delivered_ratio']:>11.1%}{rtt:>8}{added:>8}  "
             f"{per_round:<26}{check}"
         )
 
@@ -532,12 +574,13 @@ def run(
     modes: tuple[str, ...] = ("ring", "ring-send"),
     sample: int = 1000,
     rounds: int = 5,
+    pings: int = 200,
 ) -> dict[str, Any]:
     """All paths, `rounds` times over; figures are medians over the rounds."""
     per_round: list[dict[str, dict[str, Any]]] = []
     with topology():
         for _ in range(rounds):
-            per_round.append(one_round(seconds, flows, modes, sample))
+            per_round.append(one_round(seconds, flows, modes, sample, pings))
     paths = {name: summarize([rows[name] for rows in per_round]) for name in per_round[0]}
     report(paths)
     forward = max((r for name, r in paths.items() if name.startswith("forward_")),
@@ -558,6 +601,7 @@ def main() -> None:
                     help="comma-separated: ring (RX and TX rings), ring-send (RX ring, a "
                          "send per frame), recv")
     ap.add_argument("--sample", type=int, default=1000, help="frames checked per row")
+    ap.add_argument("--pings", type=int, default=200, help="round trips per path and round")
     ap.add_argument("--generate", metavar="IFNAME", help=argparse.SUPPRESS)
     ap.add_argument("--dst", default=f"{SERVER_IP}:{SERVER_PORT}", help=argparse.SUPPRESS)
     ap.add_argument("--dst-mac", default=SERVER_MAC.hex(), help=argparse.SUPPRESS)
@@ -570,7 +614,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench.vnf_pps needs root (namespaces, raw sockets)")
     modes = tuple(m for m in args.modes.split(",") if m)
-    run(args.seconds, args.flows, modes, args.sample, args.rounds)
+    run(args.seconds, args.flows, modes, args.sample, args.rounds, args.pings)
 
 
 if __name__ == "__main__":

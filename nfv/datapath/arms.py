@@ -1,5 +1,10 @@
-"""AF_PACKET arms of a VNF: the raw socket on each interface, its TPACKET_V3 RX ring and
-TX ring mapped into the process, and their counters (the layout of linux/if_packet.h)."""
+"""AF_PACKET arms of a VNF: the raw socket on each interface, its TPACKET_V2 RX ring and
+TX ring mapped into the process, and their counters (the layout of linux/if_packet.h).
+
+TPACKET_V2, not V3: a V3 ring hands frames over a block at a time, when the block fills or its
+retire timer (at least 1 ms) runs out, so every frame at a low rate waited ~1 ms. A V2 ring hands
+over each frame as it lands and wakes `poll` for it, and at a high rate the loop still finds
+many frames ready at once: latency at low rates, batches at high rates, nothing to tune."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_IGNORE_OUTGOING = 23
 PACKET_MR_PROMISC = 1
-TPACKET_V3 = 2
+TPACKET_V2 = 1
 PACKET_OUTGOING = 4
 
 TP_STATUS_KERNEL = 0
@@ -31,20 +36,17 @@ TP_STATUS_USER = 1
 TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 TP_STATUS_WRONG_FORMAT = 4
-TX_DATA = 48  # a TX slot's frame starts after the 48-byte tpacket3_hdr
+TX_DATA = 32  # a TX slot's frame starts after the 32-byte tpacket2_hdr
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
 
-# Offsets inside struct tpacket3_hdr (see linux/if_packet.h).
-H_NEXT, H_SNAPLEN, H_LEN, H_STATUS = 0, 3, 4, 5  # in u32 units
-H_MAC = 12  # u16 units (byte 24)
-H_VLAN_TCI = 8  # u32 units (byte 32)
-H_VLAN_TPID = 18  # u16 units (byte 36)
-H_PKTTYPE = 48 + 10  # sockaddr_ll follows the 48-byte header; sll_pkttype is its byte 10
-# Offsets inside the block descriptor, in u32 units.
-B_STATUS, B_NUM_PKTS, B_FIRST = 2, 3, 4
+# Offsets inside struct tpacket2_hdr (see linux/if_packet.h).
+H_STATUS, H_LEN, H_SNAPLEN = 0, 1, 2  # in u32 units
+H_MAC = 6  # u16 units (byte 12)
+H_VLAN_TCI, H_VLAN_TPID = 12, 13  # u16 units (bytes 24, 26)
+H_PKTTYPE = 32 + 10  # sockaddr_ll follows the 32-byte header; sll_pkttype is its byte 10
 
-STATS = struct.Struct("=II")  # packets drops (TPACKET_V3 appends freeze_q_cnt)
+STATS = struct.Struct("=II")  # packets drops
 # Send failures that cost a frame but not the worker: queue full, too big, link down.
 TX_SOFT_ERRORS = frozenset(
     (errno.ENOBUFS, errno.EAGAIN, errno.EMSGSIZE, errno.ENETDOWN, errno.ENXIO)
@@ -53,13 +55,12 @@ TX_SOFT_ERRORS = frozenset(
 
 @dataclass
 class RingConfig:
-    """TPACKET_V3 geometry. 16 blocks of 1 MiB hold ~16k minimum-size frames per arm; a block
-    is handed to us when full or after `timeout_ms`, which bounds the latency a frame sees."""
+    """Ring geometry: `rx_frames` slots of `frame_size` bytes (8192 x 2 KiB = 16 MiB per arm,
+    the size the kernel allocates in blocks of `block_size`), and `tx_frames` TX slots."""
 
     block_size: int = 1 << 20
-    block_count: int = 16
+    rx_frames: int = 8192
     frame_size: int = 2048
-    timeout_ms: int = 1
     tx_frames: int = 1024  # TX ring slots of `frame_size` bytes per arm (2 MiB)
 
 
@@ -89,11 +90,11 @@ class Arm:
     mv: memoryview | None = None
     u32: memoryview | None = None
     u16: memoryview | None = None
-    blocks: list[int] = field(default_factory=list)
-    cur: int = 0
+    rx_slots: int = 0
+    slot_size: int = 0  # bytes per RX and TX slot
+    cur: int = 0  # the next RX slot to read
     tx_base: int = -1  # byte offset of the TX ring in `ring`; -1: no TX ring, plain send
     tx_slots: int = 0
-    tx_slot_size: int = 0
     tx_cur: int = 0
     tx_queued: int = 0  # slots handed to the kernel since the last flush
 
@@ -101,7 +102,7 @@ class Arm:
         """Queue `frame` in the next TX slot, as `socket.send` would send it: ENOBUFS when
         the ring is full (the kernel has not sent what the slot held), EMSGSIZE when the
         frame does not fit a slot."""
-        slot = self.tx_base + self.tx_cur * self.tx_slot_size
+        slot = self.tx_base + self.tx_cur * self.slot_size
         u32 = self.u32
         status = u32[(slot >> 2) + H_STATUS]
         if status == TP_STATUS_WRONG_FORMAT:
@@ -111,7 +112,7 @@ class Arm:
             if u32[(slot >> 2) + H_STATUS] not in (TP_STATUS_AVAILABLE, TP_STATUS_WRONG_FORMAT):
                 raise OSError(errno.ENOBUFS, "TX ring full")
         n = len(frame)
-        if n > self.tx_slot_size - TX_DATA:
+        if n > self.slot_size - TX_DATA:
             raise OSError(errno.EMSGSIZE, "frame larger than a TX slot")
         start = slot + TX_DATA
         self.mv[start:start + n] = frame
@@ -173,30 +174,30 @@ def open_arm(name: str, side: Side, ring: RingConfig | None) -> Arm:
 
 
 def _setup_ring(arm: Arm, cfg: RingConfig) -> None:
-    """The RX ring, then (where the kernel has TPACKET_V3 TX rings, 4.11+) the TX ring
-    right after it in the same mapping."""
+    """The RX ring, then the TX ring right after it in the same mapping (where the kernel
+    refuses a TX ring, frames go out with one `send` each)."""
     sock = arm.sock
-    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-    frames = cfg.block_size // cfg.frame_size * cfg.block_count
-    req = struct.pack(
-        "=IIIIIII", cfg.block_size, cfg.block_count, cfg.frame_size, frames, cfg.timeout_ms, 0, 0
-    )
-    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-    rx_size = cfg.block_size * cfg.block_count
+    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+    per_block = cfg.block_size // cfg.frame_size
+    blocks = -(-cfg.rx_frames // per_block)
+    rx_frames = blocks * per_block
+    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
+        "=IIII", cfg.block_size, blocks, cfg.frame_size, rx_frames))
+    rx_size = cfg.block_size * blocks
     tx_size = cfg.frame_size * cfg.tx_frames
     try:
         if tx_size:
             sock.setsockopt(SOL_PACKET, PACKET_TX_RING, struct.pack(
-                "=IIIIIII", tx_size, 1, cfg.frame_size, cfg.tx_frames, 0, 0, 0))
+                "=IIII", tx_size, 1, cfg.frame_size, cfg.tx_frames))
     except OSError:
-        tx_size = 0  # an older kernel: frames go out with one send each
+        tx_size = 0
     if tx_size:
         # Not PACKET_QDISC_BYPASS: frames sent past the qdisc are invisible to tcpdump on
         # the arm, and seeing what a VNF sends is worth more than the few percent it saves.
-        arm.tx_base, arm.tx_slots, arm.tx_slot_size = rx_size, cfg.tx_frames, cfg.frame_size
+        arm.tx_base, arm.tx_slots = rx_size, cfg.tx_frames
+    arm.rx_slots, arm.slot_size = rx_frames, cfg.frame_size
     arm.ring = mmap.mmap(sock.fileno(), rx_size + tx_size, mmap.MAP_SHARED,
                          mmap.PROT_READ | mmap.PROT_WRITE)
     arm.mv = memoryview(arm.ring)
     arm.u32 = arm.mv.cast("I")
     arm.u16 = arm.mv.cast("H")
-    arm.blocks = [i * cfg.block_size for i in range(cfg.block_count)]
