@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 setup:
 	@bash scripts/setup.sh
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh setup.py nfv/datapath/_fast.c
 	@bash scripts/setup.sh
 
 # pytest exits 5 when it collected no tests: that must fail, never pass quietly.
@@ -38,4 +38,4 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache results build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache results build *.egg-info nfv/datapath/*.so

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump tshark ethtool iproute2
           python3-venv procps psmisc etcd-server
-          chromium)
+          chromium gcc python3-dev nftables haproxy)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -29,9 +29,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q --upgrade pip "setuptools==80.9.0"
     .venv/bin/pip install -q -e '.[dev]'
     touch "$stamp"
+fi
+
+# The VNF hot path in C (nfv/datapath/_fast.c); rebuilt whenever its source changed.
+fast=$(.venv/bin/python -c 'import sysconfig; print("nfv/datapath/_fast" + sysconfig.get_config_var("EXT_SUFFIX"))')
+if [ ! -f "$fast" ] || [ nfv/datapath/_fast.c -nt "$fast" ] || [ setup.py -nt "$fast" ]; then
+    echo "setup: building $fast"
+    .venv/bin/python setup.py -q build_ext --inplace
 fi
 
 # Mininet comes from Debian's package; link just that package into the venv instead of

@@ -25,6 +25,11 @@ from nfv.datapath.packet import (
     Parser,
 )
 
+try:
+    from nfv.datapath import _fast
+except ImportError:  # not built: the Python functions below do the same
+    _fast = None
+
 
 def ones_sum(buf: Buffer, start: int, end: int) -> int:
     """Ones' complement sum (16-bit, not inverted) of buf[start:end], odd length zero-padded.
@@ -157,6 +162,31 @@ def set_dport(buf: Buffer, p: Parser, new: int) -> None:
     U16.pack_into(buf, p.l4_off + 2, new)
     _fix_l4(buf, p, p.dport, new, False)
     p.dport = new
+
+
+def nat_ipv4(
+    buf: Buffer, p: Parser, dst: bool, ip: int, port: int | None, compiled: bool = True
+) -> None:
+    """Rewrite the IPv4 destination (`dst`) or source address to `ip` and, when `port` is set and
+    differs, the matching port; checksums and `p` follow. The load balancer's per-packet NAT: in
+    C where it is built, else (and with `compiled=False`, the reference) by the functions above."""
+    old_port = p.dport if dst else p.sport
+    port = port or old_port
+    if _fast is None or not compiled:
+        (set_ipv4_dst if dst else set_ipv4_src)(buf, p, ip)
+        if port != old_port:
+            (set_dport if dst else set_sport)(buf, p, port)
+        return
+    off = p.l3_off
+    _fast.nat4(
+        buf, off + (16 if dst else 12), p.dst if dst else p.src, ip,
+        p.l4_off + (2 if dst else 0) if port != old_port else -1, old_port, port,
+        off + 10, _l4_csum_pos(p), p.proto == PROTO_UDP,
+    )  # fmt: skip
+    if dst:
+        p.dst, p.dport = ip, port
+    else:
+        p.src, p.sport = ip, port
 
 
 def _swap_macs(buf: Buffer) -> None:

@@ -8,6 +8,9 @@ Two receive paths:
   (PACKET_TX_RING) and handed to the kernel with one `send` per arm per batch, so the per-frame
   cost is the function call plus two copies in C. When nothing is ready the loop sleeps in
   `poll`, which the kernel wakes for the next frame: a lone frame is answered at once.
+- `ring-py`: the same loop in Python. `ring` runs it in C (`nfv/datapath/_fast.c`, built by `make
+  setup`) when the module is there and both arms have TX rings; the Python loop is the reference
+  the C one is tested against, and what runs without a compiler.
 - `recv`: non-blocking `recvmsg_into` in batches; simpler and kept as a fallback and a yardstick.
 
 Either way each frame is copied into one preallocated scratch buffer (a memcpy in C) before the
@@ -53,13 +56,19 @@ from nfv.datapath.arms import (
 )
 from nfv.datapath.function import NetworkFunction, Side, Verdict
 
+try:
+    from nfv.datapath import _fast
+except ImportError:  # not built: the Python loop does the same, slower
+    _fast = None
+
 _AUXDATA = struct.Struct("=IIIHHHH")  # status len snaplen mac net vlan_tci vlan_tpid
 SCRATCH = 65536 + 4  # a frame can never be longer than the largest IP packet plus a tag
 RECV_BATCH = 64
 RING_BATCH = 256  # frames per arm before the other arm gets its turn and the TX rings are flushed
-# ring: RX and TX rings; ring-send: RX ring, one send per frame (the yardstick for the TX
-# ring); recv: recvmsg_into batches and one send per frame.
-MODES = ("ring", "ring-send", "recv")
+# ring: RX and TX rings, the loop in C where built; ring-py: the same in Python; ring-send: RX
+# ring, one send per frame (the yardstick for the TX ring); recv: recvmsg_into batches and one
+# send per frame.
+MODES = ("ring", "ring-py", "ring-send", "recv")
 
 
 class Dataplane:
@@ -122,7 +131,8 @@ class Dataplane:
         for arm in self.arms:
             poller.register(arm.sock.fileno(), select.POLLIN | select.POLLERR)
         ingress, egress = self.arms
-        drain = self._drain_recv if self.mode == "recv" else self._drain_ring
+        drains = {"recv": self._drain_recv, "ring": self._drain_fast}
+        drain = drains.get(self.mode, self._drain_ring)
         interval = self.tick_interval
         next_tick = time.monotonic() + interval
         while self._running:
@@ -252,6 +262,57 @@ class Dataplane:
         self.dropped += dropped
         self.bounced += back
         return rx
+
+    @property
+    def compiled(self) -> bool:
+        """Whether `run` walks the rings in C."""
+        return (
+            self.mode == "ring" and _fast is not None and all(a.tx_base >= 0 for a in self.arms)
+        )
+
+    def _drain_fast(self, src: Arm, dst: Arm) -> int:
+        """`_drain_ring` in C (same counters); frames that need care are handed to
+        `_slow_frame` one at a time."""
+        if not self.compiled:
+            return self._drain_ring(src, dst)
+        now = time.monotonic()
+        (cur, src.tx_cur, dst.tx_cur, rx, rx_bytes, fwd, fwd_bytes, back, back_bytes, dropped,
+         errors, src_wrong, dst_wrong, slow) = _fast.drain(
+            (src.mv, src.sock.fileno()), (dst.mv, dst.sock.fileno()), src.cur, src.rx_slots,
+            (src.tx_base, src.tx_slots, src.slot_size, src.tx_cur),
+            (dst.tx_base, dst.tx_slots, dst.slot_size, dst.tx_cur),
+            self._scratch, self._view, self.function.process, src.side, now, RING_BATCH,
+        )  # fmt: skip
+        src.cur = cur
+        s, d = src.stats, dst.stats
+        s.rx_packets += rx
+        s.rx_bytes += rx_bytes
+        s.tx_packets += back
+        s.tx_bytes += back_bytes
+        s.tx_errors += src_wrong
+        d.tx_packets += fwd
+        d.tx_bytes += fwd_bytes
+        d.tx_errors += errors + dst_wrong
+        self.dropped += dropped
+        self.bounced += back
+        if slow:
+            rx += self._slow_slot(src, dst, now)
+        return rx
+
+    def _slow_slot(self, src: Arm, dst: Arm, now: float) -> int:
+        """Take the frame in `src`'s current slot through `_slow_frame` and hand it back."""
+        pos = src.cur * src.slot_size
+        u32, i = src.u32, pos >> 2
+        snap = u32[i + H_SNAPLEN]
+        src.stats.rx_packets += 1
+        src.stats.rx_bytes += snap
+        start = pos + src.u16[(pos >> 1) + H_MAC]
+        self._slow_frame(src, dst, pos, snap, u32[i + H_STATUS], start, now)
+        u32[i + H_STATUS] = TP_STATUS_KERNEL
+        src.cur = (src.cur + 1) % src.rx_slots
+        dst.flush()
+        src.flush()
+        return 1
 
     @staticmethod
     def _sender(arm: Arm) -> Callable[[memoryview], object]:

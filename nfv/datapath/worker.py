@@ -75,6 +75,7 @@ class StatsWriter:
             "started": self.started,
             "updated": time.time(),
             "mode": self.dp.mode,
+            "compiled": self.dp.compiled,
             "ports": ports,
             "dropped": dropped,
             "bounced": self.dp.bounced,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     print(
         f"nfv.datapath.worker: {args.kind} pid {os.getpid()} "
-        f"{args.ingress} <-> {args.egress} ({dp.mode})",
+        f"{args.ingress} <-> {args.egress} ({dp.mode}{', compiled' if dp.compiled else ''})",
         file=sys.stderr,
         flush=True,
     )

@@ -58,10 +58,7 @@ from nfv.datapath.packet import (
 )
 from nfv.datapath.rewrite import (
     build_tcp_rst,
-    set_dport,
-    set_ipv4_dst,
-    set_ipv4_src,
-    set_sport,
+    nat_ipv4,
 )
 from nfv.functions.backends import (
     ARP_BODY,
@@ -224,9 +221,7 @@ class LoadBalancer:
                     self.outcomes[NO_BACKEND] += 1
                     return Verdict.DROP, length
                 self.stateless += 1
-        set_ipv4_dst(frame, p, b.ip)
-        if b.port and b.port != p.dport:
-            set_dport(frame, p, b.port)
+        nat_ipv4(frame, p, True, b.ip, b.port)
         if b.mac is not None:
             frame[0:6] = b.mac
         else:
@@ -247,9 +242,7 @@ class LoadBalancer:
         b: Backend = e.user
         if b.mac is None:
             b.mac = bytes(frame[6:12])
-        set_ipv4_src(frame, p, self.vip)
-        if p.sport != e.orig_dport:
-            set_sport(frame, p, e.orig_dport)
+        nat_ipv4(frame, p, False, self.vip, e.orig_dport)
         frame[6:12] = self.vip_mac
         self.ct.track(p, now)  # advance the connection's state; NAT does not depend on it
         c = b.counts

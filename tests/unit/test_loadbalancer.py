@@ -14,6 +14,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from common.contract import probe_ports
+from nfv.datapath import rewrite
 from nfv.datapath.function import Side, Verdict
 from nfv.functions.backends import tcp_syn
 from nfv.functions.loadbalancer import OUTCOMES, LoadBalancer
@@ -24,6 +25,15 @@ VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"
 CLIENT, CLIENT_MAC = "10.0.0.1", "00:00:00:00:00:01"
 B1, B2, B3 = "10.0.0.3", "10.0.0.4", "10.0.0.5"
 MACS = {B1: "00:00:00:00:00:03", B2: "00:00:00:00:00:04", B3: "00:00:00:00:00:05"}
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def nat_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs twice: NAT in C (nfv/datapath/_fast.c) and in the Python reference."""
+    if request.param == "python":
+        monkeypatch.setattr(rewrite, "_fast", None)
+    else:
+        assert rewrite._fast is not None, "the compiled hot path is missing: run make setup"
 
 
 def make_lb(**over: Any) -> LoadBalancer:
