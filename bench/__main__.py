@@ -23,6 +23,7 @@ from bench import (
     routing_scale,
     takeover,
     update_loss,
+    vnf_peers,
     vnf_pps,
     vnf_runtime,
 )
@@ -59,6 +60,7 @@ BENCHMARKS = {
     "chains_scale": chains_scale.run,
     "lb_analyzer": lb_analyzer.run,
     "vnf_pps": _root_only(vnf_pps.run),
+    "vnf_peers": _root_only(vnf_peers.run),
     "vnf_runtime": _root_only(_echo(vnf_runtime.run)),
     "failover": _root_only(failover.run),
     "first_packet": _root_only(first_packet.run),

@@ -246,12 +246,12 @@ def packet_socket(ns_name: str, ifname: str) -> Iterator[socket.socket]:
         sock.close()
 
 
-def round_trip(count: int) -> float | None:
-    """Median round trip in ms of `count` pings nf8-a -> nf8-b through whatever is between."""
+def round_trip(count: int, dst: str = PING_B) -> float | None:
+    """Median round trip in ms of `count` pings nf8-a -> `dst` through whatever is between."""
     if count <= 0:
         return None
     out = subprocess.run(
-        netns_cmd(NS_A, "ping", "-n", "-c", str(count), "-i", "0.002", "-W", "1", PING_B),
+        netns_cmd(NS_A, "ping", "-n", "-c", str(count), "-i", "0.002", "-W", "1", dst),
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
     times = [float(line.split("time=")[1].split()[0]) for line in out.splitlines()

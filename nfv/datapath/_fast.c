@@ -7,11 +7,15 @@
  * (tests/unit/test_ring_loop.py runs both on the same frames). Frames that need care (a stripped
  * VLAN tag, truncated, outgoing) are left in the ring for the Python side: the walk stops there.
  *
+ * Parser: nfv.datapath.packet.PyParser field for field (tests/unit/test_fast.py compares them on
+ * generated and fuzzed frames): the same attributes, the same status codes.
+ *
  * nat4: nfv.datapath.rewrite's IPv4 address + port rewrite with RFC 1624 checksum updates, step
  * for step as the Python functions do it, so the bytes are identical (tests/unit/test_fast.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <stdint.h>
@@ -262,6 +266,384 @@ static PyObject *nat4(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- Parser ---------------------------------------------------------------------------------- */
+
+enum {
+    F_ARP_OP, F_ARP_SPA, F_ARP_TPA, F_DPORT, F_DST, F_ETH_TYPE, F_FRAG, F_FRAG_ID, F_ICMP_CODE,
+    F_ICMP_ID, F_ICMP_TYPE, F_INNER_DPORT, F_INNER_DST, F_INNER_OK, F_INNER_PROTO, F_INNER_SPORT,
+    F_INNER_SRC, F_IP_HLEN, F_IP_LEN, F_IP_VER, F_L3_OFF, F_L4_LEN, F_L4_OFF, F_LENGTH,
+    F_PAYLOAD_LEN, F_PAYLOAD_OFF, F_PROTO, F_SPORT, F_SRC, F_TCP_ACK, F_TCP_FLAGS, F_TCP_SEQ,
+    F_TCP_WIN, F_TTL, F_VLAN_COUNT, F_VLAN_TCI, F_VLAN_TCI2, N_FIELDS
+};
+static const char *const field_names[N_FIELDS] = {
+    "arp_op", "arp_spa", "arp_tpa", "dport", "dst", "eth_type", "frag", "frag_id", "icmp_code",
+    "icmp_id", "icmp_type", "inner_dport", "inner_dst", "inner_ok", "inner_proto",
+    "inner_sport", "inner_src", "ip_hlen", "ip_len", "ip_ver", "l3_off", "l4_len", "l4_off",
+    "length", "payload_len", "payload_off", "proto", "sport", "src", "tcp_ack", "tcp_flags",
+    "tcp_seq", "tcp_win", "ttl", "vlan_count", "vlan_tci", "vlan_tci2",
+};
+
+enum { OK, TRUNCATED, TOO_MANY_TAGS, BAD_IP_VERSION, BAD_IP_HEADER, BAD_IP_LENGTH,
+       BAD_EXT_HEADER, BAD_L4_HEADER };
+enum { FRAG_NONE, FRAG_FIRST, FRAG_LATER };
+#define PROTO_ICMP 1
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PROTO_ICMPV6 58
+
+/* One parse's values; addresses are 128 bits (hi, lo) so that IPv6 fits. */
+typedef struct {
+    uint64_t v[N_FIELDS];
+    uint64_t hi[N_FIELDS]; /* upper 64 bits of src, dst, inner_src, inner_dst */
+    const uint8_t *b;
+    Py_ssize_t len;
+} parse_t;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *f[N_FIELDS];
+} ParserObject;
+
+static inline uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+
+static int is_tag(unsigned et) { return et == 0x8100 || et == 0x88A8; }
+
+static void later_fragment(parse_t *r, Py_ssize_t off, Py_ssize_t end) {
+    r->v[F_L4_OFF] = r->v[F_PAYLOAD_OFF] = (uint64_t)off;
+    r->v[F_L4_LEN] = r->v[F_PAYLOAD_LEN] = (uint64_t)(end - off);
+    r->v[F_SPORT] = r->v[F_DPORT] = 0;
+}
+
+static void inner(parse_t *r, Py_ssize_t off, Py_ssize_t end) {
+    const uint8_t *b = r->b;
+    Py_ssize_t avail = end - off, pos;
+    unsigned proto;
+    uint64_t src_hi = 0, src_lo, dst_hi = 0, dst_lo;
+    if (avail < 1) return;
+    unsigned ver = b[off] >> 4;
+    if (ver == 4 && r->v[F_PROTO] == PROTO_ICMP) {
+        if (avail < 20) return;
+        unsigned frag = get16(b + off + 6);
+        proto = b[off + 9];
+        src_lo = be32(b + off + 12);
+        dst_lo = be32(b + off + 16);
+        pos = off + ((b[off] & 0x0F) << 2);
+        if (pos < off + 20 || (frag & 0x1FFF)) return;
+    } else if (ver == 6 && r->v[F_PROTO] == PROTO_ICMPV6) {
+        if (avail < 40) return;
+        proto = b[off + 6];
+        src_hi = be64(b + off + 8);
+        src_lo = be64(b + off + 16);
+        dst_hi = be64(b + off + 24);
+        dst_lo = be64(b + off + 32);
+        pos = off + 40;
+    } else {
+        return;
+    }
+    if (end - pos < 8) return;
+    if (proto == PROTO_TCP || proto == PROTO_UDP) {
+        r->v[F_INNER_SPORT] = get16(b + pos);
+        r->v[F_INNER_DPORT] = get16(b + pos + 2);
+    } else if (proto == PROTO_ICMP || proto == PROTO_ICMPV6) {
+        r->v[F_INNER_SPORT] = r->v[F_INNER_DPORT] = get16(b + pos + 4);
+    }
+    r->hi[F_INNER_SRC] = src_hi;
+    r->v[F_INNER_SRC] = src_lo;
+    r->hi[F_INNER_DST] = dst_hi;
+    r->v[F_INNER_DST] = dst_lo;
+    r->v[F_INNER_PROTO] = proto;
+    r->v[F_INNER_OK] = 1;
+}
+
+static int l4(parse_t *r, Py_ssize_t off, Py_ssize_t end, unsigned proto) {
+    const uint8_t *b = r->b;
+    Py_ssize_t avail = end - off;
+    r->v[F_L4_OFF] = (uint64_t)off;
+    r->v[F_L4_LEN] = (uint64_t)avail;
+    if (proto == PROTO_TCP) {
+        if (avail < 20) return TRUNCATED;
+        Py_ssize_t hl = (b[off + 12] >> 4) << 2;
+        if (hl < 20 || hl > avail) return BAD_L4_HEADER;
+        r->v[F_SPORT] = get16(b + off);
+        r->v[F_DPORT] = get16(b + off + 2);
+        r->v[F_TCP_SEQ] = be32(b + off + 4);
+        r->v[F_TCP_ACK] = be32(b + off + 8);
+        r->v[F_TCP_FLAGS] = b[off + 13];
+        r->v[F_TCP_WIN] = get16(b + off + 14);
+        r->v[F_PAYLOAD_OFF] = (uint64_t)(off + hl);
+        r->v[F_PAYLOAD_LEN] = (uint64_t)(avail - hl);
+        return OK;
+    }
+    if (proto == PROTO_UDP) {
+        if (avail < 8) return TRUNCATED;
+        Py_ssize_t ulen = get16(b + off + 4);
+        if (ulen > avail && r->v[F_FRAG] == FRAG_FIRST) ulen = avail;
+        if (ulen < 8 || ulen > avail) return BAD_L4_HEADER;
+        r->v[F_SPORT] = get16(b + off);
+        r->v[F_DPORT] = get16(b + off + 2);
+        r->v[F_PAYLOAD_OFF] = (uint64_t)(off + 8);
+        r->v[F_PAYLOAD_LEN] = (uint64_t)(ulen - 8);
+        return OK;
+    }
+    if (proto == PROTO_ICMP || proto == PROTO_ICMPV6) {
+        if (avail < 8) return TRUNCATED;
+        unsigned type = b[off], ident = get16(b + off + 4);
+        r->v[F_SPORT] = r->v[F_DPORT] = 0;
+        r->v[F_ICMP_TYPE] = type;
+        r->v[F_ICMP_CODE] = b[off + 1];
+        r->v[F_PAYLOAD_OFF] = (uint64_t)(off + 8);
+        r->v[F_PAYLOAD_LEN] = (uint64_t)(avail - 8);
+        int has_id, error;
+        if (proto == PROTO_ICMP) {
+            has_id = type == 0 || type == 8 || (type >= 13 && type <= 18);
+            error = type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+        } else {
+            has_id = type == 128 || type == 129;
+            error = type >= 1 && type <= 4;
+        }
+        if (has_id)
+            r->v[F_ICMP_ID] = r->v[F_SPORT] = r->v[F_DPORT] = ident;
+        else if (error)
+            inner(r, off + 8, end);
+        return OK;
+    }
+    r->v[F_SPORT] = r->v[F_DPORT] = 0;
+    r->v[F_PAYLOAD_OFF] = (uint64_t)off;
+    r->v[F_PAYLOAD_LEN] = (uint64_t)avail;
+    return OK;
+}
+
+static int ipv4(parse_t *r, Py_ssize_t off, Py_ssize_t length) {
+    const uint8_t *b = r->b;
+    if (length - off < 20) return TRUNCATED;
+    if (b[off] >> 4 != 4) return BAD_IP_VERSION;
+    Py_ssize_t hlen = (b[off] & 0x0F) << 2;
+    if (hlen < 20) return BAD_IP_HEADER;
+    Py_ssize_t tot = get16(b + off + 2);
+    if (tot < hlen) return BAD_IP_LENGTH;
+    if (tot > length - off) return TRUNCATED;
+    unsigned frag = get16(b + off + 6), proto = b[off + 9];
+    r->v[F_IP_VER] = 4;
+    r->v[F_SRC] = be32(b + off + 12);
+    r->v[F_DST] = be32(b + off + 16);
+    r->v[F_PROTO] = proto;
+    r->v[F_TTL] = b[off + 8];
+    r->v[F_IP_HLEN] = (uint64_t)hlen;
+    r->v[F_IP_LEN] = (uint64_t)tot;
+    if (frag & 0x3FFF) {
+        r->v[F_FRAG_ID] = get16(b + off + 4);
+        if (frag & 0x1FFF) {
+            r->v[F_FRAG] = FRAG_LATER;
+            later_fragment(r, off + hlen, off + tot);
+            return OK;
+        }
+        r->v[F_FRAG] = FRAG_FIRST;
+    }
+    return l4(r, off + hlen, off + tot, proto);
+}
+
+static int ipv6(parse_t *r, Py_ssize_t off, Py_ssize_t length) {
+    const uint8_t *b = r->b;
+    if (length - off < 40) return TRUNCATED;
+    if (b[off] >> 4 != 6) return BAD_IP_VERSION;
+    Py_ssize_t end = off + 40 + get16(b + off + 4);
+    if (end > length) return TRUNCATED;
+    unsigned nxt = b[off + 6];
+    r->v[F_IP_VER] = 6;
+    r->hi[F_SRC] = be64(b + off + 8);
+    r->v[F_SRC] = be64(b + off + 16);
+    r->hi[F_DST] = be64(b + off + 24);
+    r->v[F_DST] = be64(b + off + 32);
+    r->v[F_TTL] = b[off + 7];
+    r->v[F_IP_LEN] = (uint64_t)(end - off);
+    Py_ssize_t pos = off + 40;
+    int i;
+    for (i = 0; i < 8; i++) {
+        if (nxt == 0 || nxt == 43 || nxt == 60 || nxt == 135 || nxt == 139 || nxt == 140) {
+            if (end - pos < 8) return BAD_EXT_HEADER;
+            unsigned hl = b[pos + 1];
+            nxt = b[pos];
+            pos += (Py_ssize_t)(hl + 1) << 3;
+        } else if (nxt == 51) {
+            if (end - pos < 8) return BAD_EXT_HEADER;
+            unsigned hl = b[pos + 1];
+            nxt = b[pos];
+            pos += (Py_ssize_t)(hl + 2) << 2;
+        } else if (nxt == 44) {
+            if (end - pos < 8) return BAD_EXT_HEADER;
+            unsigned fo = get16(b + pos + 2);
+            r->v[F_FRAG_ID] = be32(b + pos + 4);
+            nxt = b[pos];
+            pos += 8;
+            if (fo & 0xFFF8)
+                r->v[F_FRAG] = FRAG_LATER;
+            else if (fo & 1)
+                r->v[F_FRAG] = FRAG_FIRST;
+        } else {
+            break;
+        }
+        if (pos > end) return BAD_EXT_HEADER;
+    }
+    if (i == 8) return BAD_EXT_HEADER;
+    r->v[F_PROTO] = nxt;
+    r->v[F_IP_HLEN] = (uint64_t)(pos - off);
+    if (r->v[F_FRAG] == FRAG_LATER) {
+        later_fragment(r, pos, end);
+        return OK;
+    }
+    return l4(r, pos, end, nxt);
+}
+
+static int parse_frame(parse_t *r, Py_ssize_t length) {
+    const uint8_t *b = r->b;
+    if (length > r->len) length = r->len;
+    r->v[F_LENGTH] = length < 0 ? 0 : (uint64_t)length;
+    if (length < 14) return TRUNCATED;
+    unsigned et = get16(b + 12);
+    Py_ssize_t off = 14;
+    if (is_tag(et)) {
+        if (length < 18) return TRUNCATED;
+        r->v[F_VLAN_TCI] = get16(b + 14);
+        et = get16(b + 16);
+        off = 18;
+        r->v[F_VLAN_COUNT] = 1;
+        if (is_tag(et)) {
+            if (length < 22) return TRUNCATED;
+            r->v[F_VLAN_TCI2] = get16(b + 18);
+            et = get16(b + 20);
+            off = 22;
+            r->v[F_VLAN_COUNT] = 2;
+            if (is_tag(et)) return TOO_MANY_TAGS;
+        }
+    }
+    r->v[F_ETH_TYPE] = et;
+    r->v[F_L3_OFF] = (uint64_t)off;
+    if (et == 0x0800 || et == 0x86DD) {
+        int status = et == 0x0800 ? ipv4(r, off, length) : ipv6(r, off, length);
+        if (status) r->v[F_IP_VER] = 0;
+        return status;
+    }
+    if (et == 0x0806) {
+        if (length - off < 28) return TRUNCATED;
+        if (get16(b + off) == 1 && get16(b + off + 2) == 0x0800 && b[off + 4] == 6 &&
+            b[off + 5] == 4) {
+            r->v[F_ARP_OP] = get16(b + off + 6);
+            r->v[F_ARP_SPA] = be32(b + off + 14);
+            r->v[F_ARP_TPA] = be32(b + off + 24);
+        }
+    }
+    return OK;
+}
+
+static int is_address(int i) {
+    return i == F_SRC || i == F_DST || i == F_INNER_SRC || i == F_INNER_DST;
+}
+
+/* Store the parse's values as ints; a field whose value did not change keeps its object. */
+static int publish(ParserObject *self, const parse_t *r) {
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *cur = self->f[i], *obj;
+        uint64_t v = r->v[i];
+        if (i == F_INNER_OK) {
+            obj = Py_NewRef(v ? Py_True : Py_False);
+        } else if (r->hi[i] && is_address(i)) {
+            uint8_t be[16];
+            for (int k = 0; k < 8; k++) {
+                be[k] = (uint8_t)(r->hi[i] >> (56 - 8 * k));
+                be[8 + k] = (uint8_t)(v >> (56 - 8 * k));
+            }
+            obj = _PyLong_FromByteArray(be, 16, 0, 0);
+        } else {
+            if (v > 256 && cur != NULL && PyLong_CheckExact(cur)) {
+                int overflow = 0;
+                unsigned long long old = PyLong_AsUnsignedLongLong(cur);
+                if (old == (unsigned long long)-1 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    overflow = 1;
+                }
+                if (!overflow && old == v) continue;
+            }
+            obj = PyLong_FromUnsignedLongLong(v);
+        }
+        if (obj == NULL) return -1;
+        self->f[i] = obj;
+        Py_XDECREF(cur);
+    }
+    return 0;
+}
+
+static PyObject *parser_parse(ParserObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse(buf, length)");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    if (length == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    parse_t r;
+    memset(r.v, 0, sizeof r.v);
+    memset(r.hi, 0, sizeof r.hi);
+    r.b = view.buf;
+    r.len = view.len;
+    int status = parse_frame(&r, length);
+    PyBuffer_Release(&view);
+    if (publish(self, &r) < 0) return NULL;
+    return PyLong_FromLong(status);
+}
+
+static int parser_init(ParserObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Parser() takes no arguments");
+        return -1;
+    }
+    parse_t r;
+    memset(&r, 0, sizeof r);
+    return publish(self, &r);
+}
+
+static int parser_traverse(ParserObject *self, visitproc visit, void *arg) {
+    for (int i = 0; i < N_FIELDS; i++) Py_VISIT(self->f[i]);
+    return 0;
+}
+
+static int parser_clear(ParserObject *self) {
+    for (int i = 0; i < N_FIELDS; i++) Py_CLEAR(self->f[i]);
+    return 0;
+}
+
+static void parser_dealloc(ParserObject *self) {
+    PyObject_GC_UnTrack(self);
+    parser_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef parser_methods[] = {
+    {"parse", (PyCFunction)(void (*)(void))parser_parse, METH_FASTCALL,
+     "parse(buf, length) -> status; the fields as nfv.datapath.packet documents them"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef parser_members[N_FIELDS + 1];
+
+static PyTypeObject ParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nfv.datapath._fast.Parser",
+    .tp_basicsize = sizeof(ParserObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "nfv.datapath.packet.PyParser in C: reusable, one per worker, not thread-safe.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)parser_init,
+    .tp_dealloc = (destructor)parser_dealloc,
+    .tp_traverse = (traverseproc)parser_traverse,
+    .tp_clear = (inquiry)parser_clear,
+    .tp_methods = parser_methods,
+    .tp_members = parser_members,
+};
+
 static PyMethodDef methods[] = {
     {"drain", drain, METH_VARARGS, drain_doc},
     {"nat4", nat4, METH_VARARGS, nat4_doc},
@@ -272,4 +654,18 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fast", "The VNF hot path in C (see _fast.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fast(void) {
+    for (int i = 0; i < N_FIELDS; i++) {
+        parser_members[i] = (PyMemberDef){(char *)field_names[i], T_OBJECT_EX,
+                                          offsetof(ParserObject, f) + i * sizeof(PyObject *), 0,
+                                          NULL};
+    }
+    if (PyType_Ready(&ParserType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Parser", (PyObject *)&ParserType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -104,11 +104,13 @@ U32 = struct.Struct("!I")
 MASK64 = (1 << 64) - 1
 
 
-class Parser:
+class PyParser:
     """Reusable header parser; read its attributes after `parse()` returned `OK`.
 
     Not thread-safe (one per worker). Attributes are plain ints so that reading them costs no
-    allocation; see the module docstring for their meaning.
+    allocation; see the module docstring for their meaning. `Parser` is this class in C where
+    `make setup` built it (nfv/datapath/_fast.c), field for field the same; this one is the
+    reference it is tested against.
     """
 
     __slots__ = (
@@ -412,6 +414,12 @@ class Parser:
         self.inner_dst = dst
         self.inner_proto = proto
         self.inner_ok = True
+
+
+try:
+    from nfv.datapath._fast import Parser
+except ImportError:  # not built: the Python parser does the same, slower
+    Parser = PyParser  # type: ignore[misc,assignment]
 
 
 # --- checksums --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -16,11 +17,22 @@ from scapy.packet import Packet, Raw, fuzz
 
 from nfv.datapath import packet as P
 from nfv.datapath.function import Side, Verdict
+from nfv.functions import firewall
 from nfv.functions.firewall import Firewall
 
 ROOM = 2048
 FRAMES = 120_000
 SEED = 20261126
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def parser_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs twice: the parser in C (nfv/datapath/_fast.c) and the Python reference."""
+    if request.param == "python":
+        monkeypatch.setattr(P, "Parser", P.PyParser)
+        monkeypatch.setattr(firewall, "Parser", P.PyParser)
+    else:
+        assert P.Parser is not P.PyParser, "the compiled hot path is missing: run make setup"
 
 
 def templates() -> list[Packet]:

@@ -21,6 +21,15 @@ from nfv.datapath import packet as P
 from nfv.datapath import rewrite as R
 
 
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def parser_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs twice: the parser in C (nfv/datapath/_fast.c) and the Python reference."""
+    if request.param == "python":
+        monkeypatch.setattr(P, "Parser", P.PyParser)
+    else:
+        assert P.Parser is not P.PyParser, "the compiled hot path is missing: run make setup"
+
+
 def ip4(text: str) -> int:
     return int(ipaddress.IPv4Address(text))
 
