@@ -10,8 +10,9 @@
  * Parser: nfv.datapath.packet.PyParser field for field (tests/unit/test_fast.py compares them on
  * generated and fuzzed frames): the same attributes, the same status codes.
  *
- * nat4: nfv.datapath.rewrite's IPv4 address + port rewrite with RFC 1624 checksum updates, step
- * for step as the Python functions do it, so the bytes are identical (tests/unit/test_fast.py).
+ * nat: nfv.datapath.rewrite.nat_ipv4_py on a C Parser: the IPv4 address + port rewrite with RFC
+ * 1624 checksum updates, step for step as the Python does it, so the bytes are identical
+ * (tests/unit/test_fast.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -226,44 +227,6 @@ static void fix_l4(uint8_t *c_at, int udp, int wide, uint32_t old, uint32_t new_
     c = wide ? replace32(c, old, new_) : replace16(c, (uint16_t)old, (uint16_t)new_);
     if (udp && c == 0) c = 0xFFFF;
     put16(c_at, c);
-}
-
-PyDoc_STRVAR(nat4_doc,
-"nat4(buf, addr_at, old_ip, new_ip, port_at, old_port, new_port, ip_csum_at, l4_csum_at, udp)\n"
-"Write new_ip at addr_at and fix the IPv4 header checksum at ip_csum_at and the L4 one at\n"
-"l4_csum_at (-1: none); then, if port_at >= 0, new_port there and the L4 checksum again.");
-
-static PyObject *nat4(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer b;
-    Py_ssize_t addr_at, port_at, ip_csum_at, l4_csum_at;
-    unsigned long old_ip, new_ip;
-    unsigned int old_port, new_port;
-    int udp;
-    if (!PyArg_ParseTuple(args, "w*nkknIInnp:nat4", &b, &addr_at, &old_ip, &new_ip, &port_at,
-                          &old_port, &new_port, &ip_csum_at, &l4_csum_at, &udp))
-        return NULL;
-    uint8_t *buf = b.buf;
-    Py_ssize_t n = b.len;
-    if (addr_at < 0 || addr_at + 4 > n || ip_csum_at < 0 || ip_csum_at + 2 > n ||
-        l4_csum_at + 2 > n || port_at + 2 > n || old_ip > 0xFFFFFFFFul ||
-        new_ip > 0xFFFFFFFFul || old_port > 0xFFFF || new_port > 0xFFFF) {
-        PyBuffer_Release(&b);
-        PyErr_SetString(PyExc_ValueError, "nat4: offset or value out of range");
-        return NULL;
-    }
-    uint32_t ip = (uint32_t)new_ip;
-    buf[addr_at] = (uint8_t)(ip >> 24);
-    buf[addr_at + 1] = (uint8_t)(ip >> 16);
-    buf[addr_at + 2] = (uint8_t)(ip >> 8);
-    buf[addr_at + 3] = (uint8_t)ip;
-    put16(buf + ip_csum_at, replace32(get16(buf + ip_csum_at), (uint32_t)old_ip, ip));
-    if (l4_csum_at >= 0) fix_l4(buf + l4_csum_at, udp, 1, (uint32_t)old_ip, ip);
-    if (port_at >= 0) {
-        put16(buf + port_at, (uint16_t)new_port);
-        if (l4_csum_at >= 0) fix_l4(buf + l4_csum_at, udp, 0, old_port, new_port);
-    }
-    PyBuffer_Release(&b);
-    Py_RETURN_NONE;
 }
 
 /* ---- Parser ---------------------------------------------------------------------------------- */
@@ -644,9 +607,94 @@ static PyTypeObject ParserType = {
     .tp_members = parser_members,
 };
 
+/* ---- NAT ------------------------------------------------------------------------------------- */
+
+static int field_u64(ParserObject *p, int i, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(p->f[i]);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+static int set_field(ParserObject *p, int i, uint64_t v) {
+    PyObject *obj = PyLong_FromUnsignedLongLong(v);
+    if (obj == NULL) return -1;
+    Py_SETREF(p->f[i], obj);
+    return 0;
+}
+
+PyDoc_STRVAR(nat_doc,
+"nat(buf, parser, dst, ip, port)\n"
+"nfv.datapath.rewrite.nat_ipv4_py for a frame `parser` (a C Parser) has just parsed: the\n"
+"destination (dst true) or source address becomes `ip` and, when `port` is set and differs,\n"
+"the matching port becomes `port`; checksums and the parser's fields follow.");
+
+static PyObject *nat(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "nat(buf, parser, dst, ip, port)");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[1], &ParserType)) {
+        PyErr_SetString(PyExc_TypeError, "nat: parser must be a nfv.datapath._fast.Parser");
+        return NULL;
+    }
+    ParserObject *p = (ParserObject *)args[1];
+    int dst = PyObject_IsTrue(args[2]);
+    if (dst < 0) return NULL;
+    uint64_t ip, port = 0, l3, l4off, proto, frag, old_ip, old_port;
+    unsigned long long v = PyLong_AsUnsignedLongLong(args[3]);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    ip = v;
+    if (args[4] != Py_None) {
+        v = PyLong_AsUnsignedLongLong(args[4]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+        port = v;
+    }
+    if (field_u64(p, F_L3_OFF, &l3) || field_u64(p, F_L4_OFF, &l4off) ||
+        field_u64(p, F_PROTO, &proto) || field_u64(p, F_FRAG, &frag) ||
+        field_u64(p, dst ? F_DST : F_SRC, &old_ip) ||
+        field_u64(p, dst ? F_DPORT : F_SPORT, &old_port))
+        return NULL;
+    if (!port) port = old_port;
+    if (ip > 0xFFFFFFFFu || old_ip > 0xFFFFFFFFu || port > 0xFFFF || old_port > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "nat: an IPv4 address and a port, please");
+        return NULL;
+    }
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_WRITABLE) < 0) return NULL;
+    uint8_t *buf = b.buf;
+    Py_ssize_t n = b.len;
+    uint64_t addr_at = l3 + (dst ? 16 : 12), port_at = l4off + (dst ? 2 : 0);
+    int64_t csum_at = -1;
+    if (frag != FRAG_LATER && proto == PROTO_TCP) csum_at = (int64_t)(l4off + 16);
+    if (frag != FRAG_LATER && proto == PROTO_UDP) csum_at = (int64_t)(l4off + 6);
+    int change_port = port != old_port;
+    if (addr_at + 4 > (uint64_t)n || l3 + 12 > (uint64_t)n || csum_at + 2 > (int64_t)n ||
+        (change_port && port_at + 2 > (uint64_t)n)) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "nat: the parser's offsets lie outside the buffer");
+        return NULL;
+    }
+    int udp = proto == PROTO_UDP;
+    buf[addr_at] = (uint8_t)(ip >> 24);
+    buf[addr_at + 1] = (uint8_t)(ip >> 16);
+    buf[addr_at + 2] = (uint8_t)(ip >> 8);
+    buf[addr_at + 3] = (uint8_t)ip;
+    put16(buf + l3 + 10, replace32(get16(buf + l3 + 10), (uint32_t)old_ip, (uint32_t)ip));
+    if (csum_at >= 0) fix_l4(buf + csum_at, udp, 1, (uint32_t)old_ip, (uint32_t)ip);
+    if (change_port) {
+        put16(buf + port_at, (uint16_t)port);
+        if (csum_at >= 0) fix_l4(buf + csum_at, udp, 0, (uint32_t)old_port, (uint32_t)port);
+    }
+    PyBuffer_Release(&b);
+    if (set_field(p, dst ? F_DST : F_SRC, ip) || set_field(p, dst ? F_DPORT : F_SPORT, port))
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"drain", drain, METH_VARARGS, drain_doc},
-    {"nat4", nat4, METH_VARARGS, nat4_doc},
+    {"nat", (PyCFunction)(void (*)(void))nat, METH_FASTCALL, nat_doc},
     {NULL, NULL, 0, NULL},
 };
 

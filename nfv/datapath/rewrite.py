@@ -4,6 +4,8 @@ unreachable)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nfv.datapath.packet import (
     FRAG_LATER,
     ICMP_HDR,
@@ -164,29 +166,24 @@ def set_dport(buf: Buffer, p: Parser, new: int) -> None:
     p.dport = new
 
 
-def nat_ipv4(
-    buf: Buffer, p: Parser, dst: bool, ip: int, port: int | None, compiled: bool = True
-) -> None:
+def nat_ipv4_py(buf: Buffer, p: Parser, dst: bool, ip: int, port: int | None) -> None:
     """Rewrite the IPv4 destination (`dst`) or source address to `ip` and, when `port` is set and
-    differs, the matching port; checksums and `p` follow. The load balancer's per-packet NAT: in
-    C where it is built, else (and with `compiled=False`, the reference) by the functions above."""
+    differs, the matching port; checksums and `p` follow. The load balancer's per-packet NAT, and
+    the reference for `nfv.datapath._fast.nat`, which does the same in C."""
     old_port = p.dport if dst else p.sport
-    port = port or old_port
-    if _fast is None or not compiled:
-        (set_ipv4_dst if dst else set_ipv4_src)(buf, p, ip)
-        if port != old_port:
-            (set_dport if dst else set_sport)(buf, p, port)
-        return
-    off = p.l3_off
-    _fast.nat4(
-        buf, off + (16 if dst else 12), p.dst if dst else p.src, ip,
-        p.l4_off + (2 if dst else 0) if port != old_port else -1, old_port, port,
-        off + 10, _l4_csum_pos(p), p.proto == PROTO_UDP,
-    )  # fmt: skip
-    if dst:
-        p.dst, p.dport = ip, port
-    else:
-        p.src, p.sport = ip, port
+    (set_ipv4_dst if dst else set_ipv4_src)(buf, p, ip)
+    if port and port != old_port:
+        (set_dport if dst else set_sport)(buf, p, port)
+
+
+NatFunction = Callable[[Buffer, Parser, bool, int, "int | None"], None]
+
+
+def nat_for(p: Parser) -> NatFunction:
+    """The NAT function for frames `p` parses: in C where built (it needs the C parser)."""
+    if _fast is not None and isinstance(p, _fast.Parser):
+        return _fast.nat
+    return nat_ipv4_py
 
 
 def _swap_macs(buf: Buffer) -> None:

@@ -58,7 +58,7 @@ from nfv.datapath.packet import (
 )
 from nfv.datapath.rewrite import (
     build_tcp_rst,
-    nat_ipv4,
+    nat_for,
 )
 from nfv.functions.backends import (
     ARP_BODY,
@@ -137,6 +137,7 @@ class LoadBalancer:
         )
         self._reverse: dict[tuple[int, int, int, int, int], Entry] = {}
         self._p = Parser()
+        self._nat = nat_for(self._p)
         self._probes: dict[tuple[int, int], Probe] = {}
         value, mask = probe_ports(int(config.get("replica", 0)), int(config.get("replicas", 1)))
         self._probe_ports = [p for p in PROBE_PORTS if p & mask == value]
@@ -221,7 +222,7 @@ class LoadBalancer:
                     self.outcomes[NO_BACKEND] += 1
                     return Verdict.DROP, length
                 self.stateless += 1
-        nat_ipv4(frame, p, True, b.ip, b.port)
+        self._nat(frame, p, True, b.ip, b.port)
         if b.mac is not None:
             frame[0:6] = b.mac
         else:
@@ -242,7 +243,7 @@ class LoadBalancer:
         b: Backend = e.user
         if b.mac is None:
             b.mac = bytes(frame[6:12])
-        nat_ipv4(frame, p, False, self.vip, e.orig_dport)
+        self._nat(frame, p, False, self.vip, e.orig_dport)
         frame[6:12] = self.vip_mac
         self.ct.track(p, now)  # advance the connection's state; NAT does not depend on it
         c = b.counts

@@ -46,13 +46,14 @@ def random_packet(rng: random.Random) -> Packet:
     return Ether(bytes(raw))
 
 
-def nat_both(raw: bytes, dst: bool, ip: int, port: int) -> tuple[bytes, bytes, Parser, Parser]:
+def nat_both(raw: bytes, dst: bool, ip: int, port: int) -> tuple[bytes, bytes, Parser, PyParser]:
+    """The frame NATed by the C parser + C rewrite and by the Python parser + Python rewrite."""
     out = []
-    for compiled in (True, False):
+    for parser in (Parser, PyParser):
         buf = bytearray(raw)
-        p = Parser()
+        p = parser()
         assert p.parse(buf, len(buf)) == OK
-        rewrite.nat_ipv4(buf, p, dst, ip, port, compiled=compiled)
+        rewrite.nat_for(p)(buf, p, dst, ip, port)
         out.append((bytes(buf), p))
     (c_bytes, c_p), (py_bytes, py_p) = out
     return c_bytes, py_bytes, c_p, py_p
@@ -62,8 +63,9 @@ PARSER_FIELDS = tuple(n for n in PyParser.__slots__ if not n.startswith("_"))
 
 
 def test_compiled_module_is_built_and_used() -> None:
-    assert rewrite._fast is _fast
     assert Parser is _fast.Parser
+    assert rewrite.nat_for(Parser()) is _fast.nat
+    assert rewrite.nat_for(PyParser()) is rewrite.nat_ipv4_py
 
 
 def variety(rng: random.Random) -> list[bytes]:
@@ -223,13 +225,20 @@ def test_nat_of_mutated_frames_matches_the_reference() -> None:
 
 
 def test_out_of_range_offsets_are_refused_not_written() -> None:
-    buf = bytearray(64)
-    with pytest.raises(ValueError):
-        rewrite._fast.nat4(buf, 62, 0, 1, -1, 0, 0, 24, -1, False)
-    with pytest.raises(ValueError):
-        rewrite._fast.nat4(buf, 30, 0, 1, 63, 0, 0, 24, -1, False)
-    with pytest.raises(ValueError):
-        rewrite._fast.nat4(buf, 30, 0, 1 << 32, -1, 0, 0, 24, -1, False)
+    raw = bytes(random_packet(random.Random(5)))
+    for field, value in (("l3_off", len(raw) - 8), ("l4_off", len(raw)), ("dst", 1 << 40)):
+        p = Parser()
+        assert p.parse(raw, len(raw)) == OK
+        setattr(p, field, value)
+        buf = bytearray(raw)
+        with pytest.raises(ValueError):
+            _fast.nat(buf, p, True, 1, 2)
+        assert buf == raw
+    p = Parser()
+    p.parse(raw, len(raw))
     with pytest.raises(TypeError):
-        rewrite._fast.nat4(bytes(64), 30, 0, 1, -1, 0, 0, 24, -1, False)
-    assert buf == bytearray(64)
+        _fast.nat(bytearray(raw), PyParser(), True, 1, 2)
+    with pytest.raises(BufferError):
+        _fast.nat(raw, p, True, 1, 2)  # not writable
+    with pytest.raises(ValueError):
+        _fast.nat(bytearray(raw), p, True, 1 << 32, 2)
