@@ -1,7 +1,7 @@
 """Packets per second of minimum-size frames through each VNF, against a Linux bridge in its place.
 
     sudo .venv/bin/python -m bench.vnf_pps [--seconds 1.5] [--rounds 5] [--flows 1024]
-                                           [--modes ring,ring-send,recv] [--sample 1000]
+                                           [--modes ring,python,...] [--sample 1000]
 
 Three namespaces in a line, `nf8-a` -> `nf8-v` -> `nf8-b`, joined by veths. A generator in
 `nf8-a` floods 60-byte UDP frames (64 on the wire) with valid IP and UDP checksums from a
@@ -87,6 +87,7 @@ BACKEND_PORT = 8080
 BACKENDS = {f"10.9.0.{i}": bytes.fromhex(f"020000000b{i:02x}") for i in (3, 4, 5)}
 TARGET_KPPS = 300.0
 PING_A, PING_B = "10.9.1.1", "10.9.1.2"
+PURE_PYTHON = "python"  # a bench mode: the ring loop, parser and NAT all in Python (the reference)
 
 
 # --- frames and checksums ------------------------------------------------------------------------
@@ -398,12 +399,15 @@ def worker(kind: str, config: dict[str, Any], mode: str) -> Iterator[Worker]:
         cfg = Path(tmp) / "config.json"
         cfg.write_text(json.dumps(config))
         w = Worker(kind, Path(tmp) / "stats.json")
+        env = dict(os.environ)
+        if mode == PURE_PYTHON:
+            env["NFV_PURE_PYTHON"] = "1"
         proc = subprocess.Popen(
             netns_cmd(NS_V, PYTHON, "-m", "nfv.datapath.worker", "--kind", kind,
                       "--config", str(cfg),
                       "--ingress", IF_VA, "--egress", IF_VB, "--stats", str(w.stats_path),
-                      "--mode", mode),
-            cwd=ROOT,
+                      "--mode", "ring-py" if mode == PURE_PYTHON else mode),
+            cwd=ROOT, env=env,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 10
@@ -571,7 +575,7 @@ def report(paths: dict[str, dict[str, Any]]) -> None:
 def run(
     seconds: float = 1.5,
     flows: int = 1024,
-    modes: tuple[str, ...] = ("ring", "ring-send"),
+    modes: tuple[str, ...] = ("ring", PURE_PYTHON),
     sample: int = 1000,
     rounds: int = 5,
     pings: int = 200,
@@ -597,9 +601,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.5, help="per path and round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--flows", type=int, default=1024)
-    ap.add_argument("--modes", default="ring,ring-send",
-                    help="comma-separated: ring (RX and TX rings), ring-send (RX ring, a "
-                         "send per frame), recv")
+    ap.add_argument("--modes", default=f"ring,{PURE_PYTHON}",
+                    help="comma-separated: ring (RX and TX rings, the loop, parser and NAT in "
+                         "C), ring-py (the loop in Python), python (all of it in Python: "
+                         "NFV_PURE_PYTHON=1), ring-send (RX ring, a send per frame), recv")
     ap.add_argument("--sample", type=int, default=1000, help="frames checked per row")
     ap.add_argument("--pings", type=int, default=200, help="round trips per path and round")
     ap.add_argument("--generate", metavar="IFNAME", help=argparse.SUPPRESS)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import struct
 
+from nfv.datapath.compiled import fast
+
 Buffer = bytes | bytearray | memoryview
 
 # --- status codes returned by Parser.parse --------------------------------------------------
@@ -109,7 +111,7 @@ class PyParser:
 
     Not thread-safe (one per worker). Attributes are plain ints so that reading them costs no
     allocation; see the module docstring for their meaning. `Parser` is this class in C where
-    `make setup` built it (nfv/datapath/_fast.c), field for field the same; this one is the
+    it is built (`nfv.datapath.compiled`), field for field the same; this one is the
     reference it is tested against.
     """
 
@@ -416,10 +418,7 @@ class PyParser:
         self.inner_ok = True
 
 
-try:
-    from nfv.datapath._fast import Parser
-except ImportError:  # not built: the Python parser does the same, slower
-    Parser = PyParser  # type: ignore[misc,assignment]
+Parser = PyParser if fast is None else fast.Parser
 
 
 # --- checksums --------------------------------------------------------------------------------

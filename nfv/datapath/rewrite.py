@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nfv.datapath.compiled import fast
 from nfv.datapath.packet import (
     FRAG_LATER,
     ICMP_HDR,
@@ -26,11 +27,6 @@ from nfv.datapath.packet import (
     Buffer,
     Parser,
 )
-
-try:
-    from nfv.datapath import _fast
-except ImportError:  # not built: the Python functions below do the same
-    _fast = None
 
 
 def ones_sum(buf: Buffer, start: int, end: int) -> int:
@@ -181,8 +177,8 @@ NatFunction = Callable[[Buffer, Parser, bool, int, "int | None"], None]
 
 def nat_for(p: Parser) -> NatFunction:
     """The NAT function for frames `p` parses: in C where built (it needs the C parser)."""
-    if _fast is not None and isinstance(p, _fast.Parser):
-        return _fast.nat
+    if fast is not None and isinstance(p, fast.Parser):
+        return fast.nat
     return nat_ipv4_py
 
 

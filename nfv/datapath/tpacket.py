@@ -8,9 +8,9 @@ Two receive paths:
   (PACKET_TX_RING) and handed to the kernel with one `send` per arm per batch, so the per-frame
   cost is the function call plus two copies in C. When nothing is ready the loop sleeps in
   `poll`, which the kernel wakes for the next frame: a lone frame is answered at once.
-- `ring-py`: the same loop in Python. `ring` runs it in C (`nfv/datapath/_fast.c`, built by `make
-  setup`) when the module is there and both arms have TX rings; the Python loop is the reference
-  the C one is tested against, and what runs without a compiler.
+- `ring-py`: the same loop in Python. `ring` runs it in C (`nfv.datapath.compiled`) when the
+  module is built and both arms have TX rings; the Python loop is the reference the C one is
+  tested against, and what runs without it.
 - `recv`: non-blocking `recvmsg_into` in batches; simpler and kept as a fallback and a yardstick.
 
 Either way each frame is copied into one preallocated scratch buffer (a memcpy in C) before the
@@ -54,12 +54,8 @@ from nfv.datapath.arms import (
     RingConfig,
     open_arm,
 )
+from nfv.datapath.compiled import fast
 from nfv.datapath.function import NetworkFunction, Side, Verdict
-
-try:
-    from nfv.datapath import _fast
-except ImportError:  # not built: the Python loop does the same, slower
-    _fast = None
 
 _AUXDATA = struct.Struct("=IIIHHHH")  # status len snaplen mac net vlan_tci vlan_tpid
 SCRATCH = 65536 + 4  # a frame can never be longer than the largest IP packet plus a tag
@@ -267,7 +263,7 @@ class Dataplane:
     def compiled(self) -> bool:
         """Whether `run` walks the rings in C."""
         return (
-            self.mode == "ring" and _fast is not None and all(a.tx_base >= 0 for a in self.arms)
+            self.mode == "ring" and fast is not None and all(a.tx_base >= 0 for a in self.arms)
         )
 
     def _drain_fast(self, src: Arm, dst: Arm) -> int:
@@ -277,7 +273,7 @@ class Dataplane:
             return self._drain_ring(src, dst)
         now = time.monotonic()
         (cur, src.tx_cur, dst.tx_cur, rx, rx_bytes, fwd, fwd_bytes, back, back_bytes, dropped,
-         errors, src_wrong, dst_wrong, slow) = _fast.drain(
+         errors, src_wrong, dst_wrong, slow) = fast.drain(
             (src.mv, src.sock.fileno()), (dst.mv, dst.sock.fileno()), src.cur, src.rx_slots,
             (src.tx_base, src.tx_slots, src.slot_size, src.tx_cur),
             (dst.tx_base, dst.tx_slots, dst.slot_size, dst.tx_cur),

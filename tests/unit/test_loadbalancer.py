@@ -31,9 +31,9 @@ MACS = {B1: "00:00:00:00:00:03", B2: "00:00:00:00:00:04", B3: "00:00:00:00:00:05
 def nat_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs twice: NAT in C (nfv/datapath/_fast.c) and in the Python reference."""
     if request.param == "python":
-        monkeypatch.setattr(rewrite, "_fast", None)
+        monkeypatch.setattr(rewrite, "fast", None)
     else:
-        assert rewrite._fast is not None, "the compiled hot path is missing: run make setup"
+        assert rewrite.fast is not None, "the compiled hot path is missing: run make setup"
 
 
 def make_lb(**over: Any) -> LoadBalancer:
