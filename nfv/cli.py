@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
 from common.cli import Output, api_get, default_state_dir
 from common.contract import PLACEMENT_KEYS, VNF_KINDS
@@ -41,6 +40,8 @@ def load_config(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as e:
         raise typer.BadParameter(f"{path}: {e.strerror}") from e
+    import yaml  # here, not at the top: every sdnctl command would pay ~10 ms for it
+
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:
