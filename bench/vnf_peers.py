@@ -73,6 +73,7 @@ from bench.vnf_pps import (
     topology,
     worker,
 )
+from testing.harness import stop_process
 
 # The routed side: nf8-v is 10.9.0.254 towards nf8-a and 10.9.2.254 towards nf8-b.
 ROUTER_A, ROUTER_B = "10.9.0.254", "10.9.2.254"
@@ -220,12 +221,7 @@ def process(argv: list[str], ready: str | None = None) -> Iterator[subprocess.Po
                 raise RuntimeError(f"{argv[3:]} did not start: {line}")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextlib.contextmanager

@@ -417,12 +417,9 @@ def worker(kind: str, config: dict[str, Any], mode: str) -> Iterator[Worker]:
                 time.sleep(0.05)
             yield w
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            from testing.harness import stop_process  # here: the generator never needs it
+
+            stop_process(proc)
         w.final = w.stats()
 
 

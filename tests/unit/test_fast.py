@@ -11,6 +11,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
+from scapy.utils import checksum
 
 from nfv.datapath import _fast, compiled, rewrite
 from nfv.datapath.packet import OK, PROTO_TCP, PROTO_UDP, Parser, PyParser
@@ -189,12 +190,8 @@ def parsed(raw: bytes) -> Parser:
 
 
 def ones(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+    """The ones' complement sum (scapy's checksum is its complement)."""
+    return ~checksum(data) & 0xFFFF
 
 
 def ip_sum(raw: bytes) -> int:
