@@ -1,4 +1,4 @@
-"""The compiled VNF ring loop; everything else is declared in pyproject.toml."""
+"""The compiled VNF hot path; everything else is declared in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -7,7 +7,7 @@ setup(
         Extension(
             "nfv.datapath._fast",
             ["nfv/datapath/_fast.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
         )
     ]
 )

@@ -40,7 +40,6 @@
 
 typedef struct {
     uint8_t *base;
-    Py_ssize_t size;
     int fd;
     Py_ssize_t tx_base;
     uint32_t tx_slots, slot_size, tx_cur, queued, wrong_format;
@@ -125,8 +124,8 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *result = NULL;
     uint8_t *ring = sbuf.buf;
     uint8_t *scr = scratch.buf;
-    tx_ring out = {dbuf.buf, dbuf.len, dst_fd, dst_tx_base, dst_tx_slots, slot_size, dst_tx_cur, 0, 0};
-    tx_ring back = {sbuf.buf, sbuf.len, src_fd, src_tx_base, src_tx_slots, slot_size, src_tx_cur, 0, 0};
+    tx_ring out = {dbuf.buf, dst_fd, dst_tx_base, dst_tx_slots, slot_size, dst_tx_cur, 0, 0};
+    tx_ring back = {sbuf.buf, src_fd, src_tx_base, src_tx_slots, slot_size, src_tx_cur, 0, 0};
     unsigned long long rx = 0, rx_bytes = 0, fwd = 0, fwd_bytes = 0, nback = 0, back_bytes = 0;
     unsigned long long dropped = 0, errors = 0;
     int slow = 0;
