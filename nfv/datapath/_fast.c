@@ -698,7 +698,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fast", "The VNF hot path in C (see _fast.c).", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fast",
+    .m_doc = "The VNF hot path in C (see _fast.c).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__fast(void) {
