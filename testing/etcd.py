@@ -74,7 +74,12 @@ class EtcdCluster:
                      "--listen-peer-urls", member.peer_url,
                      "--initial-advertise-peer-urls", member.peer_url,
                      "--initial-cluster", initial, "--initial-cluster-state", "new",
-                     "--initial-cluster-token", self.dir.name, *self._tls_flags()],
+                     "--initial-cluster-token", self.dir.name,
+                     # On loopback: elect a new etcd leader within ~0.5 s of losing one, well
+                     # inside the 2 s controller leases the tests use (etcd's defaults, 100
+                     # and 1000 ms, can hold every request for about a lease).
+                     "--heartbeat-interval", "50", "--election-timeout", "400",
+                     *self._tls_flags()],
                     stdout=log, stderr=subprocess.STDOUT)
                 log.close()
             wait_until(lambda: all(m.healthy() for m in self.members), 30,

@@ -25,6 +25,7 @@ FORWARD_TIMEOUT = 120.0  # an apply waits for every switch's barrier
 FORWARD_SLOTS = 8  # forwards at once: each holds an OS thread (eventlet's pool has 20,
 # which compiling and etcd need too) until the leader answers
 FORWARDED = "X-Sdn-Forwarded-By"
+NOT_LEADER = "X-Sdn-Not-Leader"  # on a forwarded request's refusal: nothing ran, send again
 LOCAL = {("GET", "/v1/policy"), ("GET", "/v1/policy/history"), ("GET", "/v1/health"),
          ("GET", "/v1/cluster"), ("GET", "/metrics"), ("GET", "/v1/view"),
          ("GET", "/v1/events")}
@@ -46,7 +47,8 @@ class LeaderForward:
             raise falcon.HTTPServiceUnavailable(
                 title="not the leader",
                 description=f"{req.get_header(FORWARDED)} forwarded this request here, but "
-                            "this controller no longer leads; retry")
+                            "this controller no longer leads; retry",
+                headers={NOT_LEADER: self.member.node})
         # Parsed, not read raw: falcon keeps the parsed body for the resource in case
         # this controller is elected while the request waits.
         body = req.get_media(default_when_empty=None) if req.content_length else None
@@ -58,6 +60,10 @@ class LeaderForward:
             leader = self.member.known_leader()
             if leader is not None and leader.node != self.member.node and leader.api:
                 answer, tried = self._forward(req, leader, body)
+                if answer is not None and answer.headers.get(NOT_LEADER):
+                    # Refused before anything ran (it had just lost its lease, e.g. while
+                    # etcd elected a leader of its own): wait for the next leader, maybe it.
+                    answer, tried = None, f"{leader.node} no longer led when it got it"
                 if answer is not None:
                     resp.status = falcon.code_to_http_status(answer.status_code)
                     resp.content_type = answer.headers.get("Content-Type", falcon.MEDIA_JSON)

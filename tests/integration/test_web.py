@@ -57,6 +57,10 @@ def test_the_web_view_follows_the_network_live(controller, tmp_path):
                        and browser.eval("cy.edges('.chain').length") == 1, 30,
                        what="the chain drawn")
             assert browser.eval("window.firstLoad === performance.timeOrigin")  # no reload
+            # mon fails open: until it runs, the chain (and so the trace) goes around it
+            wait_until(lambda: all(v["state"] == "running"
+                                   for v in controller.get("/v1/vnfs")["vnfs"]), 20,
+                       what="fw and mon running")
 
             browser.eval("""(() => { const f = document.getElementById('trace-form');
                 f.src.value = '10.0.0.1'; f.dst.value = '10.0.0.3'; f.proto.value = 'tcp';
