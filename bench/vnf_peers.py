@@ -50,6 +50,7 @@ from bench.vnf_pps import (
     BACKEND_PORT,
     BACKENDS,
     CLIENT_IP,
+    DIRECT,
     IF_A,
     IF_B,
     IF_VA,
@@ -276,42 +277,36 @@ def ping_ms(dst: str, pings: int) -> float:
 
 def one_round(seconds: float, tcp_seconds: float, flows: int, pings: int) -> dict[str, Any]:
     """Every row once; returns {row: {figure: value}}."""
-    routed_flood = Target(va_mac(), FLOOD_DST, SERVER_PORT, {FLOOD_DST: SERVER_MAC}, SERVER_PORT)
-    routed_vip = Target(va_mac(), NFT_VIP, 80, {ip: mac for ip, mac in NFT_BACKENDS.items()},
-                        BACKEND_PORT)  # fmt: skip
-    l2_flood = Target(SERVER_MAC, "10.9.0.2", SERVER_PORT, {"10.9.0.2": SERVER_MAC}, SERVER_PORT)
+    router_mac = va_mac()
+    routed_flood = Target(router_mac, FLOOD_DST, SERVER_PORT, {FLOOD_DST: SERVER_MAC}, SERVER_PORT)
+    routed_vip = Target(router_mac, NFT_VIP, 80, dict(NFT_BACKENDS), BACKEND_PORT)
     flood = lambda target: measure(seconds, flows, target, sample=500)["pps"]  # noqa: E731
+
+    def path(target: Target, server: str, connect: bool = True) -> dict[str, float]:
+        """Flood, round trip and TCP through whatever is in nf8-v to `server` (and connects)."""
+        row = {"pps": flood(target), "rtt_ms": ping_ms(server, pings),
+               "tcp_gbps": tcp_gbps(server, IPERF_PORT, tcp_seconds)}  # fmt: skip
+        if connect:
+            row["connect_ms"] = connect_ms(server, CONNECT_PORT)
+        return row
+
     rows: dict[str, Any] = {}
     with bridge():
-        rows["bridge"] = {
-            "pps": flood(l2_flood), "rtt_ms": ping_ms(PING_B, pings),
-            "tcp_gbps": tcp_gbps(PING_B, IPERF_PORT, tcp_seconds),
-            "connect_ms": connect_ms(PING_B, CONNECT_PORT),
-        }  # fmt: skip
-    with worker("forward", {}, "ring") as _w:
-        rows["ours_forward"] = {"pps": flood(l2_flood)}
-    with worker("firewall", OUR_FIREWALL, "ring") as _w:
-        rows["ours_firewall"] = {
-            "pps": flood(l2_flood), "rtt_ms": ping_ms(PING_B, pings),
-            "tcp_gbps": tcp_gbps(PING_B, IPERF_PORT, tcp_seconds),
-        }  # fmt: skip
+        rows["bridge"] = path(DIRECT, PING_B)
+    with worker("forward", {}, "ring"):
+        rows["ours_forward"] = {"pps": flood(DIRECT)}
+    with worker("firewall", OUR_FIREWALL, "ring"):
+        rows["ours_firewall"] = path(DIRECT, PING_B, connect=False)
     with worker("loadbalancer", OUR_LB_FLOOD, "ring") as w:
         seed_backends(w)
         rows["ours_lb"] = {"pps": flood(TO_VIP)}
-    with worker("loadbalancer", OUR_LB_TCP, "ring") as _w:
+    with worker("loadbalancer", OUR_LB_TCP, "ring"):
         rows["ours_lb"]["tcp_gbps"] = tcp_gbps(OUR_VIP, IPERF_PORT, tcp_seconds)
         rows["ours_lb"]["connect_ms"] = connect_ms(OUR_VIP, CONNECT_PORT)
     with router():
-        rows["router"] = {
-            "pps": flood(routed_flood), "rtt_ms": ping_ms(SERVER_B, pings),
-            "tcp_gbps": tcp_gbps(SERVER_B, IPERF_PORT, tcp_seconds),
-            "connect_ms": connect_ms(SERVER_B, CONNECT_PORT),
-        }  # fmt: skip
+        rows["router"] = path(routed_flood, SERVER_B)
     with router(NFT_FIREWALL):
-        rows["nft_firewall"] = {
-            "pps": flood(routed_flood), "rtt_ms": ping_ms(SERVER_B, pings),
-            "tcp_gbps": tcp_gbps(SERVER_B, IPERF_PORT, tcp_seconds),
-        }  # fmt: skip
+        rows["nft_firewall"] = path(routed_flood, SERVER_B, connect=False)
     with router(NFT_DNAT):
         rows["nft_dnat"] = {
             "pps": flood(routed_vip), "tcp_gbps": tcp_gbps(NFT_VIP, IPERF_PORT, tcp_seconds),

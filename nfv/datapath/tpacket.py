@@ -127,8 +127,8 @@ class Dataplane:
         for arm in self.arms:
             poller.register(arm.sock.fileno(), select.POLLIN | select.POLLERR)
         ingress, egress = self.arms
-        drains = {"recv": self._drain_recv, "ring": self._drain_fast}
-        drain = drains.get(self.mode, self._drain_ring)
+        drain = (self._drain_recv if self.mode == "recv"
+                 else self._drain_fast if self.compiled else self._drain_ring)
         interval = self.tick_interval
         next_tick = time.monotonic() + interval
         while self._running:
@@ -268,9 +268,7 @@ class Dataplane:
 
     def _drain_fast(self, src: Arm, dst: Arm) -> int:
         """`_drain_ring` in C (same counters); frames that need care are handed to
-        `_slow_frame` one at a time."""
-        if not self.compiled:
-            return self._drain_ring(src, dst)
+        `_slow_frame` one at a time. Only where `compiled` holds."""
         now = time.monotonic()
         (cur, src.tx_cur, dst.tx_cur, rx, rx_bytes, fwd, fwd_bytes, back, back_bytes, dropped,
          errors, src_wrong, dst_wrong, slow) = fast.drain(
