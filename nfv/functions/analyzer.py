@@ -2,7 +2,8 @@
 
 Records follow Zeek's conn.log (field names, ``history``, ``conn_state``) with IPFIX's
 export model (``end_reason``: idle timeout, active timeout, end of connection by FIN or
-RST). The side that sent a flow's first packet is its originator.
+RST). The side that sent a flow's first packet is its originator. TCP byte counts are the
+sequence space each side covered, as Zeek's are: a retransmission is not counted twice.
 
 Cost model: the per-packet path is a parse, one dict lookup and a handful of integer
 updates on preallocated lists; it allocates nothing that outlives the packet except a new
@@ -153,10 +154,13 @@ class Analyzer:
         rec.pkts[d] += 1
         rec.l2_bytes[d] += length
         rec.ip_bytes[d] += p.ip_len
-        rec.payload[d] += payload
         rec.end = now
         ev = EV_DATA if payload else 0
-        if proto == TCP:
+        if proto != TCP:
+            rec.payload[d] += payload
+        else:
+            # A fragment's payload has no place in sequence space: it is counted as is.
+            rec.payload[d] += rec.tcp_bytes(d, p.tcp_seq, payload, flags) if not p.frag else payload
             rec.flags[d] |= flags
             # Zeek's "a" is a pure ACK: a segment with data counts as "d" only.
             ev |= EVENT_TABLE[flags] & ~EV_ACK if payload else EVENT_TABLE[flags]

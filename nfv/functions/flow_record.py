@@ -149,6 +149,7 @@ class FlowRecord:
         "resp_h",
         "resp_p",
         "segment",
+        "seq_top",
         "start",
         "uid",
         "ver",
@@ -178,6 +179,7 @@ class FlowRecord:
         self.history = ""
         self.closed_at = 0.0
         self.due = 0.0
+        self.seq_top = [-1, -1]  # next TCP sequence number after the furthest byte seen
         self.restart(now)
 
     def restart(self, now: float) -> None:
@@ -188,6 +190,20 @@ class FlowRecord:
         self.ip_bytes = [0, 0]
         self.payload = [0, 0]
 
+    def tcp_bytes(self, d: int, seq: int, payload: int, flags: int) -> int:
+        """Payload bytes this segment adds in sequence space, as Zeek counts them: a
+        retransmission adds nothing, a gap the sender skipped past counts once it is
+        passed (so a capture that missed segments still reports what was sent)."""
+        top = self.seq_top[d]
+        if top < 0:
+            self.seq_top[d] = (seq + (flags & SYN) // SYN + payload) & 0xFFFFFFFF
+            return payload
+        ahead = (seq + payload - top) & 0xFFFFFFFF
+        if not payload or ahead == 0 or ahead >= 0x80000000:
+            return 0
+        self.seq_top[d] = (top + ahead) & 0xFFFFFFFF
+        return ahead
+
     def note(self, events: int, d: int) -> None:
         """Record history events not seen before in direction ``d`` (rare: at most 7)."""
         new = events & ~self.events[d]
@@ -195,7 +211,8 @@ class FlowRecord:
         self.history += _HISTORY[d][new]
 
     def to_dict(self, reason: str, epoch_offset: float) -> dict[str, Any]:
-        """The exported record (Zeek conn.log names; bytes = L4 payload as in Zeek)."""
+        """The exported record (Zeek conn.log names; bytes = L4 payload as in Zeek: for TCP
+        the sequence space covered, so retransmissions do not count twice)."""
         o, r = self.events
         return {
             "ts": self.start + epoch_offset,

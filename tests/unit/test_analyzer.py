@@ -30,15 +30,21 @@ def feed(an: Analyzer, pkt: Packet | bytes, now: float, side: Side = Side.INGRES
     return len(raw)
 
 
-def c2s(flags: str, load: bytes = b"", **kw: Any) -> Packet:
+def c2s(flags: str, load: bytes = b"", seq: int = 0, **kw: Any) -> Packet:
     pkt = (
-        Ether(src=CMAC, dst=SMAC) / IP(src=C, dst=S, **kw) / TCP(sport=40000, dport=80, flags=flags)
+        Ether(src=CMAC, dst=SMAC)
+        / IP(src=C, dst=S, **kw)
+        / TCP(sport=40000, dport=80, flags=flags, seq=seq)
     )
     return pkt / Raw(load) if load else pkt
 
 
-def s2c(flags: str, load: bytes = b"") -> Packet:
-    pkt = Ether(src=SMAC, dst=CMAC) / IP(src=S, dst=C) / TCP(sport=80, dport=40000, flags=flags)
+def s2c(flags: str, load: bytes = b"", seq: int = 0) -> Packet:
+    pkt = (
+        Ether(src=SMAC, dst=CMAC)
+        / IP(src=S, dst=C)
+        / TCP(sport=80, dport=40000, flags=flags, seq=seq)
+    )
     return pkt / Raw(load) if load else pkt
 
 
@@ -50,17 +56,18 @@ def only_record(an: Analyzer) -> dict[str, Any]:
 def test_tcp_connection_counts_flags_history_and_fin_end(tmp_path: Path) -> None:
     export = tmp_path / "flows.jsonl"
     an = Analyzer({"idle_timeout": "15s", "active_timeout": "60s", "export_path": str(export)})
+    ci, si = 1000, 0xFFFFFF00  # the server's sequence numbers wrap around during the flow
     script = [
-        (c2s("S"), 0),
-        (s2c("SA"), 1),
-        (c2s("A"), 0),
-        (c2s("PA", b"x" * 100), 0),
-        (s2c("PA", b"y" * 1000), 1),
-        (s2c("PA", b"z" * 500), 1),
-        (c2s("A"), 0),
-        (c2s("FA"), 0),
-        (s2c("FA"), 1),
-        (c2s("A"), 0),
+        (c2s("S", seq=ci), 0),
+        (s2c("SA", seq=si), 1),
+        (c2s("A", seq=ci + 1), 0),
+        (c2s("PA", b"x" * 100, seq=ci + 1), 0),
+        (s2c("PA", b"y" * 1000, seq=si + 1), 1),
+        (s2c("PA", b"z" * 500, seq=(si + 1001) & 0xFFFFFFFF), 1),
+        (c2s("A", seq=ci + 101), 0),
+        (c2s("FA", seq=ci + 101), 0),
+        (s2c("FA", seq=(si + 1501) & 0xFFFFFFFF), 1),
+        (c2s("A", seq=ci + 102), 0),
     ]
     sent = {0: [0, 0, 0], 1: [0, 0, 0]}  # pkts, l2 bytes, ip bytes
     t = 100.0
@@ -94,6 +101,38 @@ def test_tcp_connection_counts_flags_history_and_fin_end(tmp_path: Path) -> None
     assert [json.loads(x) for x in lines] == [rec]
     assert an.counters()["flows_exported"]["fin"] == 1
     an.close()
+
+
+def test_tcp_bytes_are_sequence_space_so_retransmissions_count_once() -> None:
+    """Zeek's orig/resp_bytes: a retransmitted segment adds nothing, a segment the capture
+    missed counts once the sender has moved past it, and a connection seen mid-stream counts
+    from its first segment."""
+    an = Analyzer({})
+    si = 5000
+    feed(an, c2s("S", seq=1), 1.0)
+    feed(an, s2c("SA", seq=si), 1.0)
+    for seq, size in [
+        (si + 1, 1000),  # 1000
+        (si + 1, 1000),  # retransmitted whole: 0
+        (si + 1001, 500),  # 500
+        (si + 1001, 1000),  # overlaps the last 500 sent: 500 new
+        (si + 2501, 1000),  # skips 2001..2500 (lost before us): 500 + 1000
+        (si + 1, 3500),  # everything again, in one segment: 0
+        (si + 2001, 500),  # the lost segment, retransmitted: already counted
+        (si + 3001, 0),  # a pure ACK: nothing
+    ]:
+        feed(an, s2c("PA" if size else "A", b"d" * size, seq=seq), 1.1)
+    feed(an, c2s("R", seq=2), 1.2)
+    an.tick(1.2 + CLOSE_LINGER + 0.1)
+    rec = only_record(an)
+    assert rec["resp_bytes"] == 3500 and rec["resp_pkts"] == 9
+
+    mid = Analyzer({})
+    feed(mid, s2c("PA", b"m" * 700, seq=0xFFFFFF00), 2.0)
+    feed(mid, s2c("PA", b"m" * 700, seq=0xFFFFFF00), 2.1)
+    feed(mid, s2c("PA", b"m" * 300, seq=(0xFFFFFF00 + 700) & 0xFFFFFFFF), 2.2)
+    mid.tick(2.2 + 16.0)
+    assert only_record(mid)["orig_bytes"] == 1000
 
 
 def test_originator_is_the_first_sender() -> None:
