@@ -97,6 +97,13 @@ class Arm:
     tx_slots: int = 0
     tx_cur: int = 0
     tx_queued: int = 0  # slots handed to the kernel since the last flush
+    # A second socket on the interface that only sends, without a ring: the C loop sends
+    # full-size frames through it (see _fast.c); None where there is no TX ring.
+    send_sock: socket.socket | None = None
+
+    @property
+    def send_fd(self) -> int:
+        return self.send_sock.fileno() if self.send_sock is not None else -1
 
     def put(self, frame: memoryview) -> None:
         """Queue `frame` in the next TX slot, as `socket.send` would send it: ENOBUFS when
@@ -146,7 +153,23 @@ class Arm:
         if self.ring is not None:
             self.ring.close()
             self.ring = None
+        if self.send_sock is not None:
+            self.send_sock.close()
+            self.send_sock = None
         self.sock.close()
+
+
+def open_send_socket(name: str) -> socket.socket:
+    """A packet socket on `name` that sends and never receives (protocol 0)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        sock.bind((name, 0))
+        sock.setblocking(False)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
 
 
 def open_arm(name: str, side: Side, ring: RingConfig | None) -> Arm:
@@ -167,6 +190,8 @@ def open_arm(name: str, side: Side, ring: RingConfig | None) -> Arm:
         mreq = struct.pack("=iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
         sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
         sock.setblocking(False)
+        if arm.tx_base >= 0:
+            arm.send_sock = open_send_socket(name)
         return arm
     except BaseException:
         sock.close()

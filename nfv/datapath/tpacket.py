@@ -272,7 +272,8 @@ class Dataplane:
         now = time.monotonic()
         (cur, src.tx_cur, dst.tx_cur, rx, rx_bytes, fwd, fwd_bytes, back, back_bytes, dropped,
          errors, src_wrong, dst_wrong, slow) = fast.drain(
-            (src.mv, src.sock.fileno()), (dst.mv, dst.sock.fileno()), src.cur, src.rx_slots,
+            (src.mv, src.sock.fileno(), src.send_fd), (dst.mv, dst.sock.fileno(), dst.send_fd),
+            src.cur, src.rx_slots,
             (src.tx_base, src.tx_slots, src.slot_size, src.tx_cur),
             (dst.tx_base, dst.tx_slots, dst.slot_size, dst.tx_cur),
             self._scratch, self._view, self.function.process, src.side, now, RING_BATCH,
