@@ -151,28 +151,42 @@ static int put(tx_ring *t, const uint8_t *frame, uint32_t n) {
     return 0;
 }
 
+/* The flow cache (below, after the parser it uses). */
+static PyTypeObject FlowCacheType;
+static int fc_lookup_obj(PyObject *c, const uint8_t *frame, Py_ssize_t n, double now);
+static void fc_commit_obj(PyObject *c, long verdict);
+
 static int get_ring(PyObject *mv, Py_buffer *view) {
     return PyObject_GetBuffer(mv, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
 }
 
 PyDoc_STRVAR(drain_doc,
-"drain(src, dst, cur, rx_slots, src_tx, dst_tx, scratch, view, process, side, now, batch)\n"
+"drain(src, dst, cur, rx_slots, src_tx, dst_tx, scratch, view, process, side, now, batch, cache)\n"
 "src/dst: (writable buffer of the arm's mapping, fd, send fd or -1); src_tx/dst_tx: (tx_base, tx_slots,\n"
 "slot_size, tx_cur). Returns (cur, src_tx_cur, dst_tx_cur, rx, rx_bytes, fwd, fwd_bytes,\n"
 "back, back_bytes, dropped, errors, src_wrong_format, dst_wrong_format, slow), `slow` true\n"
-"when the walk stopped at a frame the Python side must handle.");
+"when the walk stopped at a frame the Python side must handle. `cache`: the function's\n"
+"FlowCache or None; frames it takes are forwarded without calling `process`.");
 
 static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *src_mv, *dst_mv, *scratch_obj, *view, *process, *side, *now;
+    PyObject *src_mv, *dst_mv, *scratch_obj, *view, *process, *side, *now, *cache;
     int src_fd, dst_fd, src_send_fd, dst_send_fd;
     unsigned int cur, rx_slots, batch;
     Py_ssize_t src_tx_base, dst_tx_base;
     unsigned int src_tx_slots, dst_tx_slots, slot_size, src_tx_cur, dst_tx_cur;
-    if (!PyArg_ParseTuple(args, "(Oii)(Oii)II(nIII)(nIII)OOOOOI:drain", &src_mv, &src_fd,
+    if (!PyArg_ParseTuple(args, "(Oii)(Oii)II(nIII)(nIII)OOOOOIO:drain", &src_mv, &src_fd,
                           &src_send_fd, &dst_mv, &dst_fd, &dst_send_fd, &cur, &rx_slots, &src_tx_base, &src_tx_slots, &slot_size,
                           &src_tx_cur, &dst_tx_base, &dst_tx_slots, &slot_size, &dst_tx_cur,
-                          &scratch_obj, &view, &process, &side, &now, &batch))
+                          &scratch_obj, &view, &process, &side, &now, &batch, &cache))
         return NULL;
+    if (cache == Py_None) {
+        cache = NULL;
+    } else if (!PyObject_TypeCheck(cache, &FlowCacheType)) {
+        PyErr_SetString(PyExc_TypeError, "drain: cache must be a FlowCache or None");
+        return NULL;
+    }
+    double now_s = PyFloat_AsDouble(now);
+    if (now_s == -1.0 && PyErr_Occurred()) return NULL;
     Py_buffer sbuf, dbuf, scratch;
     if (get_ring(src_mv, &sbuf) < 0) return NULL;
     if (get_ring(dst_mv, &dbuf) < 0) { PyBuffer_Release(&sbuf); return NULL; }
@@ -212,6 +226,25 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
             slow = 1;
             break;
         }
+        if (cache != NULL) {
+            int hit = fc_lookup_obj(cache, hdr + mac, snap, now_s);
+            if (hit < 0) goto done;
+            if (hit) { /* forwarded as it is, straight from the RX slot */
+                int rc = put(&out, hdr + mac, snap);
+                wr32_release(hdr + H_STATUS, TP_STATUS_KERNEL);
+                cur = cur + 1 == rx_slots ? 0 : cur + 1;
+                rx++;
+                rx_bytes += snap;
+                if (rc < 0) goto done;
+                if (rc > 0) {
+                    errors++;
+                } else {
+                    fwd++;
+                    fwd_bytes += snap;
+                }
+                continue;
+            }
+        }
         memcpy(scr, hdr + mac, snap);
         wr32_release(hdr + H_STATUS, TP_STATUS_KERNEL);
         cur = cur + 1 == rx_slots ? 0 : cur + 1;
@@ -234,6 +267,7 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "process must return (verdict, length in scratch)");
             goto done;
         }
+        if (cache != NULL) fc_commit_obj(cache, verdict);
         if (verdict == 1) {
             dropped++;
             continue;
@@ -673,6 +707,270 @@ static PyTypeObject ParserType = {
     .tp_members = parser_members,
 };
 
+/* ---- FlowCache ------------------------------------------------------------------------------- */
+
+/* Established TCP connections the C loop forwards without calling the firewall. A hit does on the
+ * conntrack Entry itself what ConnTrack._tcp's first branch and Firewall.process do for a segment
+ * of an established connection with only ACK among SYN/ACK/FIN/RST: the direction's sequence end,
+ * the packet and byte counts and the deadline are written, the verdict is forward. So the table
+ * stays exact and Python never has to sync anything back. A slot is checked on every hit (the
+ * entry not removed, still ESTABLISHED, not past its deadline); anything else goes to Python.
+ * Slots are filled only when the firewall offers an entry for the frame it just forwarded
+ * (`offer`), and a new flow simply overwrites whatever shared its slot. */
+
+#define FC_SLOTS (1u << 14)
+#define SEQ_MASK 0xFFFFFFFFull
+
+typedef struct {
+    uint64_t src_hi, src_lo, dst_hi, dst_lo;
+    uint32_t ports; /* sport << 16 | dport */
+    uint8_t ver, dir;
+    PyObject *entry; /* NULL: an empty slot */
+} fc_slot;
+
+typedef struct {
+    PyObject_HEAD
+    fc_slot *slots;
+    long established; /* the Entry state value that qualifies */
+    double timeout;   /* the ESTABLISHED timeout: a hit's new deadline is now + timeout */
+    unsigned long long hits;
+    PyObject *offer;  /* offered by the function for the frame being processed */
+    int offer_dir;
+    fc_slot pending;  /* the key of the last frame that missed, where an offer would go */
+    uint32_t pending_at;
+    int pending_ok;
+} FlowCacheObject;
+
+static PyObject *s_dead, *s_state, *s_expires, *s_end, *s_packets, *s_bytes;
+
+static void fc_clear_slot(fc_slot *s) {
+    Py_CLEAR(s->entry);
+}
+
+static int fc_same(const fc_slot *a, const fc_slot *b) {
+    return a->src_lo == b->src_lo && a->dst_lo == b->dst_lo && a->ports == b->ports &&
+           a->src_hi == b->src_hi && a->dst_hi == b->dst_hi && a->ver == b->ver;
+}
+
+/* Add `delta` to the int attribute `name` of `e`. */
+static int fc_add(PyObject *e, PyObject *name, uint64_t delta) {
+    PyObject *old = PyObject_GetAttr(e, name);
+    if (old == NULL) return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(old);
+    Py_DECREF(old);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    PyObject *new_ = PyLong_FromUnsignedLongLong(v + delta);
+    if (new_ == NULL) return -1;
+    int rc = PyObject_SetAttr(e, name, new_);
+    Py_DECREF(new_);
+    return rc;
+}
+
+/* Whether the slot's entry may take this frame: 1 yes, 0 no (the slot is emptied when the entry
+ * can never qualify again), -1 a Python error. */
+static int fc_valid(FlowCacheObject *c, fc_slot *s, double now) {
+    PyObject *e = s->entry;
+    PyObject *v = PyObject_GetAttr(e, s_dead);
+    if (v == NULL) return -1;
+    int dead = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (dead < 0) return -1;
+    v = PyObject_GetAttr(e, s_state);
+    if (v == NULL) return -1;
+    long state = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (state == -1 && PyErr_Occurred()) return -1;
+    if (dead || state != c->established) {
+        fc_clear_slot(s);
+        return 0;
+    }
+    v = PyObject_GetAttr(e, s_expires);
+    if (v == NULL) return -1;
+    double expires = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    if (expires == -1.0 && PyErr_Occurred()) return -1;
+    return expires > now;
+}
+
+/* The frame's fast path: 1 done (forward it), 0 not for the cache (call the function), -1 a
+ * Python error. Remembers a qualifying frame's key for `fc_commit`. */
+static int fc_lookup(FlowCacheObject *c, const uint8_t *frame, Py_ssize_t n, double now) {
+    Py_CLEAR(c->offer);
+    c->pending_ok = 0;
+    parse_t r;
+    memset(r.v, 0, sizeof r.v);
+    memset(r.hi, 0, sizeof r.hi);
+    r.b = frame;
+    r.len = n;
+    if (parse_frame(&r, n) != OK || !r.v[F_IP_VER] || r.v[F_PROTO] != PROTO_TCP ||
+        r.v[F_FRAG] != FRAG_NONE || (r.v[F_TCP_FLAGS] & 0x17) != 0x10) /* FIN SYN RST ACK: ACK */
+        return 0;
+    fc_slot *k = &c->pending;
+    k->src_hi = r.hi[F_SRC];
+    k->src_lo = r.v[F_SRC];
+    k->dst_hi = r.hi[F_DST];
+    k->dst_lo = r.v[F_DST];
+    k->ports = (uint32_t)(r.v[F_SPORT] << 16 | r.v[F_DPORT]);
+    k->ver = (uint8_t)r.v[F_IP_VER];
+    uint64_t h = (k->src_lo ^ k->src_hi * 31) * 0x9E3779B97F4A7C15ull;
+    h ^= (k->dst_lo ^ k->dst_hi * 31 ^ k->ports) * 0xC2B2AE3D27D4EB4Full;
+    c->pending_at = (uint32_t)(h >> 40) & (FC_SLOTS - 1);
+    c->pending_ok = 1;
+    fc_slot *s = &c->slots[c->pending_at];
+    if (s->entry == NULL || !fc_same(s, k)) return 0;
+    int ok = fc_valid(c, s, now);
+    if (ok <= 0) return ok;
+    PyObject *e = s->entry;
+    Py_INCREF(e); /* the attribute writes below may run Python code that empties the slot */
+    int rc = -1;
+    PyObject *end = PyObject_GetAttr(e, s_end);
+    if (end == NULL) goto out;
+    if (!PyList_CheckExact(end) || PyList_GET_SIZE(end) != 2) {
+        PyErr_SetString(PyExc_TypeError, "FlowCache: an entry's end must be a list of two");
+        Py_DECREF(end);
+        goto out;
+    }
+    PyObject *seq_end = PyLong_FromUnsignedLongLong((r.v[F_TCP_SEQ] + r.v[F_PAYLOAD_LEN]) & SEQ_MASK);
+    if (seq_end == NULL) {
+        Py_DECREF(end);
+        goto out;
+    }
+    PyList_SetItem(end, s->dir, seq_end); /* steals seq_end */
+    Py_DECREF(end);
+    if (fc_add(e, s_packets, 1) < 0 || fc_add(e, s_bytes, r.v[F_IP_LEN]) < 0) goto out;
+    PyObject *expires = PyFloat_FromDouble(now + c->timeout);
+    if (expires == NULL) goto out;
+    rc = PyObject_SetAttr(e, s_expires, expires);
+    Py_DECREF(expires);
+    if (rc == 0) {
+        c->hits++;
+        rc = 1;
+    }
+out:
+    Py_DECREF(e);
+    return rc;
+}
+
+/* After the function forwarded the frame `fc_lookup` missed: file the entry it offered. */
+static void fc_commit(FlowCacheObject *c, long verdict) {
+    PyObject *e = c->offer;
+    c->offer = NULL;
+    if (e == NULL) return;
+    if (verdict == 0 && c->pending_ok) {
+        fc_slot *s = &c->slots[c->pending_at];
+        PyObject *old = s->entry;
+        *s = c->pending;
+        s->dir = (uint8_t)c->offer_dir;
+        s->entry = e; /* the reference the offer held */
+        Py_XDECREF(old);
+        return;
+    }
+    Py_DECREF(e);
+}
+
+static PyObject *fc_offer(FlowCacheObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "offer(entry, reply)");
+        return NULL;
+    }
+    int reply = PyObject_IsTrue(args[1]);
+    if (reply < 0) return NULL;
+    Py_XSETREF(self->offer, Py_NewRef(args[0]));
+    self->offer_dir = reply;
+    Py_RETURN_NONE;
+}
+
+static PyObject *fc_forward(FlowCacheObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "forward(buf, length, now)");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    if (length == -1 && PyErr_Occurred()) return NULL;
+    double now = PyFloat_AsDouble(args[2]);
+    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    int rc = fc_lookup(self, view.buf, length < view.len ? length : view.len, now);
+    PyBuffer_Release(&view);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *fc_settle(FlowCacheObject *self, PyObject *verdict) {
+    long v = PyLong_AsLong(verdict);
+    if (v == -1 && PyErr_Occurred()) return NULL;
+    fc_commit(self, v);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fc_len(FlowCacheObject *self, PyObject *Py_UNUSED(ignored)) {
+    Py_ssize_t n = 0;
+    for (uint32_t i = 0; i < FC_SLOTS; i++) n += self->slots[i].entry != NULL;
+    return PyLong_FromSsize_t(n);
+}
+
+static int fc_init(FlowCacheObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"established", "timeout", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ld:FlowCache", kwlist, &self->established,
+                                     &self->timeout))
+        return -1;
+    if (self->slots == NULL) {
+        self->slots = PyMem_Calloc(FC_SLOTS, sizeof(fc_slot));
+        if (self->slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void fc_dealloc(FlowCacheObject *self) {
+    if (self->slots != NULL) {
+        for (uint32_t i = 0; i < FC_SLOTS; i++) fc_clear_slot(&self->slots[i]);
+        PyMem_Free(self->slots);
+    }
+    Py_CLEAR(self->offer);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef fc_methods[] = {
+    {"offer", (PyCFunction)(void (*)(void))fc_offer, METH_FASTCALL,
+     "offer(entry, reply): the connection of the frame being processed may be cached."},
+    {"forward", (PyCFunction)(void (*)(void))fc_forward, METH_FASTCALL,
+     "forward(buf, length, now) -> bool: what the C loop does before calling the function;\n"
+     "True when the cache forwarded the frame itself."},
+    {"settle", (PyCFunction)fc_settle, METH_O,
+     "settle(verdict): what the C loop does after the function returned its verdict."},
+    {"occupied", (PyCFunction)fc_len, METH_NOARGS, "occupied() -> filled slots."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef fc_members[] = {
+    {"hits", T_ULONGLONG, offsetof(FlowCacheObject, hits), READONLY,
+     "frames forwarded by the cache"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FlowCacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nfv.datapath._fast.FlowCache",
+    .tp_basicsize = sizeof(FlowCacheObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FlowCache(established, timeout): see _fast.c.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)fc_init,
+    .tp_dealloc = (destructor)fc_dealloc,
+    .tp_methods = fc_methods,
+    .tp_members = fc_members,
+};
+
+static int fc_lookup_obj(PyObject *c, const uint8_t *frame, Py_ssize_t n, double now) {
+    return fc_lookup((FlowCacheObject *)c, frame, n, now);
+}
+
+static void fc_commit_obj(PyObject *c, long verdict) { fc_commit((FlowCacheObject *)c, verdict); }
+
 /* ---- NAT ------------------------------------------------------------------------------------- */
 
 static int field_u64(ParserObject *p, int i, uint64_t *out) {
@@ -785,10 +1083,18 @@ PyMODINIT_FUNC PyInit__fast(void) {
             batches[d].msgs[i].msg_hdr.msg_iovlen = 1;
         }
     }
-    if (PyType_Ready(&ParserType) < 0) return NULL;
+    if (PyType_Ready(&ParserType) < 0 || PyType_Ready(&FlowCacheType) < 0) return NULL;
+    if (!(s_dead = PyUnicode_InternFromString("dead")) ||
+        !(s_state = PyUnicode_InternFromString("state")) ||
+        !(s_expires = PyUnicode_InternFromString("expires")) ||
+        !(s_end = PyUnicode_InternFromString("end")) ||
+        !(s_packets = PyUnicode_InternFromString("packets")) ||
+        !(s_bytes = PyUnicode_InternFromString("bytes")))
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "Parser", (PyObject *)&ParserType) < 0) {
+    if (PyModule_AddObjectRef(m, "Parser", (PyObject *)&ParserType) < 0 ||
+        PyModule_AddObjectRef(m, "FlowCache", (PyObject *)&FlowCacheType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

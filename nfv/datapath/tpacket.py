@@ -277,6 +277,7 @@ class Dataplane:
             (src.tx_base, src.tx_slots, src.slot_size, src.tx_cur),
             (dst.tx_base, dst.tx_slots, dst.slot_size, dst.tx_cur),
             self._scratch, self._view, self.function.process, src.side, now, RING_BATCH,
+            getattr(self.function, "flow_cache", None),
         )  # fmt: skip
         src.cur = cur
         s, d = src.stats, dst.stats

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from common.contract import PLACEMENT_KEYS
+from nfv.datapath.compiled import fast
 from nfv.datapath.function import Side, Verdict
 from nfv.datapath.packet import (
     FRAG_FIRST,
@@ -108,6 +109,11 @@ class Firewall:
         self.non_ip = self.untracked = self.established = self.related = 0
         self.fragments_orphaned = self.reject_failed = self.logs_suppressed = 0
         self.malformed_by_reason = [0] * len(STATUS_NAMES)
+        # Established TCP segments the C ring loop forwards without calling process(); its
+        # hits count as `established` (see _fast.c's FlowCache).
+        self.flow_cache = (
+            fast.FlowCache(ESTABLISHED, self.ct.timeouts["tcp_established"]) if fast else None
+        )
 
     # --- the packet path -----------------------------------------------------------------------
 
@@ -129,6 +135,8 @@ class Firewall:
             self.established += 1
             if ct.settled and self.offload:
                 self._settle()
+            elif self.flow_cache is not None and ct.entry.state == ESTABLISHED:
+                self.flow_cache.offer(ct.entry, ct.reply)
             return _FORWARD, length
         if info == CT_NEW:
             return self._new(frame, length, p, now)
@@ -262,7 +270,8 @@ class Firewall:
         forwarded = established + related + allowed + non_ip + untracked;
         dropped = malformed + invalid + denied + rate_limited + fragments_orphaned."""
         malformed = sum(self.malformed_by_reason)
-        forwarded = self.established + self.related + self.allowed + self.non_ip + self.untracked
+        established = self.established + (self.flow_cache.hits if self.flow_cache else 0)
+        forwarded = established + self.related + self.allowed + self.non_ip + self.untracked
         dropped = (
             malformed + self.invalid + self.denied + self.rate_limited + self.fragments_orphaned
         )
@@ -284,7 +293,7 @@ class Firewall:
             "untracked": self.untracked,
             "new": self.allowed + self.bounced + self.denied + self.rate_limited,
             "allowed": self.allowed,
-            "established": self.established,
+            "established": established,
             "related": self.related,
             "default_hits": self.default_hits,
             "rules": [

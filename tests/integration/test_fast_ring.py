@@ -5,8 +5,9 @@ a0 --veth-- va [Dataplane] vb --veth-- b0, all four in one namespace of ours. Th
 every verdict (forward, drop, bounce: a TCP RST for a rejected port), VLAN-tagged frames (the
 kernel strips the tag into metadata, so they take the slow path, which the C loop hands back to
 Python), ARP, and sizes from 60 to 1514 bytes (the C loop sends the small ones through the TX
-ring and the large ones with sendmmsg, so their interleaving checks that it keeps the order).
-Needs root.
+ring and the large ones with sendmmsg, so their interleaving checks that it keeps the order),
+and a TCP connection sent from both sides, whose established segments the C loop's flow cache
+forwards without the firewall's Python. Needs root.
 """
 
 from __future__ import annotations
@@ -76,6 +77,46 @@ def frames(seed: int) -> list[bytes]:
     return out
 
 
+def conversation(seed: int) -> list[tuple[str, bytes]]:
+    """A TCP connection through the firewall, as (side it is sent from, frame): the handshake,
+    data both ways (its established segments are what the C loop's flow cache forwards), the
+    close, and segments after it (dropped as invalid)."""
+    rng = random.Random(seed)
+    cs, ss = 1000, 0xFFFFFF00  # the server's sequence numbers wrap
+
+    def seg(side: str, flags: str, data: bytes = b"", seq: int | None = None) -> tuple[str, bytes]:
+        a_to_b = side == "a"
+        eth = Ether(src=A_MAC, dst=B_MAC) if a_to_b else Ether(src=B_MAC, dst=A_MAC)
+        ip = IP(src="10.7.0.1", dst="10.7.0.2") if a_to_b else IP(src="10.7.0.2", dst="10.7.0.1")
+        ports = (30000, 80) if a_to_b else (80, 30000)
+        own, peer = (cs, ss) if a_to_b else (ss, cs)
+        tcp = TCP(sport=ports[0], dport=ports[1], flags=flags,
+                  seq=own if seq is None else seq, ack=peer)  # fmt: skip
+        return side, bytes(eth / ip / tcp / Raw(data))
+
+    out = [seg("a", "S")]
+    cs += 1
+    out.append(seg("b", "SA"))
+    ss = (ss + 1) & 0xFFFFFFFF
+    out.append(seg("a", "A"))
+    for burst in range(6):
+        side = "a" if burst % 2 == 0 else "b"
+        for _ in range(rng.randrange(10, 25)):
+            data = rng.randbytes(rng.choice([0, 40, 300, 700, 1400, 1460]))
+            out.append(seg(side, rng.choice(["A", "PA"]), data))
+            if side == "a":
+                cs = (cs + len(data)) & 0xFFFFFFFF
+            else:
+                ss = (ss + len(data)) & 0xFFFFFFFF
+    out.append(seg("a", "FA"))
+    cs += 1
+    out.append(seg("b", "FA"))
+    ss = (ss + 1) & 0xFFFFFFFF
+    out.append(seg("a", "A"))
+    out.append(seg("a", "PA", b"late" * 100, seq=cs + 1000))  # far out of the window: invalid
+    return out
+
+
 @contextlib.contextmanager
 def namespace() -> Iterator[None]:
     if NS in netns.listnetns():
@@ -127,8 +168,10 @@ def received(sock: socket.socket) -> list[bytes]:
     return got
 
 
-def through(mode: str, sent: list[bytes]) -> dict[str, Any]:
-    """Send `sent` from a0 through a firewall Dataplane in `mode`; what came out where."""
+def through(mode: str, sent: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """Send `sent` from a0 or b0 (as each says) through a firewall Dataplane in `mode`; what
+    came out where. Before the sending side changes, the loop has seen every frame so far, so
+    the order across the two arms is the same in every run."""
     a0, b0 = raw_socket("nfr-a0"), raw_socket("nfr-b0")
     fw = Firewall(CONFIG, log=open("/dev/null", "w"))  # noqa: SIM115 - closed with the test
     netns.pushns(NS)
@@ -138,14 +181,19 @@ def through(mode: str, sent: list[bytes]) -> dict[str, Any]:
         netns.popns()
     loop = threading.Thread(target=dp.run, daemon=True)
     loop.start()
-    try:
-        for frame in sent:
-            a0.send(frame)
-            time.sleep(0.0002)  # veths hold a short backlog: do not measure its overflow
+    def wait_seen(count: int) -> None:
         deadline = time.monotonic() + 5
-        while sum(p["rx_packets"] for p in dp.stats().values()) < len(sent):
+        while sum(p["rx_packets"] for p in dp.stats().values()) < count:
             assert time.monotonic() < deadline, f"{mode}: the loop did not see every frame"
-            time.sleep(0.05)
+            time.sleep(0.005)
+
+    try:
+        for i, (side, frame) in enumerate(sent):
+            if i and side != sent[i - 1][0]:
+                wait_seen(i)
+            (a0 if side == "a" else b0).send(frame)
+            time.sleep(0.0002)  # veths hold a short backlog: do not measure its overflow
+        wait_seen(len(sent))
         time.sleep(0.2)
         return {
             "compiled": dp.compiled,
@@ -155,6 +203,7 @@ def through(mode: str, sent: list[bytes]) -> dict[str, Any]:
             "dropped": dp.dropped,
             "bounced": dp.bounced,
             "function": fw.counters(),
+            "cache_hits": fw.flow_cache.hits if fw.flow_cache else 0,
         }
     finally:
         dp.stop()
@@ -166,7 +215,7 @@ def through(mode: str, sent: list[bytes]) -> dict[str, Any]:
 
 
 def test_c_loop_and_python_loop_agree_frame_for_frame() -> None:
-    sent = frames(1)
+    sent = [("a", f) for f in frames(1)] + conversation(2)
     with namespace():
         c, py = through("ring", sent), through("ring-py", sent)
     assert c["compiled"] and not py["compiled"]
@@ -179,6 +228,7 @@ def test_c_loop_and_python_loop_agree_frame_for_frame() -> None:
         del run["function"]["logs_suppressed"]
     for key in ("stats", "dropped", "bounced", "function"):
         assert c[key] == py[key], key
-    assert c["stats"]["ingress"]["rx_packets"] == len(sent)
+    assert c["cache_hits"] > 50 and py["cache_hits"] == 0  # the C loop's flow cache at work
+    assert c["stats"]["ingress"]["rx_packets"] + c["stats"]["egress"]["rx_packets"] == len(sent)
     assert len(c["at_b0"]) == c["stats"]["egress"]["tx_packets"]  # nothing lost on the way
     assert len(c["at_a0"]) == c["stats"]["ingress"]["tx_packets"]
