@@ -153,7 +153,7 @@ static int put(tx_ring *t, const uint8_t *frame, uint32_t n) {
 
 /* The flow cache (below, after the parser it uses). */
 static PyTypeObject FlowCacheType;
-static int fc_lookup_obj(PyObject *c, const uint8_t *frame, Py_ssize_t n, double now);
+static int fc_lookup_obj(PyObject *c, uint8_t *frame, Py_ssize_t n, int side, double now);
 static void fc_commit_obj(PyObject *c, long verdict);
 
 static int get_ring(PyObject *mv, Py_buffer *view) {
@@ -186,7 +186,8 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
         return NULL;
     }
     double now_s = PyFloat_AsDouble(now);
-    if (now_s == -1.0 && PyErr_Occurred()) return NULL;
+    long side_n = PyLong_AsLong(side);
+    if (PyErr_Occurred()) return NULL;
     Py_buffer sbuf, dbuf, scratch;
     if (get_ring(src_mv, &sbuf) < 0) return NULL;
     if (get_ring(dst_mv, &dbuf) < 0) { PyBuffer_Release(&sbuf); return NULL; }
@@ -227,7 +228,7 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
             break;
         }
         if (cache != NULL) {
-            int hit = fc_lookup_obj(cache, hdr + mac, snap, now_s);
+            int hit = fc_lookup_obj(cache, hdr + mac, snap, side_n, now_s);
             if (hit < 0) goto done;
             if (hit) { /* forwarded as it is, straight from the RX slot */
                 int rc = put(&out, hdr + mac, snap);
@@ -707,16 +708,46 @@ static PyTypeObject ParserType = {
     .tp_members = parser_members,
 };
 
+/* The rewrite itself: the IPv4 source or destination address (and port) of the frame `buf` of
+ * `n` bytes, the IPv4 and L4 checksums updated; -1, with nothing written, when the offsets do
+ * not fit the buffer. */
+static int nat_apply(uint8_t *buf, Py_ssize_t n, uint64_t l3, uint64_t l4off, uint64_t proto,
+                     uint64_t frag, int dst, uint64_t old_ip, uint64_t old_port, uint64_t ip,
+                     uint64_t port) {
+    uint64_t addr_at = l3 + (dst ? 16 : 12), port_at = l4off + (dst ? 2 : 0);
+    int64_t csum_at = -1;
+    if (frag != FRAG_LATER && proto == PROTO_TCP) csum_at = (int64_t)(l4off + 16);
+    if (frag != FRAG_LATER && proto == PROTO_UDP) csum_at = (int64_t)(l4off + 6);
+    int change_port = port != old_port;
+    if (addr_at + 4 > (uint64_t)n || l3 + 12 > (uint64_t)n || csum_at + 2 > (int64_t)n ||
+        (change_port && port_at + 2 > (uint64_t)n))
+        return -1;
+    int udp = proto == PROTO_UDP;
+    buf[addr_at] = (uint8_t)(ip >> 24);
+    buf[addr_at + 1] = (uint8_t)(ip >> 16);
+    buf[addr_at + 2] = (uint8_t)(ip >> 8);
+    buf[addr_at + 3] = (uint8_t)ip;
+    put16(buf + l3 + 10, replace32(get16(buf + l3 + 10), (uint32_t)old_ip, (uint32_t)ip));
+    if (csum_at >= 0) fix_l4(buf + csum_at, udp, 1, (uint32_t)old_ip, (uint32_t)ip);
+    if (change_port) {
+        put16(buf + port_at, (uint16_t)port);
+        if (csum_at >= 0) fix_l4(buf + csum_at, udp, 0, (uint32_t)old_port, (uint32_t)port);
+    }
+    return 0;
+}
+
 /* ---- FlowCache ------------------------------------------------------------------------------- */
 
-/* Established TCP connections the C loop forwards without calling the firewall. A hit does on the
- * conntrack Entry itself what ConnTrack._tcp's first branch and Firewall.process do for a segment
- * of an established connection with only ACK among SYN/ACK/FIN/RST: the direction's sequence end,
- * the packet and byte counts and the deadline are written, the verdict is forward. So the table
- * stays exact and Python never has to sync anything back. A slot is checked on every hit (the
- * entry not removed, still ESTABLISHED, not past its deadline); anything else goes to Python.
- * Slots are filled only when the firewall offers an entry for the frame it just forwarded
- * (`offer`), and a new flow simply overwrites whatever shared its slot. */
+/* Established TCP connections the C loop handles without calling the function. A hit does on the
+ * conntrack Entry itself what ConnTrack._tcp's first branch does for a segment of an established
+ * connection with only ACK among SYN/ACK/FIN/RST (the direction's sequence end, the packet and
+ * byte counts, the deadline), so the table stays exact and nothing has to be synced back; then
+ * what the function would do with such a segment: the firewall forwards it, the load balancer
+ * NATs it (address, port, MAC; its outcome and backend counters counted). Slots are filled only
+ * when the function offers the entry of the frame it just forwarded, keyed by the frame's own
+ * 5-tuple and arm, and checked on every hit (the entry not removed, still ESTABLISHED, not past
+ * its deadline; the backend's MAC known); anything else goes to the function. A new flow simply
+ * overwrites whatever shared its slot. */
 
 #define FC_SLOTS (1u << 14)
 #define SEQ_MASK 0xFFFFFFFFull
@@ -724,8 +755,16 @@ static PyTypeObject ParserType = {
 typedef struct {
     uint64_t src_hi, src_lo, dst_hi, dst_lo;
     uint32_t ports; /* sport << 16 | dport */
-    uint8_t ver, dir;
+    uint8_t ver, side, dir;
     PyObject *entry; /* NULL: an empty slot */
+    /* The load balancer's NAT (nat_ip 0: none): rewrite the destination (nat_dst) or the source
+     * to nat_ip:nat_port (0: the port stays), write a MAC at byte mac_at (from mac_src: the bytes
+     * themselves, or an object whose `mac` is), count outcomes[outcome] and counts[pkey, bkey]. */
+    uint32_t nat_ip;
+    uint16_t nat_port;
+    uint8_t nat_dst, mac_at;
+    Py_ssize_t outcome;
+    PyObject *mac_src, *outcomes, *counts, *pkey, *bkey;
 } fc_slot;
 
 typedef struct {
@@ -734,26 +773,32 @@ typedef struct {
     long established; /* the Entry state value that qualifies */
     double timeout;   /* the ESTABLISHED timeout: a hit's new deadline is now + timeout */
     unsigned long long hits;
-    PyObject *offer;  /* offered by the function for the frame being processed */
-    int offer_dir;
+    int offered;      /* the function offered the frame being processed: `offer` holds it */
+    fc_slot offer;
     fc_slot pending;  /* the key of the last frame that missed, where an offer would go */
     uint32_t pending_at;
     int pending_ok;
 } FlowCacheObject;
 
-static PyObject *s_dead, *s_state, *s_expires, *s_end, *s_packets, *s_bytes;
+static PyObject *s_dead, *s_state, *s_expires, *s_end, *s_packets, *s_bytes, *s_mac;
 
-static void fc_clear_slot(fc_slot *s) {
+static void fc_release(fc_slot *s) {
     Py_CLEAR(s->entry);
+    Py_CLEAR(s->mac_src);
+    Py_CLEAR(s->outcomes);
+    Py_CLEAR(s->counts);
+    Py_CLEAR(s->pkey);
+    Py_CLEAR(s->bkey);
 }
 
 static int fc_same(const fc_slot *a, const fc_slot *b) {
     return a->src_lo == b->src_lo && a->dst_lo == b->dst_lo && a->ports == b->ports &&
-           a->src_hi == b->src_hi && a->dst_hi == b->dst_hi && a->ver == b->ver;
+           a->src_hi == b->src_hi && a->dst_hi == b->dst_hi && a->ver == b->ver &&
+           a->side == b->side;
 }
 
 /* Add `delta` to the int attribute `name` of `e`. */
-static int fc_add(PyObject *e, PyObject *name, uint64_t delta) {
+static int fc_add_attr(PyObject *e, PyObject *name, uint64_t delta) {
     PyObject *old = PyObject_GetAttr(e, name);
     if (old == NULL) return -1;
     unsigned long long v = PyLong_AsUnsignedLongLong(old);
@@ -762,6 +807,20 @@ static int fc_add(PyObject *e, PyObject *name, uint64_t delta) {
     PyObject *new_ = PyLong_FromUnsignedLongLong(v + delta);
     if (new_ == NULL) return -1;
     int rc = PyObject_SetAttr(e, name, new_);
+    Py_DECREF(new_);
+    return rc;
+}
+
+/* Add `delta` to the int at `key` of the list or dict `counter`. */
+static int fc_add_item(PyObject *counter, PyObject *key, uint64_t delta) {
+    PyObject *old = PyObject_GetItem(counter, key);
+    if (old == NULL) return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(old);
+    Py_DECREF(old);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    PyObject *new_ = PyLong_FromUnsignedLongLong(v + delta);
+    if (new_ == NULL) return -1;
+    int rc = PyObject_SetItem(counter, key, new_);
     Py_DECREF(new_);
     return rc;
 }
@@ -781,7 +840,7 @@ static int fc_valid(FlowCacheObject *c, fc_slot *s, double now) {
     Py_DECREF(v);
     if (state == -1 && PyErr_Occurred()) return -1;
     if (dead || state != c->established) {
-        fc_clear_slot(s);
+        fc_release(s);
         return 0;
     }
     v = PyObject_GetAttr(e, s_expires);
@@ -792,10 +851,68 @@ static int fc_valid(FlowCacheObject *c, fc_slot *s, double now) {
     return expires > now;
 }
 
-/* The frame's fast path: 1 done (forward it), 0 not for the cache (call the function), -1 a
- * Python error. Remembers a qualifying frame's key for `fc_commit`. */
-static int fc_lookup(FlowCacheObject *c, const uint8_t *frame, Py_ssize_t n, double now) {
-    Py_CLEAR(c->offer);
+/* The MAC a NAT slot writes, as a new reference to 6 bytes; NULL without an error when it is
+ * not known (yet). */
+static PyObject *fc_mac(const fc_slot *s) {
+    if (PyBytes_CheckExact(s->mac_src)) return Py_NewRef(s->mac_src);
+    PyObject *mac = PyObject_GetAttr(s->mac_src, s_mac);
+    if (mac != NULL && (!PyBytes_CheckExact(mac) || PyBytes_GET_SIZE(mac) != 6)) Py_CLEAR(mac);
+    return mac;
+}
+
+/* The connection's update: ConnTrack._tcp's fast path. */
+static int fc_track(FlowCacheObject *c, PyObject *e, int dir, const parse_t *r, double now) {
+    PyObject *end = PyObject_GetAttr(e, s_end);
+    if (end == NULL) return -1;
+    if (!PyList_CheckExact(end) || PyList_GET_SIZE(end) != 2) {
+        PyErr_SetString(PyExc_TypeError, "FlowCache: an entry's end must be a list of two");
+        Py_DECREF(end);
+        return -1;
+    }
+    PyObject *seq_end =
+        PyLong_FromUnsignedLongLong((r->v[F_TCP_SEQ] + r->v[F_PAYLOAD_LEN]) & SEQ_MASK);
+    if (seq_end == NULL) {
+        Py_DECREF(end);
+        return -1;
+    }
+    PyList_SetItem(end, dir, seq_end); /* steals seq_end */
+    Py_DECREF(end);
+    if (fc_add_attr(e, s_packets, 1) < 0 || fc_add_attr(e, s_bytes, r->v[F_IP_LEN]) < 0)
+        return -1;
+    PyObject *expires = PyFloat_FromDouble(now + c->timeout);
+    if (expires == NULL) return -1;
+    int rc = PyObject_SetAttr(e, s_expires, expires);
+    Py_DECREF(expires);
+    return rc;
+}
+
+/* The load balancer's part of a hit on `frame`. */
+static int fc_nat(fc_slot *s, uint8_t *frame, Py_ssize_t n, const parse_t *r, PyObject *mac) {
+    int dst = s->nat_dst;
+    if (nat_apply(frame, n, r->v[F_L3_OFF], r->v[F_L4_OFF], r->v[F_PROTO], r->v[F_FRAG], dst,
+                  r->v[dst ? F_DST : F_SRC], r->v[dst ? F_DPORT : F_SPORT], s->nat_ip,
+                  s->nat_port ? s->nat_port : r->v[dst ? F_DPORT : F_SPORT]) < 0) {
+        PyErr_SetString(PyExc_ValueError, "FlowCache: NAT outside the frame");
+        return -1;
+    }
+    memcpy(frame + s->mac_at, PyBytes_AS_STRING(mac), 6);
+    PyObject *idx = PyLong_FromSsize_t(s->outcome);
+    if (idx == NULL) return -1;
+    int rc = fc_add_item(s->outcomes, idx, 1);
+    Py_DECREF(idx);
+    if (rc < 0 || fc_add_item(s->counts, s->pkey, 1) < 0 ||
+        fc_add_item(s->counts, s->bkey, (uint64_t)r->v[F_LENGTH]) < 0)
+        return -1;
+    return 0;
+}
+
+/* The frame's fast path: 1 done (forward it; rewritten if the slot NATs), 0 not for the cache
+ * (call the function), -1 a Python error. Remembers a qualifying frame's key for `fc_commit`. */
+static int fc_lookup(FlowCacheObject *c, uint8_t *frame, Py_ssize_t n, int side, double now) {
+    if (c->offered) {
+        fc_release(&c->offer);
+        c->offered = 0;
+    }
     c->pending_ok = 0;
     parse_t r;
     memset(r.v, 0, sizeof r.v);
@@ -812,60 +929,57 @@ static int fc_lookup(FlowCacheObject *c, const uint8_t *frame, Py_ssize_t n, dou
     k->dst_lo = r.v[F_DST];
     k->ports = (uint32_t)(r.v[F_SPORT] << 16 | r.v[F_DPORT]);
     k->ver = (uint8_t)r.v[F_IP_VER];
+    k->side = (uint8_t)side;
     uint64_t h = (k->src_lo ^ k->src_hi * 31) * 0x9E3779B97F4A7C15ull;
-    h ^= (k->dst_lo ^ k->dst_hi * 31 ^ k->ports) * 0xC2B2AE3D27D4EB4Full;
+    h ^= (k->dst_lo ^ k->dst_hi * 31 ^ k->ports ^ (uint64_t)side << 32) * 0xC2B2AE3D27D4EB4Full;
     c->pending_at = (uint32_t)(h >> 40) & (FC_SLOTS - 1);
     c->pending_ok = 1;
     fc_slot *s = &c->slots[c->pending_at];
     if (s->entry == NULL || !fc_same(s, k)) return 0;
     int ok = fc_valid(c, s, now);
     if (ok <= 0) return ok;
-    PyObject *e = s->entry;
-    Py_INCREF(e); /* the attribute writes below may run Python code that empties the slot */
-    int rc = -1;
-    PyObject *end = PyObject_GetAttr(e, s_end);
-    if (end == NULL) goto out;
-    if (!PyList_CheckExact(end) || PyList_GET_SIZE(end) != 2) {
-        PyErr_SetString(PyExc_TypeError, "FlowCache: an entry's end must be a list of two");
-        Py_DECREF(end);
-        goto out;
+    PyObject *mac = NULL;
+    if (s->nat_ip) {
+        mac = fc_mac(s);
+        if (mac == NULL) return PyErr_Occurred() ? -1 : 0;
     }
-    PyObject *seq_end = PyLong_FromUnsignedLongLong((r.v[F_TCP_SEQ] + r.v[F_PAYLOAD_LEN]) & SEQ_MASK);
-    if (seq_end == NULL) {
-        Py_DECREF(end);
-        goto out;
-    }
-    PyList_SetItem(end, s->dir, seq_end); /* steals seq_end */
-    Py_DECREF(end);
-    if (fc_add(e, s_packets, 1) < 0 || fc_add(e, s_bytes, r.v[F_IP_LEN]) < 0) goto out;
-    PyObject *expires = PyFloat_FromDouble(now + c->timeout);
-    if (expires == NULL) goto out;
-    rc = PyObject_SetAttr(e, s_expires, expires);
-    Py_DECREF(expires);
-    if (rc == 0) {
-        c->hits++;
-        rc = 1;
-    }
-out:
-    Py_DECREF(e);
-    return rc;
+    /* Own references: the writes below may run Python code that empties the slot. */
+    fc_slot hit = *s;
+    Py_INCREF(hit.entry);
+    Py_XINCREF(hit.outcomes);
+    Py_XINCREF(hit.counts);
+    Py_XINCREF(hit.pkey);
+    Py_XINCREF(hit.bkey);
+    hit.mac_src = NULL;
+    int rc = fc_track(c, hit.entry, hit.dir, &r, now);
+    if (rc == 0 && hit.nat_ip) rc = fc_nat(&hit, frame, n, &r, mac);
+    Py_XDECREF(mac);
+    fc_release(&hit);
+    if (rc < 0) return -1;
+    c->hits++;
+    return 1;
 }
 
 /* After the function forwarded the frame `fc_lookup` missed: file the entry it offered. */
 static void fc_commit(FlowCacheObject *c, long verdict) {
-    PyObject *e = c->offer;
-    c->offer = NULL;
-    if (e == NULL) return;
+    if (!c->offered) return;
+    c->offered = 0;
     if (verdict == 0 && c->pending_ok) {
         fc_slot *s = &c->slots[c->pending_at];
-        PyObject *old = s->entry;
-        *s = c->pending;
-        s->dir = (uint8_t)c->offer_dir;
-        s->entry = e; /* the reference the offer held */
-        Py_XDECREF(old);
+        fc_release(s);
+        fc_slot key = c->pending;
+        *s = c->offer; /* the references the offer held */
+        s->src_hi = key.src_hi;
+        s->src_lo = key.src_lo;
+        s->dst_hi = key.dst_hi;
+        s->dst_lo = key.dst_lo;
+        s->ports = key.ports;
+        s->ver = key.ver;
+        s->side = key.side;
+        memset(&c->offer, 0, sizeof c->offer);
         return;
     }
-    Py_DECREF(e);
+    fc_release(&c->offer);
 }
 
 static PyObject *fc_offer(FlowCacheObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -875,23 +989,62 @@ static PyObject *fc_offer(FlowCacheObject *self, PyObject *const *args, Py_ssize
     }
     int reply = PyObject_IsTrue(args[1]);
     if (reply < 0) return NULL;
-    Py_XSETREF(self->offer, Py_NewRef(args[0]));
-    self->offer_dir = reply;
+    fc_release(&self->offer);
+    memset(&self->offer, 0, sizeof self->offer);
+    self->offer.entry = Py_NewRef(args[0]);
+    self->offer.dir = (uint8_t)reply;
+    self->offered = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *fc_offer_nat(FlowCacheObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "offer_nat(entry, reply, dst, ip, port, mac_at, mac, "
+                                         "outcomes, outcome, counts, packets_key, bytes_key)");
+        return NULL;
+    }
+    int reply = PyObject_IsTrue(args[1]), dst = PyObject_IsTrue(args[2]);
+    if (reply < 0 || dst < 0) return NULL;
+    unsigned long ip = PyLong_AsUnsignedLong(args[3]);
+    unsigned long port = PyLong_AsUnsignedLong(args[4]);
+    long mac_at = PyLong_AsLong(args[5]);
+    Py_ssize_t outcome = PyLong_AsSsize_t(args[8]);
+    if (PyErr_Occurred()) return NULL;
+    if (!ip || ip > 0xFFFFFFFFul || port > 0xFFFF || (mac_at != 0 && mac_at != 6)) {
+        PyErr_SetString(PyExc_ValueError, "offer_nat: an IPv4 address, a port, a MAC at 0 or 6");
+        return NULL;
+    }
+    fc_release(&self->offer);
+    memset(&self->offer, 0, sizeof self->offer);
+    fc_slot *o = &self->offer;
+    o->entry = Py_NewRef(args[0]);
+    o->dir = (uint8_t)reply;
+    o->nat_dst = (uint8_t)dst;
+    o->nat_ip = (uint32_t)ip;
+    o->nat_port = (uint16_t)port;
+    o->mac_at = (uint8_t)mac_at;
+    o->mac_src = Py_NewRef(args[6]);
+    o->outcomes = Py_NewRef(args[7]);
+    o->outcome = outcome;
+    o->counts = Py_NewRef(args[9]);
+    o->pkey = Py_NewRef(args[10]);
+    o->bkey = Py_NewRef(args[11]);
+    self->offered = 1;
     Py_RETURN_NONE;
 }
 
 static PyObject *fc_forward(FlowCacheObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "forward(buf, length, now)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "forward(buf, length, side, now)");
         return NULL;
     }
     Py_ssize_t length = PyLong_AsSsize_t(args[1]);
-    if (length == -1 && PyErr_Occurred()) return NULL;
-    double now = PyFloat_AsDouble(args[2]);
-    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    long side = PyLong_AsLong(args[2]);
+    double now = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred()) return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    int rc = fc_lookup(self, view.buf, length < view.len ? length : view.len, now);
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) return NULL;
+    int rc = fc_lookup(self, view.buf, length < view.len ? length : view.len, (int)side, now);
     PyBuffer_Release(&view);
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
@@ -904,7 +1057,7 @@ static PyObject *fc_settle(FlowCacheObject *self, PyObject *verdict) {
     Py_RETURN_NONE;
 }
 
-static PyObject *fc_len(FlowCacheObject *self, PyObject *Py_UNUSED(ignored)) {
+static PyObject *fc_occupied(FlowCacheObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_ssize_t n = 0;
     for (uint32_t i = 0; i < FC_SLOTS; i++) n += self->slots[i].entry != NULL;
     return PyLong_FromSsize_t(n);
@@ -927,28 +1080,33 @@ static int fc_init(FlowCacheObject *self, PyObject *args, PyObject *kwds) {
 
 static void fc_dealloc(FlowCacheObject *self) {
     if (self->slots != NULL) {
-        for (uint32_t i = 0; i < FC_SLOTS; i++) fc_clear_slot(&self->slots[i]);
+        for (uint32_t i = 0; i < FC_SLOTS; i++) fc_release(&self->slots[i]);
         PyMem_Free(self->slots);
     }
-    Py_CLEAR(self->offer);
+    fc_release(&self->offer);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef fc_methods[] = {
     {"offer", (PyCFunction)(void (*)(void))fc_offer, METH_FASTCALL,
-     "offer(entry, reply): the connection of the frame being processed may be cached."},
+     "offer(entry, reply): the firewall forwards the frame being processed; its connection\n"
+     "may be cached."},
+    {"offer_nat", (PyCFunction)(void (*)(void))fc_offer_nat, METH_FASTCALL,
+     "offer_nat(entry, reply, dst, ip, port, mac_at, mac, outcomes, outcome, counts,\n"
+     "packets_key, bytes_key): the load balancer NATs the frame being processed (see the\n"
+     "fc_slot fields in _fast.c)."},
     {"forward", (PyCFunction)(void (*)(void))fc_forward, METH_FASTCALL,
-     "forward(buf, length, now) -> bool: what the C loop does before calling the function;\n"
-     "True when the cache forwarded the frame itself."},
+     "forward(buf, length, side, now) -> bool: what the C loop does before calling the\n"
+     "function; True when the cache handled the frame itself (rewritten in place if NATed)."},
     {"settle", (PyCFunction)fc_settle, METH_O,
      "settle(verdict): what the C loop does after the function returned its verdict."},
-    {"occupied", (PyCFunction)fc_len, METH_NOARGS, "occupied() -> filled slots."},
+    {"occupied", (PyCFunction)fc_occupied, METH_NOARGS, "occupied() -> filled slots."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef fc_members[] = {
     {"hits", T_ULONGLONG, offsetof(FlowCacheObject, hits), READONLY,
-     "frames forwarded by the cache"},
+     "frames the cache handled"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -965,8 +1123,8 @@ static PyTypeObject FlowCacheType = {
     .tp_members = fc_members,
 };
 
-static int fc_lookup_obj(PyObject *c, const uint8_t *frame, Py_ssize_t n, double now) {
-    return fc_lookup((FlowCacheObject *)c, frame, n, now);
+static int fc_lookup_obj(PyObject *c, uint8_t *frame, Py_ssize_t n, int side, double now) {
+    return fc_lookup((FlowCacheObject *)c, frame, n, side, now);
 }
 
 static void fc_commit_obj(PyObject *c, long verdict) { fc_commit((FlowCacheObject *)c, verdict); }
@@ -1026,31 +1184,12 @@ static PyObject *nat(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssiz
     }
     Py_buffer b;
     if (PyObject_GetBuffer(args[0], &b, PyBUF_WRITABLE) < 0) return NULL;
-    uint8_t *buf = b.buf;
-    Py_ssize_t n = b.len;
-    uint64_t addr_at = l3 + (dst ? 16 : 12), port_at = l4off + (dst ? 2 : 0);
-    int64_t csum_at = -1;
-    if (frag != FRAG_LATER && proto == PROTO_TCP) csum_at = (int64_t)(l4off + 16);
-    if (frag != FRAG_LATER && proto == PROTO_UDP) csum_at = (int64_t)(l4off + 6);
-    int change_port = port != old_port;
-    if (addr_at + 4 > (uint64_t)n || l3 + 12 > (uint64_t)n || csum_at + 2 > (int64_t)n ||
-        (change_port && port_at + 2 > (uint64_t)n)) {
-        PyBuffer_Release(&b);
+    int rc = nat_apply(b.buf, b.len, l3, l4off, proto, frag, dst, old_ip, old_port, ip, port);
+    PyBuffer_Release(&b);
+    if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "nat: the parser's offsets lie outside the buffer");
         return NULL;
     }
-    int udp = proto == PROTO_UDP;
-    buf[addr_at] = (uint8_t)(ip >> 24);
-    buf[addr_at + 1] = (uint8_t)(ip >> 16);
-    buf[addr_at + 2] = (uint8_t)(ip >> 8);
-    buf[addr_at + 3] = (uint8_t)ip;
-    put16(buf + l3 + 10, replace32(get16(buf + l3 + 10), (uint32_t)old_ip, (uint32_t)ip));
-    if (csum_at >= 0) fix_l4(buf + csum_at, udp, 1, (uint32_t)old_ip, (uint32_t)ip);
-    if (change_port) {
-        put16(buf + port_at, (uint16_t)port);
-        if (csum_at >= 0) fix_l4(buf + csum_at, udp, 0, (uint32_t)old_port, (uint32_t)port);
-    }
-    PyBuffer_Release(&b);
     if (set_field(p, dst ? F_DST : F_SRC, ip) || set_field(p, dst ? F_DPORT : F_SPORT, port))
         return NULL;
     Py_RETURN_NONE;
@@ -1089,7 +1228,8 @@ PyMODINIT_FUNC PyInit__fast(void) {
         !(s_expires = PyUnicode_InternFromString("expires")) ||
         !(s_end = PyUnicode_InternFromString("end")) ||
         !(s_packets = PyUnicode_InternFromString("packets")) ||
-        !(s_bytes = PyUnicode_InternFromString("bytes")))
+        !(s_bytes = PyUnicode_InternFromString("bytes")) ||
+        !(s_mac = PyUnicode_InternFromString("mac")))
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from nfv.datapath import compiled
 from nfv.datapath.function import Side, Verdict
 from nfv.functions.conntrack_entry import ESTABLISHED
 from nfv.functions.firewall import Firewall
+from nfv.functions.loadbalancer import LoadBalancer
 from testing.fuzzing import mutate
 
 pytestmark = pytest.mark.skipif(compiled.fast is None, reason="the C module is not built")
@@ -43,7 +44,7 @@ def through_cache(fw: Firewall, raw: bytes, now: float) -> tuple[int, bytes]:
     """One frame as the C loop handles it: the cache first, the function if the cache passes."""
     buf = bytearray(raw)
     cache = fw.flow_cache
-    if cache.forward(buf, len(buf), now):
+    if cache.forward(buf, len(buf), Side.INGRESS, now):
         return Verdict.FORWARD, bytes(buf)
     verdict, n = fw.process(memoryview(buf), len(buf), Side.INGRESS, now)
     cache.settle(verdict)
@@ -153,15 +154,15 @@ def test_cache_steps_aside_when_the_connection_leaves_established() -> None:
         r for r in talk[3:] if TCP in Ether(r) and Ether(r)[TCP].flags == "A" and Ether(r)[Raw]
     )
     through_cache(fw, data, now)  # offered and filed
-    assert fw.flow_cache.forward(bytearray(data), len(data), now)  # now a hit
+    assert fw.flow_cache.forward(bytearray(data), len(data), Side.INGRESS, now)  # now a hit
     (entry,) = list(fw.ct)
     assert entry.state == ESTABLISHED and entry.packets == 5
     # past the deadline: the cache passes, the function expires the entry
     late = now + 6.0
-    assert not fw.flow_cache.forward(bytearray(data), len(data), late)
+    assert not fw.flow_cache.forward(bytearray(data), len(data), Side.INGRESS, late)
     verdict, _ = through_python(fw, data, late)
     assert verdict == Verdict.DROP and entry.dead and not list(fw.ct)
-    assert not fw.flow_cache.forward(bytearray(data), len(data), late)
+    assert not fw.flow_cache.forward(bytearray(data), len(data), Side.INGRESS, late)
     assert fw.flow_cache.occupied() == 0  # the dead entry is not kept alive by the cache
 
 
@@ -180,3 +181,104 @@ def test_cache_never_takes_a_malformed_frame() -> None:
         assert through_cache(cached, raw, now) == through_python(reference, raw, now), i
     assert table(cached) == table(reference)
     assert cached.counters() == reference.counters()
+
+
+# -- the load balancer ------------------------------------------------------------------------
+
+VIP, VIP_MAC = "10.0.0.100", "02:00:00:00:01:00"
+BACKEND_MACS = {"10.0.1.3": "02:00:00:00:00:03", "10.0.1.4": "02:00:00:00:00:04"}
+LB_CONFIG = {
+    "vip": VIP, "vip_mac": VIP_MAC, "port": 80, "proto": "tcp",
+    "backends": [{"ip": "10.0.1.3", "port": 8080}, "10.0.1.4"],
+}  # fmt: skip
+
+
+def load_balancer(cached: bool = True) -> LoadBalancer:
+    lb = LoadBalancer(LB_CONFIG)
+    if not cached:
+        lb.flow_cache = None
+    # One backend announces itself on the egress arm; the other's MAC is unknown until it
+    # answers (the function NATs without a MAC until then, and counts it).
+    for ip, mac in list(BACKEND_MACS.items())[:1]:
+        garp = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=mac, psrc=ip, pdst=ip)
+        buf = bytearray(bytes(garp))
+        lb.process(memoryview(buf), len(buf), Side.EGRESS, 0.0)
+    return lb
+
+
+class LbTalk:
+    """A client's TCP connection to the VIP; the server's side answers from whichever backend
+    the load balancer sent the SYN to (read off the NATed SYN)."""
+
+    def __init__(self, rng: random.Random, n: int) -> None:
+        self.rng, self.client, self.sport = rng, f"10.0.0.{1 + n % 50}", 40000 + n
+        self.cs, self.ss = rng.randrange(1 << 32), rng.randrange(1 << 32)
+        self.backend: tuple[str, int] | None = None
+        self.script = ["S", "SA", "A"] + [rng.choice(["c", "s", "s"]) for _ in range(30)]
+        self.script += ["FA", "fa", "A"] if rng.random() < 0.6 else ["ra"]
+
+    def next(self) -> tuple[Side, bytes] | None:
+        if not self.script:
+            return None
+        step = self.script.pop(0)
+        to_server = step in ("S", "A", "FA", "c")
+        data = self.rng.randbytes(self.rng.randrange(0, 1400)) if step in ("c", "s") else b""
+        flags = {"c": "PA", "s": "PA", "fa": "FA", "ra": "RA"}.get(step, step)
+        if to_server:
+            pkt = IP(src=self.client, dst=VIP) / TCP(
+                sport=self.sport, dport=80, flags=flags, seq=self.cs, ack=self.ss)
+            frame = Ether(src="02:00:00:00:0a:01", dst=VIP_MAC) / pkt / Raw(data)
+            self.cs = (self.cs + len(data) + (1 if "S" in flags or "F" in flags else 0)) % (1 << 32)
+            return Side.INGRESS, bytes(frame)
+        assert self.backend is not None
+        ip, port = self.backend
+        pkt = IP(src=ip, dst=self.client) / TCP(
+            sport=port, dport=self.sport, flags=flags, seq=self.ss, ack=self.cs)
+        frame = Ether(src=BACKEND_MACS[ip], dst="02:00:00:00:0a:01") / pkt / Raw(data)
+        self.ss = (self.ss + len(data) + (1 if "S" in flags or "F" in flags else 0)) % (1 << 32)
+        return Side.EGRESS, bytes(frame)
+
+    def saw(self, out: bytes) -> None:
+        if self.backend is None:
+            seg = Ether(out)
+            self.backend = (seg[IP].dst, seg[TCP].dport)
+
+
+def lb_step(lb: LoadBalancer, side: Side, raw: bytes, now: float, cached: bool) -> tuple:
+    buf = bytearray(raw)
+    cache = lb.flow_cache
+    if cached and cache.forward(buf, len(buf), side, now):
+        return Verdict.FORWARD, bytes(buf)
+    verdict, n = lb.process(memoryview(buf), len(buf), side, now)
+    if cached:
+        cache.settle(verdict)
+    return verdict, bytes(buf[:n])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_load_balancer_cache_and_function_agree(seed: int) -> None:
+    """Frame by frame the same NATed bytes; afterwards the same connections and counters, the
+    backends' packet and byte counts and the frames sent without a backend MAC included."""
+    rng = random.Random(seed)
+    cached, reference = load_balancer(), load_balancer(cached=False)
+    talks = [LbTalk(rng, i) for i in range(20)]
+    now = 100.0
+    while talks:
+        talk = rng.choice(talks)
+        step = talk.next()
+        if step is None:
+            talks.remove(talk)
+            continue
+        now += rng.choice([0.0001, 0.001, 0.01])
+        side, raw = step
+        got = lb_step(cached, side, raw, now, True)
+        want = lb_step(reference, side, raw, now, False)
+        assert got == want
+        talk.saw(want[1])
+    assert table(cached) == table(reference)
+    counts = [lb.counters() for lb in (cached, reference)]
+    for c in counts:
+        del c["table"]["rebuild_ms"]  # how long building the Maglev table took
+    assert counts[0] == counts[1]
+    hits, nat = cached.flow_cache.hits, reference.counters()["outcomes"]
+    assert (nat["nat"] + nat["unnat"]) / 2 < hits < nat["nat"] + nat["unnat"], (hits, nat)
