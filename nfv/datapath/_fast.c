@@ -797,14 +797,18 @@ static int fc_same(const fc_slot *a, const fc_slot *b) {
            a->side == b->side;
 }
 
-/* Add `delta` to the int attribute `name` of `e`. */
-static int fc_add_attr(PyObject *e, PyObject *name, uint64_t delta) {
-    PyObject *old = PyObject_GetAttr(e, name);
-    if (old == NULL) return -1;
+/* `old` + `delta` as a new int; takes the reference to `old` (NULL: an error already set). */
+static PyObject *fc_plus(PyObject *old, uint64_t delta) {
+    if (old == NULL) return NULL;
     unsigned long long v = PyLong_AsUnsignedLongLong(old);
     Py_DECREF(old);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    PyObject *new_ = PyLong_FromUnsignedLongLong(v + delta);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromUnsignedLongLong(v + delta);
+}
+
+/* Add `delta` to the int attribute `name` of `e`. */
+static int fc_add_attr(PyObject *e, PyObject *name, uint64_t delta) {
+    PyObject *new_ = fc_plus(PyObject_GetAttr(e, name), delta);
     if (new_ == NULL) return -1;
     int rc = PyObject_SetAttr(e, name, new_);
     Py_DECREF(new_);
@@ -813,12 +817,7 @@ static int fc_add_attr(PyObject *e, PyObject *name, uint64_t delta) {
 
 /* Add `delta` to the int at `key` of the list or dict `counter`. */
 static int fc_add_item(PyObject *counter, PyObject *key, uint64_t delta) {
-    PyObject *old = PyObject_GetItem(counter, key);
-    if (old == NULL) return -1;
-    unsigned long long v = PyLong_AsUnsignedLongLong(old);
-    Py_DECREF(old);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    PyObject *new_ = PyLong_FromUnsignedLongLong(v + delta);
+    PyObject *new_ = fc_plus(PyObject_GetItem(counter, key), delta);
     if (new_ == NULL) return -1;
     int rc = PyObject_SetItem(counter, key, new_);
     Py_DECREF(new_);
