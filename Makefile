@@ -3,6 +3,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 STAMP  := $(VENV)/.installed
+# FAUCET, the convergence benchmark's peer, in a virtualenv of its own (its pins are not ours).
+FAUCET := .venv-faucet/bin/faucet
 
 .PHONY: setup demo test unit integration bench lint clean
 
@@ -30,12 +32,16 @@ unit: $(STAMP)
 integration: setup
 	$(call run_pytest,-ra tests/integration)
 
-bench: setup
+bench: setup $(FAUCET)
 	$(PY) -m bench
+
+$(FAUCET):
+	python3 -m venv .venv-faucet
+	.venv-faucet/bin/pip install -q faucet==1.10.12
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sdn nfv common testing topologies tests bench scripts
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache results build *.egg-info nfv/datapath/*.so
+	rm -rf $(VENV) .venv-faucet .pytest_cache .ruff_cache results build *.egg-info nfv/datapath/*.so

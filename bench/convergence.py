@@ -10,8 +10,9 @@ the network is built first and the controller started into it, as an operator wo
   second and controller CPU seconds per second; then the sampled pairs again (loss %);
 - repair: a 1000 pps UDP stream between the farthest sampled pair, the middle link of
   its path cut: packets lost and the longest gap;
-- peer: the same bridges without a controller, in Open vSwitch's standalone mode with
-  RSTP: seconds until every sampled pair pings, and our ratio to it.
+- peers: the same bridges under FAUCET (a stack of DPs; bench.faucet_peer), then without a
+  controller in Open vSwitch's standalone mode with RSTP: seconds until every sampled pair
+  pings, and our ratio to each.
 
 `python -m bench convergence` runs 50, 100 and 200 switches; `python -m bench.convergence
 N [N...]` runs the sizes given.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from bench import faucet_peer
 from testing.harness import unreachable
 
 SIZES = (50, 100, 200)
@@ -133,6 +135,16 @@ def rstp_peer(net, pairs: list[tuple[int, int]]) -> float | None:
     return time_to_reach(net, pairs, since)
 
 
+def faucet(net, pairs: list[tuple[int, int]], workdir: Path) -> float | str | None:
+    """The same bridges under FAUCET (a stack, see bench.faucet_peer): seconds from its
+    start until every sampled pair pings."""
+    if not faucet_peer.available():
+        return "not installed (make bench builds .venv-faucet)"
+    since = time.monotonic()
+    with faucet_peer.running(net, workdir / "faucet"):
+        return time_to_reach(net, pairs, since)
+
+
 def measure(n: int, seed: int = SEED, steady: float = STEADY_SECONDS,
             peer: bool = True, keep: Path | None = None) -> dict:
     """The figures of one size; `keep` keeps the controller's state dir (its log)."""
@@ -174,6 +186,10 @@ def _measure(n: int, seed: int, steady: float, peer: bool, workdir: Path) -> dic
         finally:
             controller.stop()
         if peer:
+            figures["faucet_all_pairs_s"] = faucet(net, pairs, workdir)
+            if isinstance(figures["faucet_all_pairs_s"], float) and figures["all_pairs_s"]:
+                figures["ratio_to_faucet"] = round(
+                    figures["all_pairs_s"] / figures["faucet_all_pairs_s"], 2)
             figures["rstp_all_pairs_s"] = rstp_peer(net, pairs)
             if figures["rstp_all_pairs_s"] and figures["all_pairs_s"]:
                 figures["ratio_to_rstp"] = round(
