@@ -175,8 +175,9 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_ssize_t src_tx_base, dst_tx_base;
     unsigned int src_tx_slots, dst_tx_slots, slot_size, src_tx_cur, dst_tx_cur;
     if (!PyArg_ParseTuple(args, "(Oii)(Oii)II(nIII)(nIII)OOOOOIO:drain", &src_mv, &src_fd,
-                          &src_send_fd, &dst_mv, &dst_fd, &dst_send_fd, &cur, &rx_slots, &src_tx_base, &src_tx_slots, &slot_size,
-                          &src_tx_cur, &dst_tx_base, &dst_tx_slots, &slot_size, &dst_tx_cur,
+                          &src_send_fd, &dst_mv, &dst_fd, &dst_send_fd, &cur, &rx_slots,
+                          &src_tx_base, &src_tx_slots, &slot_size, &src_tx_cur, &dst_tx_base,
+                          &dst_tx_slots, &slot_size, &dst_tx_cur,
                           &scratch_obj, &view, &process, &side, &now, &batch, &cache))
         return NULL;
     if (cache == Py_None) {
@@ -227,54 +228,45 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
             slow = 1;
             break;
         }
-        if (cache != NULL) {
-            int hit = fc_lookup_obj(cache, hdr + mac, snap, side_n, now_s);
-            if (hit < 0) goto done;
-            if (hit) { /* forwarded as it is, straight from the RX slot */
-                int rc = put(&out, hdr + mac, snap);
-                wr32_release(hdr + H_STATUS, TP_STATUS_KERNEL);
-                cur = cur + 1 == rx_slots ? 0 : cur + 1;
-                rx++;
-                rx_bytes += snap;
-                if (rc < 0) goto done;
-                if (rc > 0) {
-                    errors++;
-                } else {
-                    fwd++;
-                    fwd_bytes += snap;
-                }
-                continue;
-            }
-        }
-        memcpy(scr, hdr + mac, snap);
+        uint8_t *frame = hdr + mac;
+        int hit = cache != NULL ? fc_lookup_obj(cache, frame, snap, side_n, now_s) : 0;
+        if (hit < 0) goto done;
+        long verdict = 0, n = snap;
+        int rc = 0;
+        if (hit) /* forwarded as it is, queued straight from the RX slot before it goes back */
+            rc = put(&out, frame, snap);
+        else
+            memcpy(scr, frame, snap);
         wr32_release(hdr + H_STATUS, TP_STATUS_KERNEL);
         cur = cur + 1 == rx_slots ? 0 : cur + 1;
         rx++;
         rx_bytes += snap;
-        PyObject *length = PyLong_FromUnsignedLong(snap);
-        if (length == NULL) goto done;
-        argv[1] = length;
-        PyObject *r = PyObject_Vectorcall(process, argv, 4, NULL);
-        Py_DECREF(length);
-        if (r == NULL) goto done;
-        long verdict = -1, n = -1;
-        if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
-            verdict = PyLong_AsLong(PyTuple_GET_ITEM(r, 0));
-            n = PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+        if (!hit) {
+            PyObject *length = PyLong_FromUnsignedLong(snap);
+            if (length == NULL) goto done;
+            argv[1] = length;
+            PyObject *r = PyObject_Vectorcall(process, argv, 4, NULL);
+            Py_DECREF(length);
+            if (r == NULL) goto done;
+            verdict = n = -1;
+            if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
+                verdict = PyLong_AsLong(PyTuple_GET_ITEM(r, 0));
+                n = PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+            }
+            Py_DECREF(r);
+            if (PyErr_Occurred()) goto done;
+            if (verdict < 0 || verdict > 2 || n < 0 || n > scratch.len) {
+                PyErr_SetString(PyExc_ValueError,
+                                "process must return (verdict, length in scratch)");
+                goto done;
+            }
+            if (cache != NULL) fc_commit_obj(cache, verdict);
+            if (verdict == 1) {
+                dropped++;
+                continue;
+            }
+            rc = put(verdict == 0 ? &out : &back, scr, (uint32_t)n);
         }
-        Py_DECREF(r);
-        if (PyErr_Occurred()) goto done;
-        if (verdict < 0 || verdict > 2 || n < 0 || n > scratch.len) {
-            PyErr_SetString(PyExc_ValueError, "process must return (verdict, length in scratch)");
-            goto done;
-        }
-        if (cache != NULL) fc_commit_obj(cache, verdict);
-        if (verdict == 1) {
-            dropped++;
-            continue;
-        }
-        tx_ring *t = verdict == 0 ? &out : &back;
-        int rc = put(t, scr, (uint32_t)n);
         if (rc < 0) goto done;
         if (rc > 0) {
             errors++;
@@ -752,10 +744,16 @@ static int nat_apply(uint8_t *buf, Py_ssize_t n, uint64_t l3, uint64_t l4off, ui
 #define FC_SLOTS (1u << 14)
 #define SEQ_MASK 0xFFFFFFFFull
 
+/* A frame's flow as the cache files it: its own 5-tuple and the arm it came in on. */
 typedef struct {
     uint64_t src_hi, src_lo, dst_hi, dst_lo;
     uint32_t ports; /* sport << 16 | dport */
-    uint8_t ver, side, dir;
+    uint8_t ver, side;
+} fc_key;
+
+typedef struct {
+    fc_key key;
+    uint8_t dir;
     PyObject *entry; /* NULL: an empty slot */
     /* The load balancer's NAT (nat_ip 0: none): rewrite the destination (nat_dst) or the source
      * to nat_ip:nat_port (0: the port stays), write a MAC at byte mac_at (from mac_src: the bytes
@@ -775,7 +773,7 @@ typedef struct {
     unsigned long long hits;
     int offered;      /* the function offered the frame being processed: `offer` holds it */
     fc_slot offer;
-    fc_slot pending;  /* the key of the last frame that missed, where an offer would go */
+    fc_key pending;   /* the key of the last frame that missed, where an offer would go */
     uint32_t pending_at;
     int pending_ok;
 } FlowCacheObject;
@@ -791,7 +789,7 @@ static void fc_release(fc_slot *s) {
     Py_CLEAR(s->bkey);
 }
 
-static int fc_same(const fc_slot *a, const fc_slot *b) {
+static int fc_same(const fc_key *a, const fc_key *b) {
     return a->src_lo == b->src_lo && a->dst_lo == b->dst_lo && a->ports == b->ports &&
            a->src_hi == b->src_hi && a->dst_hi == b->dst_hi && a->ver == b->ver &&
            a->side == b->side;
@@ -921,7 +919,7 @@ static int fc_lookup(FlowCacheObject *c, uint8_t *frame, Py_ssize_t n, int side,
     if (parse_frame(&r, n) != OK || !r.v[F_IP_VER] || r.v[F_PROTO] != PROTO_TCP ||
         r.v[F_FRAG] != FRAG_NONE || (r.v[F_TCP_FLAGS] & 0x17) != 0x10) /* FIN SYN RST ACK: ACK */
         return 0;
-    fc_slot *k = &c->pending;
+    fc_key *k = &c->pending;
     k->src_hi = r.hi[F_SRC];
     k->src_lo = r.v[F_SRC];
     k->dst_hi = r.hi[F_DST];
@@ -934,7 +932,7 @@ static int fc_lookup(FlowCacheObject *c, uint8_t *frame, Py_ssize_t n, int side,
     c->pending_at = (uint32_t)(h >> 40) & (FC_SLOTS - 1);
     c->pending_ok = 1;
     fc_slot *s = &c->slots[c->pending_at];
-    if (s->entry == NULL || !fc_same(s, k)) return 0;
+    if (s->entry == NULL || !fc_same(&s->key, k)) return 0;
     int ok = fc_valid(c, s, now);
     if (ok <= 0) return ok;
     PyObject *mac = NULL;
@@ -966,15 +964,8 @@ static void fc_commit(FlowCacheObject *c, long verdict) {
     if (verdict == 0 && c->pending_ok) {
         fc_slot *s = &c->slots[c->pending_at];
         fc_release(s);
-        fc_slot key = c->pending;
         *s = c->offer; /* the references the offer held */
-        s->src_hi = key.src_hi;
-        s->src_lo = key.src_lo;
-        s->dst_hi = key.dst_hi;
-        s->dst_lo = key.dst_lo;
-        s->ports = key.ports;
-        s->ver = key.ver;
-        s->side = key.side;
+        s->key = c->pending;
         memset(&c->offer, 0, sizeof c->offer);
         return;
     }
