@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
+from nfv.datapath.compiled import fast
 from nfv.datapath.packet import (
     FRAG_LATER,
     ICMP_ERROR_TYPES,
@@ -128,6 +129,12 @@ class ConnTrack:
 
     def get(self, key: Key) -> Entry | None:
         return self._table.get(key)
+
+    def flow_cache(self) -> Any:
+        """A compiled cache of this table's established TCP connections for the C ring loop
+        (nfv/datapath/_fast.c's FlowCache: it updates an entry as `_tcp`'s fast path does),
+        or None without the compiled module."""
+        return fast.FlowCache(ESTABLISHED, self.timeouts["tcp_established"]) if fast else None
 
     def track(self, p: Parser, now: float) -> int:
         """Classify the parsed packet `p` and advance its connection's state (see module doc)."""

@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from common.contract import PLACEMENT_KEYS
-from nfv.datapath.compiled import fast
 from nfv.datapath.function import Side, Verdict
 from nfv.datapath.packet import (
     FRAG_FIRST,
@@ -111,9 +110,7 @@ class Firewall:
         self.malformed_by_reason = [0] * len(STATUS_NAMES)
         # Established TCP segments the C ring loop forwards without calling process(); its
         # hits count as `established` (see _fast.c's FlowCache).
-        self.flow_cache = (
-            fast.FlowCache(ESTABLISHED, self.ct.timeouts["tcp_established"]) if fast else None
-        )
+        self.flow_cache = self.ct.flow_cache()
 
     # --- the packet path -----------------------------------------------------------------------
 

@@ -44,7 +44,6 @@ from typing import Any
 from common.contract import probe_ports
 from common.contract import vip_mac as contract_vip_mac
 from common.units import parse_duration
-from nfv.datapath.compiled import fast
 from nfv.datapath.function import Side, Verdict
 from nfv.datapath.packet import (
     ETH_ARP,
@@ -148,9 +147,7 @@ class LoadBalancer:
         self.outcomes = [0] * len(OUTCOMES)
         # Established TCP segments the C ring loop NATs without calling process(); its hits
         # count in `frames` (see _fast.c's FlowCache).
-        self.flow_cache = (
-            fast.FlowCache(ESTABLISHED, self.ct.timeouts["tcp_established"]) if fast else None
-        )
+        self.flow_cache = self.ct.flow_cache()
         self.mac_unknown = 0
         self.stateless = 0
         self.rebuilds = 0

@@ -40,20 +40,17 @@ def firewall(cached: bool = True) -> Firewall:
     return fw
 
 
-def through_cache(fw: Firewall, raw: bytes, now: float) -> tuple[int, bytes]:
-    """One frame as the C loop handles it: the cache first, the function if the cache passes."""
+def through(fn: Firewall | LoadBalancer, raw: bytes, now: float,
+            side: Side = Side.INGRESS) -> tuple[int, bytes]:
+    """One frame as the C loop handles it: the function's cache first, if it has one, then
+    the function (and the cache files what the function offered)."""
     buf = bytearray(raw)
-    cache = fw.flow_cache
-    if cache.forward(buf, len(buf), Side.INGRESS, now):
+    cache = fn.flow_cache
+    if cache is not None and cache.forward(buf, len(buf), side, now):
         return Verdict.FORWARD, bytes(buf)
-    verdict, n = fw.process(memoryview(buf), len(buf), Side.INGRESS, now)
-    cache.settle(verdict)
-    return verdict, bytes(buf[:n])
-
-
-def through_python(fw: Firewall, raw: bytes, now: float) -> tuple[int, bytes]:
-    buf = bytearray(raw)
-    verdict, n = fw.process(memoryview(buf), len(buf), Side.INGRESS, now)
+    verdict, n = fn.process(memoryview(buf), len(buf), side, now)
+    if cache is not None:
+        cache.settle(verdict)
     return verdict, bytes(buf[:n])
 
 
@@ -132,7 +129,7 @@ def test_cache_and_function_agree_on_conversations(seed: int) -> None:
     frames = interleaved(seed)
     cached, reference = firewall(), firewall(cached=False)
     for i, (now, raw) in enumerate(frames):
-        assert through_cache(cached, raw, now) == through_python(reference, raw, now), i
+        assert through(cached, raw, now) == through(reference, raw, now), i
     for fw in (cached, reference):
         fw.tick(frames[-1][0])
     assert table(cached) == table(reference)
@@ -149,18 +146,18 @@ def test_cache_steps_aside_when_the_connection_leaves_established() -> None:
     talk = list(conversation(rng, "10.0.0.1", 41000))
     handshake, now = talk[:3], 50.0
     for raw in handshake:
-        through_cache(fw, raw, now)
+        through(fw, raw, now)
     data = next(
         r for r in talk[3:] if TCP in Ether(r) and Ether(r)[TCP].flags == "A" and Ether(r)[Raw]
     )
-    through_cache(fw, data, now)  # offered and filed
+    through(fw, data, now)  # offered and filed
     assert fw.flow_cache.forward(bytearray(data), len(data), Side.INGRESS, now)  # now a hit
     (entry,) = list(fw.ct)
     assert entry.state == ESTABLISHED and entry.packets == 5
     # past the deadline: the cache passes, the function expires the entry
     late = now + 6.0
     assert not fw.flow_cache.forward(bytearray(data), len(data), Side.INGRESS, late)
-    verdict, _ = through_python(fw, data, late)
+    verdict, _ = through(fw, data, late)
     assert verdict == Verdict.DROP and entry.dead and not list(fw.ct)
     assert not fw.flow_cache.forward(bytearray(data), len(data), Side.INGRESS, late)
     assert fw.flow_cache.occupied() == 0  # the dead entry is not kept alive by the cache
@@ -174,11 +171,11 @@ def test_cache_never_takes_a_malformed_frame() -> None:
     talk = list(conversation(rng, "10.0.0.2", 42000))[:12]
     now = 10.0
     for raw in talk:
-        assert through_cache(cached, raw, now) == through_python(reference, raw, now)
+        assert through(cached, raw, now) == through(reference, raw, now)
     for i in range(3000):
         raw = mutate(rng, talk)
         now += 0.001
-        assert through_cache(cached, raw, now) == through_python(reference, raw, now), i
+        assert through(cached, raw, now) == through(reference, raw, now), i
     assert table(cached) == table(reference)
     assert cached.counters() == reference.counters()
 
@@ -244,17 +241,6 @@ class LbTalk:
             self.backend = (seg[IP].dst, seg[TCP].dport)
 
 
-def lb_step(lb: LoadBalancer, side: Side, raw: bytes, now: float, cached: bool) -> tuple:
-    buf = bytearray(raw)
-    cache = lb.flow_cache
-    if cached and cache.forward(buf, len(buf), side, now):
-        return Verdict.FORWARD, bytes(buf)
-    verdict, n = lb.process(memoryview(buf), len(buf), side, now)
-    if cached:
-        cache.settle(verdict)
-    return verdict, bytes(buf[:n])
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_load_balancer_cache_and_function_agree(seed: int) -> None:
     """Frame by frame the same NATed bytes; afterwards the same connections and counters, the
@@ -271,8 +257,8 @@ def test_load_balancer_cache_and_function_agree(seed: int) -> None:
             continue
         now += rng.choice([0.0001, 0.001, 0.01])
         side, raw = step
-        got = lb_step(cached, side, raw, now, True)
-        want = lb_step(reference, side, raw, now, False)
+        got = through(cached, raw, now, side)
+        want = through(reference, raw, now, side)
         assert got == want
         talk.saw(want[1])
     assert table(cached) == table(reference)
