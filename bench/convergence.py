@@ -32,7 +32,7 @@ import networkx as nx
 import requests
 
 from bench import faucet_peer
-from testing.harness import unreachable
+from testing.harness import empty_tables, unreachable
 
 SIZES = (50, 100, 200)
 SEED = 1
@@ -131,10 +131,7 @@ def rstp_peer(net, pairs: list[tuple[int, int]]) -> float | None:
     for name in names:
         command += ["--", "del-controller", name, "--", "set-fail-mode", name, "standalone",
                     "--", "set", "bridge", name, "rstp_enable=true"]
-    for name in names:
-        for what in ("del-flows", "del-groups", "del-meters"):
-            subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", what, name], check=True,
-                           capture_output=True)
+    empty_tables(net)
     since = time.monotonic()
     subprocess.run(command, check=True)
     return time_to_reach(net, pairs, since)

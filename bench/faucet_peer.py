@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from testing.harness import stop_process
+from testing.harness import empty_tables, free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 FAUCET = REPO / ".venv-faucet" / "bin" / "faucet"
@@ -60,12 +59,6 @@ def config(net: Any) -> dict[str, Any]:
     return {"vlans": {VLAN: {"vid": 100}}, "dps": dps}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running(net: Any, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """FAUCET started for `net`, every bridge pointed at it (fail-mode secure, tables
@@ -73,7 +66,7 @@ def running(net: Any, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "faucet.yaml"
     conf.write_text(yaml.safe_dump(config(net)))
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         PATH=f"{FAUCET.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # it execs osken-manager
@@ -81,21 +74,18 @@ def running(net: Any, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
         FAUCET_LOG=str(workdir / "faucet.log"),
         FAUCET_EXCEPTION_LOG=str(workdir / "faucet_exception.log"),
         FAUCET_PROMETHEUS_ADDR="127.0.0.1",
-        FAUCET_PROMETHEUS_PORT=str(_free_port()),
+        FAUCET_PROMETHEUS_PORT=str(free_port()),
     )
-    proc = subprocess.Popen(
-        [str(FAUCET), "--ryu-ofp-tcp-listen-port", str(port), "--ryu-ofp-listen-host",
-         "127.0.0.1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "faucet.err", "wb"),  # noqa: SIM115
-    )  # fmt: skip
+    with open(workdir / "faucet.err", "wb") as err:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [str(FAUCET), "--ryu-ofp-tcp-listen-port", str(port), "--ryu-ofp-listen-host",
+             "127.0.0.1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
     try:
-        names = [sw.name for sw in net.switches]
-        for name in names:
-            for what in ("del-flows", "del-groups", "del-meters"):
-                subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", what, name], check=True,
-                               capture_output=True)  # fmt: skip
+        empty_tables(net)
         command = ["ovs-vsctl"]
-        for name in names:
+        for name in (sw.name for sw in net.switches):
             command += ["--", "set-controller", name, f"tcp:127.0.0.1:{port}",
                         "--", "set-fail-mode", name, "secure",
                         "--", "set", "bridge", name, "protocols=OpenFlow13",

@@ -346,6 +346,15 @@ def dump_flows(switch) -> list[str]:
     return sorted(line.strip() for line in out.splitlines() if "priority" in line)
 
 
+def empty_tables(net) -> None:
+    """Every bridge of `net` without flows, groups or meters (before another controller, or
+    none, takes the same bridges over)."""
+    for sw in net.switches:
+        for what in ("del-flows", "del-groups", "del-meters"):
+            subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", what, sw.name], check=True,
+                           capture_output=True)  # fmt: skip
+
+
 @contextlib.contextmanager
 def web_servers(net, names: tuple[str, ...], root: Path) -> Iterator[None]:
     """Python's http.server on port 80 of each named host, serving `/id` = the host name."""
