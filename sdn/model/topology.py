@@ -66,7 +66,9 @@ class Snapshot:
     links: tuple[Link, ...]
     hosts: tuple[Host, ...]
     weights: dict[frozenset[int], float] = field(default_factory=dict)
-    # Ports up too briefly to be sure no switch is behind them: nothing floods there yet.
+    # Ports that are not edge ports although no link is known there: up too briefly to be
+    # sure no switch is behind them, or they carried LLDP and their link has aged out
+    # (flooding there would close a loop around the spanning tree). Nothing floods there.
     unsettled: dict[int, frozenset[int]] = field(default_factory=dict)
 
     def graph(self) -> nx.Graph:
@@ -281,6 +283,7 @@ class Topology:
             hosts=tuple(sorted(self.hosts.values())),
             weights=dict(self.weights),
             unsettled={d: frozenset(p for p, since in ports.items()
-                                    if self._clock() - since < EDGE_SETTLE_SECONDS)
+                                    if self._clock() - since < EDGE_SETTLE_SECONDS
+                                    or (d, p) in self.switch_facing)
                        for d, ports in self.ports.items()},
         )

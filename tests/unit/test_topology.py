@@ -44,6 +44,33 @@ def test_ports_settle_before_they_count_as_edge():
     assert topo.edge_ports(1) == [1, 2, 3]
 
 
+def test_an_aged_out_link_is_not_flooded_to_until_its_ports_go_down():
+    """A link LLDP no longer confirms (a starved controller, a lossy link) leaves the
+    model, but its ports still face a switch: flooding there would close a loop around
+    the spanning tree, a broadcast storm on exactly the link whose LLDP is late."""
+    from sdn.compile.routes import compile_network
+
+    clock = Clock()
+    topo = two_switches(clock)
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    topo.add_link(1, 3, 2, 1)
+    topo.remove_link(Link(1, 3, 2, 1))  # aged out
+
+    def flooded_to(dpid):
+        rules = compile_network(topo.snapshot())[dpid].flows.values()
+        return {a[1] for r in rules if dict(r.match).get("eth_dst") for a in r.actions
+                if a[0] == "output"}, {dict(r.match)["in_port"] for r in rules
+                                       if dict(r.match).get("eth_dst") and r.actions}
+
+    assert flooded_to(1) == ({1, 2}, {1, 2})  # not to 3, and what comes in there stops
+    assert flooded_to(2) == (set(), set())  # port 2 alone: nowhere else to flood to
+    assert 3 in topo.snapshot().unsettled[1] and 1 in topo.snapshot().unsettled[2]
+    topo.port_down(1, 3)
+    topo.port_up(1, 3)
+    clock.now += EDGE_SETTLE_SECONDS + 0.01
+    assert flooded_to(1) == ({1, 2, 3}, {1, 2, 3})  # a new cable: an edge port again
+
+
 def test_a_flood_echo_does_not_move_a_host():
     clock = Clock()
     topo = two_switches(clock)
