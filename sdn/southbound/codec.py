@@ -8,7 +8,6 @@ re-applying the same state a no-op and a controller restart free of flow churn.
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +21,6 @@ GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
 GROUP_NAMES = {v: k for k, v in GROUP_TYPES.items()}
 METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
 PKTPS_METER_FLAGS = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
-XID_OFFSET = 4  # in the OpenFlow header: version, type, length, xid
 
 
 def encode_actions(actions: tuple[Action, ...]) -> list:
@@ -112,30 +110,9 @@ def flow_add(datapath, rule: FlowRule) -> parser.OFPFlowMod:
     )
 
 
-class Encoder:
-    """Stands in for a datapath when a message is only serialized."""
-
-    ofproto = ofp
-    ofproto_parser = parser
-
-
-def flow_add_bytes(rule: FlowRule, xid: int) -> bytearray:
-    """`flow_add` serialized. Most rules differ between switches only in their dpid (which
-    the message does not carry), so each distinct rule is serialized once and copied."""
-    buf = bytearray(_flow_add_template(replace(rule, dpid=0)))
-    struct.pack_into("!I", buf, XID_OFFSET, xid)
-    return buf
-
-
-@lru_cache(maxsize=1 << 16)
-def _flow_add_template(rule: FlowRule) -> bytes:
-    msg = flow_add(Encoder(), rule)
-    msg.set_xid(0)
-    msg.serialize()
-    return bytes(msg.buf)
-
-
 def flow_delete(datapath, rule: FlowRule) -> parser.OFPFlowMod:
+    """The strict delete of `rule`'s table, priority and match. `flow_add` and this are the
+    messages as os-ken builds them: the byte encoders below must give exactly these."""
     return parser.OFPFlowMod(
         datapath, table_id=rule.table, command=ofp.OFPFC_DELETE_STRICT,
         priority=rule.priority, match=parser.OFPMatch(**dict(rule.match)),
@@ -143,19 +120,65 @@ def flow_delete(datapath, rule: FlowRule) -> parser.OFPFlowMod:
     )
 
 
-def flow_delete_bytes(rule: FlowRule, xid: int) -> bytearray:
-    """`flow_delete` serialized, each distinct (table, priority, match) once."""
-    buf = bytearray(_flow_delete_template(rule.table, rule.priority, rule.match))
-    struct.pack_into("!I", buf, XID_OFFSET, xid)
-    return buf
+class Encoder:
+    """Stands in for a datapath when a message is only serialized."""
+
+    ofproto = ofp
+    ofproto_parser = parser
 
 
-@lru_cache(maxsize=1 << 16)
-def _flow_delete_template(table: int, priority: int, match: MatchItems) -> bytes:
-    msg = flow_delete(Encoder(), FlowRule(0, table, priority, match))
+def flow_add_bytes(rule: FlowRule, xid: int) -> bytes:
+    """`flow_add` serialized, assembled from its fixed part and the separately cached bytes
+    of its match and of its instructions: after a topology change most rules are new as a
+    whole (a known route with a new U-turn port, a known match with a new group) but not
+    in their parts, and os-ken takes ~20 µs to serialize one message."""
+    match_bytes = _match_bytes(rule.match)
+    instruction_bytes = _instruction_bytes(rule.meter, rule.actions, rule.write_metadata,
+                                           rule.goto)
+    head = _FLOW_MOD_HEAD.pack(
+        ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD,
+        _FLOW_MOD_HEAD.size + len(match_bytes) + len(instruction_bytes), xid,
+        rule.cookie, 0, rule.table, ofp.OFPFC_ADD, rule.idle_timeout, 0, rule.priority,
+        ofp.OFP_NO_BUFFER, 0, 0, ofp.OFPFF_SEND_FLOW_REM if rule.idle_timeout else 0)
+    return head + match_bytes + instruction_bytes
+
+
+def flow_delete_bytes(rule: FlowRule, xid: int) -> bytes:
+    """`flow_delete` serialized, from the same cached match bytes."""
+    match_bytes = _match_bytes(rule.match)
+    return _FLOW_MOD_HEAD.pack(
+        ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, _FLOW_MOD_HEAD.size + len(match_bytes), xid,
+        0, 0, rule.table, ofp.OFPFC_DELETE_STRICT, 0, 0, rule.priority, ofp.OFP_NO_BUFFER,
+        ofp.OFPP_ANY, ofp.OFPG_ANY, 0) + match_bytes
+
+
+# The OpenFlow header and a FlowMod's fixed fields, up to its match.
+_FLOW_MOD_HEAD = struct.Struct(ofp.OFP_HEADER_PACK_STR + ofp.OFP_FLOW_MOD_PACK_STR0[1:])
+
+
+def _serialized(msg: parser.OFPFlowMod) -> bytes:
     msg.set_xid(0)
     msg.serialize()
     return bytes(msg.buf)
+
+
+@lru_cache(maxsize=1 << 16)
+def _match_bytes(match: MatchItems) -> bytes:
+    """A FlowMod's match as os-ken serializes it (padded to 8 bytes)."""
+    msg = parser.OFPFlowMod(Encoder(), match=parser.OFPMatch(**dict(match)))
+    return _serialized(msg)[_FLOW_MOD_HEAD.size:]
+
+
+_EMPTY_MATCH_BYTES = 8  # an OXM match with no field: type, length, padding
+
+
+@lru_cache(maxsize=1 << 16)
+def _instruction_bytes(meter: int | None, actions: tuple[Action, ...],
+                       write_metadata: tuple[int, int] | None, goto: int | None) -> bytes:
+    """A FlowMod's instructions as os-ken serializes them."""
+    rule = FlowRule(0, 0, 0, (), actions, goto, 0, meter, write_metadata)
+    msg = parser.OFPFlowMod(Encoder(), instructions=instructions(rule))
+    return _serialized(msg)[_FLOW_MOD_HEAD.size + _EMPTY_MATCH_BYTES:]
 
 
 def flow_stats_request(datapath, cookie: int, cookie_mask: int) -> parser.OFPFlowStatsRequest:

@@ -83,3 +83,40 @@ def test_cached_flow_deletes_are_the_messages_os_ken_would_send():
             expected.set_xid(xid)
             expected.serialize()
             assert bytes(ofp.flow_delete_bytes(rule, xid)) == bytes(expected.buf)
+
+
+def os_ken_bytes(msg, xid):
+    msg.set_xid(xid)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def test_assembled_flow_mods_are_the_messages_os_ken_would_send():
+    """FlowMods are assembled from cached match and instruction bytes: byte for byte what
+    os-ken serializes, for every compiled rule and for each kind of action and instruction."""
+    from sdn.model.rules import FlowRule, match
+
+    compiled = [rule for switch in compile_network(snapshot_from_graph(fat_tree(4))).values()
+                for rule in switch.flows.values()]
+    vlan = match(in_port=3, vlan_vid=(0x1000 | 10, 0x1FFF), eth_type=0x0800,
+                 ipv4_src=("10.0.0.0", "255.255.255.0"), ip_proto=17, udp_dst=53)
+    crafted = [
+        FlowRule(1, 1, 40000, vlan, (("set_queue", 2), ("output", 4)), goto=None,
+                 cookie=0x0102030405060708, meter=77),
+        FlowRule(1, 2, 300, match(eth_dst="0a:00:00:00:00:01"),
+                 (("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1000 | 5),
+                  ("set_field", "eth_dst", "0a:00:00:00:00:02"), ("controller", 128)),
+                 write_metadata=(5, 0xFF), goto=3),
+        FlowRule(1, 3, 5, match(eth_type=0x0806, arp_tpa="10.0.0.9"),
+                 (("move", "arp_sha", "arp_tha", 48), ("resubmit", 4), ("pop_vlan",))),
+        FlowRule(1, 2, 50000, match(eth_type=0x0800, ip_proto=6, tcp_dst=80), goto=3,
+                 idle_timeout=10),
+        FlowRule(1, 0, 0, match()),
+    ]
+    for rule in compiled + crafted:
+        for xid in (1, 0xFFFFFFFF):
+            assert ofp.flow_add_bytes(rule, xid) == os_ken_bytes(
+                ofp.flow_add(ofp.Encoder(), rule), xid), rule
+            assert ofp.flow_delete_bytes(rule, xid) == os_ken_bytes(
+                ofp.flow_delete(ofp.Encoder(), rule), xid), rule
+    assert len(compiled) > 500
