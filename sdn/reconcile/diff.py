@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sdn.model.rules import FlowRule, Group, MatchItems, Meter, SwitchRules
+from sdn.model.rules import FlowRule, Group, Meter, SwitchRules
 
 
 @dataclass
@@ -38,13 +38,13 @@ class Changes:
         return len(self.meter_adds) + len(self.meter_mods) + len(self.meter_deletes)
 
 
-def _rule_order(item: tuple[tuple[int, int, MatchItems], FlowRule]) -> tuple[int, int, str]:
+def _rule_order(rule: FlowRule) -> tuple[int, int]:
     """Later tables first: a rule that sends packets on to a table is only installed after
-    the rules waiting for them there (and removed before them, see `diff`). Also a total
-    order: one field may be exact (int) in one match and masked (tuple) in another, which
-    Python cannot compare."""
-    table, priority, items = item[0]
-    return -table, priority, repr(items)
+    the rules waiting for them there (and removed before them, see `diff`). Rules of one
+    table and priority keep the order of their dict (the sort is stable), which is
+    deterministic and cheap; ordering them by match would need their repr (one field may
+    be exact in one match and masked in another, which Python cannot compare)."""
+    return -rule.table, rule.priority
 
 
 def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
@@ -68,12 +68,12 @@ def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
             changes.group_mods.append(group)
         else:
             changes.group_adds.append(group)
-    held_flows = current.flows
-    adds = [(key, rule) for key, rule in desired.flows.items()
+    held_flows, wanted_flows = current.flows, desired.flows
+    adds = [rule for key, rule in wanted_flows.items()
             if (held := held_flows.get(key)) is not rule and held != rule]
-    deletes = [(key, rule) for key, rule in held_flows.items() if key not in desired.flows]
-    changes.flow_adds = [rule for _, rule in sorted(adds, key=_rule_order)]
-    changes.flow_deletes = [rule for _, rule in sorted(deletes, key=_rule_order, reverse=True)]
+    deletes = [rule for key, rule in held_flows.items() if key not in wanted_flows]
+    changes.flow_adds = sorted(adds, key=_rule_order)
+    changes.flow_deletes = sorted(deletes, key=_rule_order, reverse=True)
     changes.group_deletes = [
         g for gid, g in sorted(current.groups.items()) if gid not in desired.groups
     ]
