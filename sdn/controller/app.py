@@ -235,9 +235,9 @@ class SdnController(app_manager.OSKenApp):
         if not conn.ready:
             return
         for host in conn.learned_hosts():
-            self.topology.learn_host(host.mac, conn.dpid, host.port)
+            self.topology.learn_host(host.mac, conn.dpid, host.port, trusted=True)
             for ip in host.ips:
-                self.topology.learn_host(host.mac, conn.dpid, host.port, ip)
+                self.topology.learn_host(host.mac, conn.dpid, host.port, ip, trusted=True)
         if not self._reprobe_pending:
             self._reprobe_pending = True
             hub.spawn(self._reprobe_after, REPROBE_DELAY)

@@ -271,7 +271,7 @@ def follow_network(topology: Topology, record: dict[str, Any]) -> bool:
         changed |= topology.add_link(link.a, link.a_port, link.b, link.b_port)
     for mac, dpid, port, ips in record.get("hosts", []):
         if up(dpid, port):
-            changed |= topology.learn_host(mac, dpid, port)
+            changed |= topology.learn_host(mac, dpid, port, trusted=True)
             for ip in ips:
-                changed |= topology.learn_host(mac, dpid, port, ip)
+                changed |= topology.learn_host(mac, dpid, port, ip, trusted=True)
     return changed

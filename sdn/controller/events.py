@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from sdn.compile.arp import ETH_TYPE_ARP
 from sdn.compile.pipeline import ETH_TYPE_LLDP
-from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
+from sdn.model.pipeline import CONTROLLER_PORT, TABLE_FORWARD, TABLE_INGRESS, TABLE_PORT
 from sdn.model.topology import Link, Topology
 from sdn.southbound import arp, lldp
 
@@ -67,9 +67,7 @@ class EventHandler:
     def __init__(self, topology: Topology, vip_mac: Callable[[str], str | None]) -> None:
         self.topology = topology
         self.vip_mac = vip_mac
-        self.round = 0  # of LLDP probing
         self.link_seen: dict[Link, int] = {}  # the newest round read on the link
-        self.heard: dict[int, int] = {}  # dpid -> the newest round read at that switch
         self.heard_from: dict[int, int] = {}  # dpid -> its newest probe read anywhere
         self.suspects: dict[Link, int] = {}  # silent links probed again: listened then
 
@@ -95,16 +93,26 @@ class EventHandler:
             self._deliver(dpid, in_port, mac_text(data[0:6]), data, connected, effects)
         return effects
 
+    @property
+    def round(self) -> int:
+        """The LLDP probing round under way."""
+        return self.topology.round
+
     def probes(self, ports: Collection[tuple[int, int]] | None = None,
                new_round: bool = True) -> Effects:
         """LLDP probes out of `ports`, or out of every known port (in a new round unless
         told otherwise: a repeat must not age links faster); VNF arms see only their own
-        traffic."""
+        traffic. A new round also sends a probe through the own tables of every switch
+        whose ports wait for evidence (`Topology.hear`): read back, it shows that LLDP
+        arriving there is read up to this round, links or none."""
+        effects = Effects()
         if ports is None:
-            self.round += new_round
+            if new_round:
+                self.topology.round += 1
+                for dpid in self.topology.awaiting_evidence():
+                    effects.send(dpid, TABLE_PORT, lldp.build_probe(dpid, 0, self.round))
             ports = [(dpid, port) for dpid, known in list(self.topology.ports.items())
                      for port in list(known)]
-        effects = Effects()
         for dpid, port in ports:
             if not self.topology.is_service_port(dpid, port):
                 effects.send(dpid, port, lldp.build_probe(dpid, port, self.round))
@@ -144,16 +152,20 @@ class EventHandler:
 
     def _listened(self, sender: int, receiver: int, default: int) -> int:
         """The newest round both read from `sender` and read at `receiver`."""
-        return min(self.heard_from.get(sender, default), self.heard.get(receiver, default))
+        return min(self.heard_from.get(sender, default),
+                   self.topology.heard.get(receiver, default))
 
     def _on_lldp(self, dpid: int, in_port: int, data: bytes, effects: Effects) -> None:
         origin = lldp.parse_probe(data)
         if origin is None:
             return
         src, src_port, round_ = origin
+        if self.topology.hear(dpid, round_):
+            effects.changed = True  # ports of it may be edge ports now
+        if in_port == CONTROLLER_PORT:
+            return  # a probe through its own tables (`probes`), not over a link
         link = Link.between(src, src_port, dpid, in_port)
         self.link_seen[link] = max(self.link_seen.get(link, round_), round_)
-        self.heard[dpid] = max(self.heard.get(dpid, round_), round_)
         self.heard_from[src] = max(self.heard_from.get(src, round_), round_)
         if self.topology.add_link(src, src_port, dpid, in_port):
             LOG.info("link %016x:%d <-> %016x:%d", src, src_port, dpid, in_port)

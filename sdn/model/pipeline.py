@@ -25,4 +25,8 @@ METADATA_FROM_VNF = 1 << 62
 # OpenFlow drops a packet output to the port it came in on unless that port is named
 # this way; fast-failover U-turns need it.
 IN_PORT = 0xFFFFFFF8
+# A packet-out to this port goes through the switch's own tables, and comes in on
+# CONTROLLER_PORT: how an LLDP probe tests a switch's trap rule and packet-in path.
+TABLE_PORT = 0xFFFFFFF9
+CONTROLLER_PORT = 0xFFFFFFFD
 PRIO_ROUTE = 200

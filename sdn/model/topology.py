@@ -13,8 +13,12 @@ from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
-# A port that has been up this long without LLDP arriving on it is trusted as an edge port
-# (where hosts live). Before that it might still turn out to face another switch.
+# A port is trusted as an edge port (where hosts live and broadcasts are flooded to) once it
+# has been up this long without LLDP arriving on it, and the controller has since read LLDP
+# at its switch of a probing round after the one the port came up in: evidence, not the
+# clock, that a neighbour's probe into the port would have been read by now. A controller
+# too starved to read LLDP for seconds (200 switches on two cores) otherwise takes
+# undiscovered links for edge ports: both ends flood into each other, a broadcast storm.
 EDGE_SETTLE_SECONDS = 0.3
 UNSPECIFIED_IP = "0.0.0.0"
 # Bounds on what hosts can make the controller hold (each host and address costs rules on
@@ -22,6 +26,7 @@ UNSPECIFIED_IP = "0.0.0.0"
 # addresses is spraying ARP.
 HOSTS_PER_PORT = 16
 ADDRESSES_PER_HOST = 8
+PENDING_PER_PORT = 32  # (mac, address) pairs kept for a port still waiting to be trusted
 # A host seen somewhere new, or an address claimed by another host, while the old
 # location is still up: the owner is asked (an ARP probe) and has this long to answer.
 VERIFY_SECONDS = 1.0
@@ -115,6 +120,11 @@ class Topology:
         # Ports that have carried LLDP face a switch until they go down, even while their
         # link is aged out: never flooded to as edge ports, never a host's place.
         self.switch_facing: set[tuple[int, int]] = set()
+        self.round = 0  # the LLDP probing round under way (the event handler advances it)
+        self.heard: dict[int, int] = {}  # dpid -> the newest round read at that switch
+        self.up_round: dict[tuple[int, int], int] = {}  # (dpid, port) -> round it came up in
+        # (mac, ip) seen at a port still waiting for that evidence: learnt once it has it
+        self.pending: dict[tuple[int, int], list[tuple[str, str | None]]] = {}
 
     def name_ports(self, dpid: int, names: dict[int, str], bridge: str | None = None) -> None:
         self.port_names.setdefault(dpid, {}).update(names)
@@ -128,19 +138,27 @@ class Topology:
     def add_switch(self, dpid: int, ports: Iterable[int]) -> None:
         now = self._clock()
         self.ports[dpid] = {p: now for p in ports}
+        self.up_round = {k: r for k, r in self.up_round.items() if k[0] != dpid}
+        self.up_round.update(((dpid, p), self.round) for p in self.ports[dpid])
 
     def remove_switch(self, dpid: int) -> None:
         self.ports.pop(dpid, None)
+        self.heard.pop(dpid, None)
+        self.up_round = {k: r for k, r in self.up_round.items() if k[0] != dpid}
+        self.pending = {k: seen for k, seen in self.pending.items() if k[0] != dpid}
         self.switch_facing = {(d, p) for d, p in self.switch_facing if d != dpid}
         self.links = {lk for lk in self.links if dpid not in (lk.a, lk.b)}
         self.hosts = {m: h for m, h in self.hosts.items() if h.dpid != dpid}
 
     def port_up(self, dpid: int, port: int) -> None:
         self.ports.setdefault(dpid, {}).setdefault(port, self._clock())
+        self.up_round.setdefault((dpid, port), self.round)
 
     def port_down(self, dpid: int, port: int) -> bool:
         """Forget a port and whatever hung off it; True if a link went with it."""
         self.ports.get(dpid, {}).pop(port, None)
+        self.up_round.pop((dpid, port), None)
+        self.pending.pop((dpid, port), None)
         self.switch_facing.discard((dpid, port))
         before = len(self.links)
         self.links = {
@@ -164,6 +182,8 @@ class Topology:
         self.links -= stale
         self.links.add(link)
         self.switch_facing |= {(a, a_port), (b, b_port)}
+        self.pending.pop((a, a_port), None)
+        self.pending.pop((b, b_port), None)
         self.hosts = {
             m: h for m, h in self.hosts.items()
             if (h.dpid, h.port) not in ((a, a_port), (b, b_port))
@@ -178,29 +198,69 @@ class Topology:
         return (dpid, port) in self.switch_facing
 
     def is_edge_port(self, dpid: int, port: int) -> bool:
-        """A live port that faces no switch and has been up long enough to trust that."""
+        """A live port that faces no switch, with the evidence to trust that (see
+        EDGE_SETTLE_SECONDS)."""
         since = self.ports.get(dpid, {}).get(port)
         if (since is None or self.faces_switch(dpid, port)
                 or self.is_service_port(dpid, port)):
             return False
-        return self._clock() - since >= EDGE_SETTLE_SECONDS
+        return self._settled(dpid, port, since)
+
+    def _settled(self, dpid: int, port: int, since: float) -> bool:
+        return (self._clock() - since >= EDGE_SETTLE_SECONDS
+                and self.heard.get(dpid, -1) > self.up_round.get((dpid, port), self.round))
+
+    # LLDP evidence
+    def hear(self, dpid: int, round_: int) -> bool:
+        """LLDP of probing round `round_` was read at `dpid`; True if that is the evidence
+        some port of it waited for (it may now be an edge port, hosts seen there learnt)."""
+        before = self.heard.get(dpid, -1)
+        if round_ <= before or dpid not in self.ports:
+            return False
+        self.heard[dpid] = round_
+        settled = any(before <= self.up_round.get((dpid, p), round_) < round_
+                      for p in self.ports[dpid])
+        return self._learn_pending(dpid) or settled
+
+    def awaiting_evidence(self) -> list[int]:
+        """Switches with a port that no LLDP read yet shows to be an edge port or not, or
+        with hosts seen at such a port and not learnt yet."""
+        waiting = {dpid for dpid, _ in self.pending}
+        return [dpid for dpid, ports in self.ports.items() if dpid in waiting
+                or any(self.heard.get(dpid, -1) <= self.up_round.get((dpid, p), self.round)
+                       for p in ports)]
+
+    def _learn_pending(self, dpid: int) -> bool:
+        changed = False
+        for place in [place for place in self.pending if place[0] == dpid]:
+            if self.is_edge_port(*place):
+                for mac, ip in self.pending.pop(place):
+                    changed |= self.learn_host(mac, *place, ip)
+            elif place[1] not in self.ports[dpid] or self.faces_switch(*place):
+                del self.pending[place]
+        return changed
 
     def edge_ports(self, dpid: int) -> list[int]:
         return sorted(p for p in self.ports.get(dpid, {}) if self.is_edge_port(dpid, p))
 
     # hosts
-    def learn_host(self, mac: str, dpid: int, port: int, ip: str | None = None) -> bool:
+    def learn_host(self, mac: str, dpid: int, port: int, ip: str | None = None,
+                   trusted: bool = False) -> bool:
         """Learn a host, or one more address of it; True if what the compiler needs to
-        know changed. A move, or an address another host holds, while the old place is
-        still up becomes a claim (see `settle_claims`); the unspecified address of ARP
-        probes is nobody's."""
-        if (dpid not in self.ports or self.faces_switch(dpid, port)
+        know changed. Only at edge ports: a port not yet shown to face no switch may be an
+        undiscovered link, where every host's flooded frames pass (`trusted`: a place our
+        own rules on the switch already name, read back after a restart). A move, or an
+        address another host holds, while the old place is still up becomes a claim (see
+        `settle_claims`); the unspecified address of ARP probes is nobody's."""
+        if (port not in self.ports.get(dpid, {}) or self.faces_switch(dpid, port)
                 or self.is_service_port(dpid, port)):
             return False
+        if not (trusted or self.is_edge_port(dpid, port)):
+            seen = self.pending.setdefault((dpid, port), [])
+            if (mac, ip) not in seen and len(seen) < PENDING_PER_PORT:
+                seen.append((mac, ip))
+            return False
         old = self.hosts.get(mac)
-        if (old is not None and (old.dpid, old.port) != (dpid, port)
-                and self.is_edge_port(old.dpid, old.port) and not self.is_edge_port(dpid, port)):
-            return False  # our own flood echoed back through a link not discovered yet
         if not self.has_room(mac, dpid, port):
             return False
         if old is not None and (old.dpid, old.port) == (dpid, port):
@@ -283,7 +343,7 @@ class Topology:
             hosts=tuple(sorted(self.hosts.values())),
             weights=dict(self.weights),
             unsettled={d: frozenset(p for p, since in ports.items()
-                                    if self._clock() - since < EDGE_SETTLE_SECONDS
+                                    if not self._settled(d, p, since)
                                     or (d, p) in self.switch_facing)
                        for d, ports in self.ports.items()},
         )

@@ -20,8 +20,8 @@ classes:
 @pytest.fixture
 def api(tmp_path):
     state = connected_state()
-    state.topology.learn_host("00:00:00:00:00:01", 1, 3, "10.0.0.1")
-    state.topology.learn_host("00:00:00:00:00:02", 2, 3, "10.0.0.2")
+    state.topology.learn_host("00:00:00:00:00:01", 1, 3, "10.0.0.1", trusted=True)
+    state.topology.learn_host("00:00:00:00:00:02", 2, 3, "10.0.0.2", trusted=True)
     return falcon.testing.TestClient(make_api(state, PolicyEngine(state, PolicyStore(tmp_path))))
 
 

@@ -14,7 +14,7 @@ from sdn.controller.events import (
     EventHandler,
 )
 from sdn.explain.flowsim import Network
-from sdn.model.pipeline import TABLE_FORWARD, TABLE_INGRESS
+from sdn.model.pipeline import CONTROLLER_PORT, TABLE_FORWARD, TABLE_INGRESS, TABLE_PORT
 from sdn.model.topology import (
     ADDRESSES_PER_HOST,
     EDGE_SETTLE_SECONDS,
@@ -53,7 +53,8 @@ def hear(handler: EventHandler, links, round_: int) -> None:
 
 
 def ring() -> tuple[EventHandler, Clock]:
-    """Three switches whose links were found by LLDP, their edge ports settled."""
+    """Three switches whose links were found by LLDP, their edge ports settled: a round
+    later each read back the probe sent through its own tables."""
     clock = Clock()
     topology = Topology(clock=clock)
     handler = EventHandler(topology, {VIP: VIP_MAC}.get)
@@ -63,6 +64,14 @@ def ring() -> tuple[EventHandler, Clock]:
         effects = arrive(handler, b, b_port, lldp.build_probe(a, a_port))
         assert effects.changed and not effects.packets
     clock.now += EDGE_SETTLE_SECONDS + 0.1
+    assert not topology.edge_ports(1)  # no LLDP read since they came up
+    own = [(d, p, f) for d, p, f in handler.probes().packets if p == TABLE_PORT]
+    assert sorted(d for d, _, _ in own) == list(SWITCHES)
+    for dpid, _, frame in own:
+        effects = arrive(handler, dpid, CONTROLLER_PORT, frame)
+        assert effects.changed and not effects.packets
+    assert all(topology.edge_ports(d) == [3] for d in SWITCHES)
+    assert len(topology.links) == 3 and not topology.awaiting_evidence()
     return handler, clock
 
 
@@ -126,8 +135,8 @@ def test_probes_go_out_of_every_port_but_vnf_arms_and_number_their_round():
     handler, _ = ring()
     probes = handler.probes().packets
     assert sorted((d, p) for d, p, _ in probes) == [(d, p) for d in SWITCHES for p in (1, 2, 3)]
-    assert {lldp.parse_probe(frame)[2] for _, _, frame in probes} == {1}
-    assert {lldp.parse_probe(f)[2] for _, _, f in handler.probes().packets} == {2}
+    assert {lldp.parse_probe(frame)[2] for _, _, frame in probes} == {2}  # ring() had 1
+    assert {lldp.parse_probe(f)[2] for _, _, f in handler.probes().packets} == {3}
 
 
 def test_a_link_goes_down_when_its_ends_are_heard_and_it_is_not():
@@ -135,7 +144,7 @@ def test_a_link_goes_down_when_its_ends_are_heard_and_it_is_not():
     alive = [link for link in RING if {link[0], link[2]} != {1, 2}]  # 1-2 went silent
     suspected = LINK_TIMEOUT_ROUNDS + 1
     for round_ in range(1, 8):
-        handler.round = round_
+        handler.topology.round = round_
         hear(handler, alive, round_)
         effects = handler.expire_links()
         assert effects.changed == (round_ == suspected + SUSPECT_ROUNDS)
@@ -193,8 +202,8 @@ def test_a_repeat_of_the_probes_is_no_new_round():
     handler, _ = ring()
     handler.probes()
     repeat = handler.probes(new_round=False).packets
-    assert {lldp.parse_probe(frame)[2] for _, _, frame in repeat} == {1}
-    assert handler.round == 1
+    assert {lldp.parse_probe(frame)[2] for _, _, frame in repeat} == {2}
+    assert handler.round == 2
 
 
 def test_malformed_frames_change_nothing():
@@ -269,3 +278,23 @@ def test_a_host_claiming_anothers_address_is_not_believed_nor_passed_on():
     clock.now += VERIFY_SECONDS
     handler.settle_claims()
     assert handler.topology.host_by_ip(H2_IP).mac == H2_MAC
+
+
+def test_a_lone_switch_learns_hosts_once_its_own_probe_comes_back():
+    """No neighbour will ever send it LLDP: the probe through its own tables is the
+    evidence that what arrives there is read. Until then, however long, no host."""
+    clock = Clock()
+    handler = EventHandler(Topology(clock=clock), {}.get)
+    handler.topology.add_switch(7, [1, 2])
+    clock.now += 60
+    who_has = arp_frame("who-has", H1_MAC, H1_IP, H2_IP)
+    assert not arrive(handler, 7, 1, who_has).changed and not handler.topology.hosts
+    probes = handler.probes().packets
+    assert sorted((d, p) for d, p, _ in probes) == [(7, 1), (7, 2), (7, TABLE_PORT)]
+    own = next(frame for _, port, frame in probes if port == TABLE_PORT)
+    stale = lldp.build_probe(7, 0, 0)  # from before its ports came up: no evidence
+    assert not arrive(handler, 7, CONTROLLER_PORT, stale).changed
+    assert arrive(handler, 7, CONTROLLER_PORT, own).changed
+    assert not handler.topology.links  # its own probe is no link
+    assert handler.topology.hosts[H1_MAC].ips == (H1_IP,)  # the ARP seen while it waited
+    assert all(port != TABLE_PORT for _, port, _ in handler.probes().packets)

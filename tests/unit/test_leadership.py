@@ -272,7 +272,7 @@ def test_a_standby_follows_the_leaders_network_where_it_sees_the_ports_up():
             topology.add_switch(dpid, [1, 2, 3])
     leader.add_link(1, 1, 2, 1)
     leader.add_link(2, 2, 3, 1)
-    leader.learn_host("00:00:00:00:00:01", 1, 3, "10.0.0.1")
+    leader.learn_host("00:00:00:00:00:01", 1, 3, "10.0.0.1", trusted=True)
     standby.port_down(3, 1)  # a port status the standby saw after the record was written
     assert follow_network(standby, network_record(leader))
     assert {(lk.a, lk.b) for lk in standby.links} == {(1, 2)}
