@@ -33,7 +33,7 @@ from sdn.controller.cluster import ClusterMember, is_role_refusal
 from sdn.controller.events import LINK_EVENTS, Effects, EventHandler
 from sdn.controller.placement import VnfManager
 from sdn.controller.queues import QueueError, apply_queues
-from sdn.controller.state import ControllerState
+from sdn.controller.state import SYNC_PACE_MAX, ControllerState
 from sdn.model.cookies import CHAIN_BYPASS, chain_cookie_mask, chain_sub_kind
 from sdn.model.topology import EDGE_SETTLE_SECONDS
 from sdn.policy.store import RevisionStore, StoreError
@@ -331,12 +331,13 @@ class SdnController(app_manager.OSKenApp):
         while True:
             self._dirty.wait()
             self._dirty.clear()
+            started = time.monotonic()
             try:
                 self.state.sync()
             except Exception:
                 LOG.exception("sync failed")
             self._queues_dirty.set()
-            hub.sleep(0)
+            hub.sleep(min(time.monotonic() - started, SYNC_PACE_MAX))
 
     def close(self) -> None:
         """VNFs are left running: the next controller takes them over (`Runtime.adopt`);

@@ -26,6 +26,11 @@ from sdn.southbound.readback import TableRead
 LOG = logging.getLogger(__name__)
 
 FREEZE_WAIT = 1.0  # seconds a stopping controller waits for a push under way
+# A sync that took d seconds is followed by min(d, this) in which changes only gather:
+# at 200 switches (syncs of ~0.5 s) the event loop keeps time for LLDP and packet-ins, and
+# hosts learnt meanwhile go out in one update instead of one each; small networks (syncs
+# of milliseconds) do not notice.
+SYNC_PACE_MAX = 1.0
 SYNCS = Counter("sdn_syncs_total", "Compile-and-diff rounds")
 SWITCHES = Gauge("sdn_switches", "Connected switches")
 LINKS = Gauge("sdn_links", "Inter-switch links known")
