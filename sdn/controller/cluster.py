@@ -249,15 +249,17 @@ class ClusterMember:
 
 
 def network_record(topology: Topology) -> dict[str, Any]:
-    """The links and hosts of `topology`, as the leader publishes them."""
+    """The links, hosts and edge ports of `topology`, as the leader publishes them."""
     return {"links": sorted([lk.a, lk.a_port, lk.b, lk.b_port] for lk in topology.links),
             "hosts": sorted([h.mac, h.dpid, h.port, list(h.ips)]
-                            for h in topology.hosts.values())}
+                            for h in topology.hosts.values()),
+            "edges": sorted([dpid, port] for dpid in topology.ports
+                            for port in topology.edge_ports(dpid))}
 
 
 def follow_network(topology: Topology, record: dict[str, Any]) -> bool:
-    """Make a standby's links the leader's (where both ports are up here) and learn its
-    hosts; True if anything changed."""
+    """Make a standby's links the leader's (where both ports are up here), learn its hosts
+    and trust its edge ports; True if anything changed."""
     def up(dpid: int, port: int) -> bool:
         return port in topology.ports.get(dpid, {})
 
@@ -269,6 +271,8 @@ def follow_network(topology: Topology, record: dict[str, Any]) -> bool:
         changed = True
     for link in wanted - topology.links:
         changed |= topology.add_link(link.a, link.a_port, link.b, link.b_port)
+    for dpid, port in record.get("edges", []):
+        changed |= topology.trust_edge(dpid, port)
     for mac, dpid, port, ips in record.get("hosts", []):
         if up(dpid, port):
             changed |= topology.learn_host(mac, dpid, port, trusted=True)

@@ -123,6 +123,8 @@ class Topology:
         self.round = 0  # the LLDP probing round under way (the event handler advances it)
         self.heard: dict[int, int] = {}  # dpid -> the newest round read at that switch
         self.up_round: dict[tuple[int, int], int] = {}  # (dpid, port) -> round it came up in
+        # Edge ports another controller showed us (a standby reads no packet-ins, no LLDP)
+        self.trusted_edges: set[tuple[int, int]] = set()
         # (mac, ip) seen at a port still waiting for that evidence: learnt once it has it
         self.pending: dict[tuple[int, int], list[tuple[str, str | None]]] = {}
 
@@ -146,6 +148,7 @@ class Topology:
         self.heard.pop(dpid, None)
         self.up_round = {k: r for k, r in self.up_round.items() if k[0] != dpid}
         self.pending = {k: seen for k, seen in self.pending.items() if k[0] != dpid}
+        self.trusted_edges = {k for k in self.trusted_edges if k[0] != dpid}
         self.switch_facing = {(d, p) for d, p in self.switch_facing if d != dpid}
         self.links = {lk for lk in self.links if dpid not in (lk.a, lk.b)}
         self.hosts = {m: h for m, h in self.hosts.items() if h.dpid != dpid}
@@ -159,6 +162,7 @@ class Topology:
         self.ports.get(dpid, {}).pop(port, None)
         self.up_round.pop((dpid, port), None)
         self.pending.pop((dpid, port), None)
+        self.trusted_edges.discard((dpid, port))
         self.switch_facing.discard((dpid, port))
         before = len(self.links)
         self.links = {
@@ -182,6 +186,7 @@ class Topology:
         self.links -= stale
         self.links.add(link)
         self.switch_facing |= {(a, a_port), (b, b_port)}
+        self.trusted_edges -= {(a, a_port), (b, b_port)}
         self.pending.pop((a, a_port), None)
         self.pending.pop((b, b_port), None)
         self.hosts = {
@@ -207,8 +212,19 @@ class Topology:
         return self._settled(dpid, port, since)
 
     def _settled(self, dpid: int, port: int, since: float) -> bool:
-        return (self._clock() - since >= EDGE_SETTLE_SECONDS
-                and self.heard.get(dpid, -1) > self.up_round.get((dpid, port), self.round))
+        return self._clock() - since >= EDGE_SETTLE_SECONDS and (
+            self.heard.get(dpid, -1) > self.up_round.get((dpid, port), self.round)
+            or (dpid, port) in self.trusted_edges)
+
+    def trust_edge(self, dpid: int, port: int) -> bool:
+        """The leader found (dpid, port) to be an edge port: a standby takes its word for
+        it, so that once elected it floods and learns there from its first update; True if
+        that is news."""
+        if (port not in self.ports.get(dpid, {}) or self.faces_switch(dpid, port)
+                or (dpid, port) in self.trusted_edges):
+            return False
+        self.trusted_edges.add((dpid, port))
+        return True
 
     # LLDP evidence
     def hear(self, dpid: int, round_: int) -> bool:

@@ -282,3 +282,29 @@ def test_a_standby_follows_the_leaders_network_where_it_sees_the_ports_up():
     leader.remove_link(next(iter(lk for lk in leader.links if lk.a == 1)))
     assert follow_network(standby, network_record(leader))
     assert standby.links == set()
+
+
+def test_a_standby_takes_the_leaders_edge_ports_on_trust():
+    """A standby reads no packet-ins, so no LLDP of its own shows which of its ports face no
+    switch: elected, it would flood nowhere and learn no host until its first probing
+    round. It takes the leader's word, for ports it sees up and not facing a switch."""
+    clock = Clock()
+    leader, standby = Topology(clock=clock), Topology(clock=clock)
+    for topology in (leader, standby):
+        for dpid in (1, 2):
+            topology.add_switch(dpid, [1, 2, 3])
+    clock.now += 1
+    leader.add_link(1, 1, 2, 1)
+    leader.round = 1
+    for dpid in (1, 2):
+        leader.hear(dpid, 1)
+    assert network_record(leader)["edges"] == [[1, 2], [1, 3], [2, 2], [2, 3]]
+    assert not standby.edge_ports(1)
+    standby.port_down(2, 3)
+    assert follow_network(standby, network_record(leader))
+    assert (standby.edge_ports(1), standby.edge_ports(2)) == ([2, 3], [2])
+    assert standby.learn_host("00:00:00:00:00:07", 1, 3)
+    standby.port_down(1, 2)
+    standby.port_up(1, 2)  # a new cable: the leader's word was about the old one
+    clock.now += 1
+    assert standby.edge_ports(1) == [3]
