@@ -27,6 +27,8 @@ from topologies.sdn_topos import (
 )
 
 TOPOLOGIES = {
+    # no neighbour sends it LLDP: its own probe through its tables shows its ports are edge
+    "lone_switch": lambda: LinearTopo(n=1, hosts_per_switch=3),
     "linear3": lambda: LinearTopo(n=3),
     "tree2x2": lambda: TreeTopo(depth=2, fanout=2),
     "ring4": lambda: RingTopo(n=4),
