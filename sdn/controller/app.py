@@ -331,13 +331,12 @@ class SdnController(app_manager.OSKenApp):
         while True:
             self._dirty.wait()
             self._dirty.clear()
-            started = time.monotonic()
             try:
                 self.state.sync()
             except Exception:
                 LOG.exception("sync failed")
             self._queues_dirty.set()
-            hub.sleep(min(time.monotonic() - started, SYNC_PACE_MAX))
+            hub.sleep(min(self.state.push_seconds, SYNC_PACE_MAX))
 
     def close(self) -> None:
         """VNFs are left running: the next controller takes them over (`Runtime.adopt`);
