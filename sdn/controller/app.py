@@ -31,6 +31,7 @@ from sdn.controller.agent_vnfs import AgentVnfs
 from sdn.controller.apply import PolicyEngine
 from sdn.controller.cluster import ClusterMember, is_role_refusal
 from sdn.controller.events import LINK_EVENTS, Effects, EventHandler
+from sdn.controller.packet_ins import PacketIns
 from sdn.controller.placement import VnfManager
 from sdn.controller.queues import QueueError, apply_queues
 from sdn.controller.state import SYNC_PACE_MAX, ControllerState
@@ -71,10 +72,10 @@ class SdnController(app_manager.OSKenApp):
         self._bypass_requests: dict[tuple[int, int], float] = {}  # (dpid, xid) -> sent at
         self.cluster: ClusterMember | None = None  # None: the embedded default, no store
         self.engine: PolicyEngine | None = None
-        self.threads.append(hub.spawn(self._sync_loop))
-        self.threads.append(hub.spawn(self._queues_loop))
-        self.threads.append(hub.spawn(self._lldp_loop))
-        self.threads.append(hub.spawn(self._offload_loop))
+        self.packet_ins = PacketIns(self._packet_in)
+        self.threads += [hub.spawn(loop) for loop in (
+            self._sync_loop, self._queues_loop, self._lldp_loop, self._offload_loop,
+            self.packet_ins.run)]
 
     def restore(self, store: RevisionStore, state_dir: Path, ordered_updates: bool = True,
                 allowed_dpids: frozenset[int] | None = None) -> PolicyEngine:
@@ -303,11 +304,13 @@ class SdnController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _on_packet_in(self, ev) -> None:
         msg = ev.msg
-        if self._registered(msg.datapath) is None:
-            return
-        self._carry_out(self.handler.packet_in(
-            msg.datapath.id, msg.match["in_port"], msg.table_id, bytes(msg.data),
-            list(self.switches)))
+        if self._registered(msg.datapath) is not None:  # LLDP at once, the rest queued
+            self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.table_id,
+                                bytes(msg.data))
+
+    def _packet_in(self, dpid: int, in_port: int, table_id: int, data: bytes) -> None:
+        self._carry_out(self.handler.packet_in(dpid, in_port, table_id, data,
+                                               list(self.switches)))
 
     def _carry_out(self, effects: Effects) -> None:
         for dpid, port, data in effects.packets:  # only where we are confirmed master:
@@ -319,9 +322,6 @@ class SdnController(app_manager.OSKenApp):
 
     def _probe(self, dpid: int, port: int) -> None:
         self._carry_out(self.handler.probes([(dpid, port)]))
-
-    def _probe_all(self) -> None:
-        self._carry_out(self.handler.probes())
 
     # loops
     def _changed(self) -> None:
@@ -442,6 +442,6 @@ class SdnController(app_manager.OSKenApp):
     def _lldp_loop(self) -> None:
         while True:
             hub.sleep(LLDP_INTERVAL)
-            self._probe_all()
+            self._carry_out(self.handler.probes())
             self._carry_out(self.handler.expire_links())
             self._carry_out(self.handler.settle_claims())
