@@ -213,8 +213,11 @@ class Topology:
 
     def _settled(self, dpid: int, port: int, since: float) -> bool:
         return self._clock() - since >= EDGE_SETTLE_SECONDS and (
-            self.heard.get(dpid, -1) > self.up_round.get((dpid, port), self.round)
-            or (dpid, port) in self.trusted_edges)
+            self._heard_since_up(dpid, port) or (dpid, port) in self.trusted_edges)
+
+    def _heard_since_up(self, dpid: int, port: int) -> bool:
+        """LLDP of a round after the one the port came up in was read at its switch."""
+        return self.heard.get(dpid, -1) > self.up_round.get((dpid, port), self.round)
 
     def trust_edge(self, dpid: int, port: int) -> bool:
         """The leader found (dpid, port) to be an edge port: a standby takes its word for
@@ -243,8 +246,7 @@ class Topology:
         with hosts seen at such a port and not learnt yet."""
         waiting = {dpid for dpid, _ in self.pending}
         return [dpid for dpid, ports in self.ports.items() if dpid in waiting
-                or any(self.heard.get(dpid, -1) <= self.up_round.get((dpid, p), self.round)
-                       for p in ports)]
+                or not all(self._heard_since_up(dpid, p) for p in ports)]
 
     def _learn_pending(self, dpid: int) -> bool:
         changed = False

@@ -169,16 +169,13 @@ def _match_bytes(match: MatchItems) -> bytes:
     return _serialized(msg)[_FLOW_MOD_HEAD.size:]
 
 
-_EMPTY_MATCH_BYTES = 8  # an OXM match with no field: type, length, padding
-
-
 @lru_cache(maxsize=1 << 16)
 def _instruction_bytes(meter: int | None, actions: tuple[Action, ...],
                        write_metadata: tuple[int, int] | None, goto: int | None) -> bytes:
     """A FlowMod's instructions as os-ken serializes them."""
     rule = FlowRule(0, 0, 0, (), actions, goto, 0, meter, write_metadata)
     msg = parser.OFPFlowMod(Encoder(), instructions=instructions(rule))
-    return _serialized(msg)[_FLOW_MOD_HEAD.size + _EMPTY_MATCH_BYTES:]
+    return _serialized(msg)[_FLOW_MOD_HEAD.size + len(_match_bytes(())):]
 
 
 def flow_stats_request(datapath, cookie: int, cookie_mask: int) -> parser.OFPFlowStatsRequest:
