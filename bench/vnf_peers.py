@@ -1,13 +1,15 @@
 """Our firewall and load balancer against the kernel's own and HAProxy, in the same place.
 
     sudo .venv/bin/python -m bench.vnf_peers [--rounds 3] [--seconds 1.5] [--tcp-seconds 2]
+                                             [--mode auto]
 
 The line of namespaces of `bench.vnf_pps` (nf8-a -> nf8-v -> nf8-b, offloads off on every
 veth), and in nf8-v, one after the other in each round:
 
 - `bridge`: a Linux bridge (the L2 baseline: our VNFs are bumps in the wire);
 - ours: `python -m nfv.datapath.worker` as firewall (conntrack, allow rules) and as load
-  balancer (Maglev + NAT), each across the two veths like the bridge;
+  balancer (Maglev + NAT), each across the two veths like the bridge, in `--mode` (default
+  `auto`, what a VNF runs: AF_XDP where available);
 - `router`: nf8-v routes between 10.9.0.0/24 (nf8-a) and 10.9.2.0/24 (nf8-b), no rules (the L3
   baseline), then with an nftables ruleset:
   - firewall: `ct state established,related accept; ct state new tcp dport {...} accept;
@@ -275,7 +277,9 @@ def ping_ms(dst: str, pings: int) -> float:
     return rtt
 
 
-def one_round(seconds: float, tcp_seconds: float, flows: int, pings: int) -> dict[str, Any]:
+def one_round(
+    seconds: float, tcp_seconds: float, flows: int, pings: int, mode: str
+) -> dict[str, Any]:
     """Every row once; returns {row: {figure: value}}."""
     router_mac = va_mac()
     routed_flood = Target(router_mac, FLOOD_DST, SERVER_PORT, {FLOOD_DST: SERVER_MAC}, SERVER_PORT)
@@ -293,14 +297,14 @@ def one_round(seconds: float, tcp_seconds: float, flows: int, pings: int) -> dic
     rows: dict[str, Any] = {}
     with bridge():
         rows["bridge"] = path(DIRECT, PING_B)
-    with worker("forward", {}, "ring"):
+    with worker("forward", {}, mode):
         rows["ours_forward"] = {"pps": flood(DIRECT)}
-    with worker("firewall", OUR_FIREWALL, "ring"):
+    with worker("firewall", OUR_FIREWALL, mode):
         rows["ours_firewall"] = path(DIRECT, PING_B, connect=False)
-    with worker("loadbalancer", OUR_LB_FLOOD, "ring") as w:
+    with worker("loadbalancer", OUR_LB_FLOOD, mode) as w:
         seed_backends(w)
         rows["ours_lb"] = {"pps": flood(TO_VIP)}
-    with worker("loadbalancer", OUR_LB_TCP, "ring"):
+    with worker("loadbalancer", OUR_LB_TCP, mode):
         rows["ours_lb"]["tcp_gbps"] = tcp_gbps(OUR_VIP, IPERF_PORT, tcp_seconds)
         rows["ours_lb"]["connect_ms"] = connect_ms(OUR_VIP, CONNECT_PORT)
     with router():
@@ -380,7 +384,7 @@ def report(rows: list[dict[str, Any]]) -> None:
 
 def run(
     rounds: int = 3, seconds: float = 1.5, tcp_seconds: float = 2.0, flows: int = 1024,
-    pings: int = 200,
+    pings: int = 200, mode: str = "auto",
 ) -> dict[str, Any]:
     """Every row `rounds` times; figures are per round, ratios against the same round."""
     per_round: list[dict[str, Any]] = []
@@ -390,7 +394,7 @@ def run(
             netns_cmd(NS_B, PYTHON, "-c", CONNECT_SERVER, str(CONNECT_PORT)), ready="ready"
         ):
             for _ in range(rounds):
-                per_round.append(one_round(seconds, tcp_seconds, flows, pings))
+                per_round.append(one_round(seconds, tcp_seconds, flows, pings, mode))
     rows = summarize(per_round)
     report(rows)
     return {"comparisons": rows, "rounds": per_round}
@@ -403,10 +407,11 @@ def main() -> None:
     ap.add_argument("--tcp-seconds", type=float, default=2.0, help="per iperf3 run")
     ap.add_argument("--flows", type=int, default=1024)
     ap.add_argument("--pings", type=int, default=200)
+    ap.add_argument("--mode", default="auto", help="our workers' --mode (auto, xdp, ring, ...)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench.vnf_peers needs root (namespaces, nftables)")
-    run(args.rounds, args.seconds, args.tcp_seconds, args.flows, args.pings)
+    run(args.rounds, args.seconds, args.tcp_seconds, args.flows, args.pings, args.mode)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump tshark ethtool iproute2
           python3-venv procps psmisc etcd-server
-          chromium gcc python3-dev nftables haproxy)
+          chromium gcc python3-dev libxdp-dev libbpf-dev nftables haproxy)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -34,9 +34,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# The VNF hot path in C (nfv/datapath/_fast.c); rebuilt whenever its source changed.
+# The VNF hot path in C (nfv/datapath/_fast.c, with the AF_XDP loop _xsk.c linked against
+# libxdp); rebuilt whenever its source changed.
 fast=$(.venv/bin/python -c 'import sysconfig; print("nfv/datapath/_fast" + sysconfig.get_config_var("EXT_SUFFIX"))')
-if [ ! -f "$fast" ] || [ nfv/datapath/_fast.c -nt "$fast" ] || [ setup.py -nt "$fast" ]; then
+stale=0
+for src in setup.py nfv/datapath/_fast.c nfv/datapath/_fast.h nfv/datapath/_xsk.c; do
+    [ "$src" -nt "$fast" ] && stale=1
+done
+if [ ! -f "$fast" ] || [ "$stale" -eq 1 ]; then
     echo "setup: building $fast"
     .venv/bin/python setup.py -q build_ext --inplace
 fi

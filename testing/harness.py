@@ -288,15 +288,17 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
-class Netns:
-    """A network namespace (a VNF's, say) with the bits of Mininet's node API the helpers
-    here use, so captures work the same in hosts and in VNFs."""
+class VnfPort:
+    """The switch-side port of a VNF's arm, in the root namespace: where a capture sees every
+    frame the VNF gets and sends (inside its namespace, AF_XDP takes frames before any tap)."""
 
-    def __init__(self, name: str, intf: str) -> None:
-        self.name, self.intf = name, intf
+    def __init__(self, instance: str, side: str = "ingress") -> None:
+        from nfv.host.netns import arm_names
+
+        self.intf = arm_names(instance, side).outside
 
     def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+        return subprocess.Popen(argv, **kwargs)
 
     def defaultIntf(self) -> SimpleNamespace:  # Mininet's spelling
         return SimpleNamespace(name=self.intf)

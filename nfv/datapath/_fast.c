@@ -10,18 +10,21 @@
  * full-size TCP segments that second copy and its page allocation cost ~9 % of the throughput.
  * Switching between the two flushes what the other holds first, so a direction's order holds.
  * The Python loop in tpacket.py is the reference: same frames, same verdicts, same counters
- * (tests/unit/test_ring_loop.py runs both on the same frames). Frames that need care (a stripped
- * VLAN tag, truncated, outgoing) are left in the ring for the Python side: the walk stops there.
+ * (tests/integration/test_fast_ring.py runs both on the same frames). Frames that need care (a
+ * stripped VLAN tag, truncated, outgoing) are left in the ring for the Python side: the walk stops
+ * there.
  *
  * Parser: nfv.datapath.packet.PyParser field for field (tests/unit/test_fast.py compares them on
  * generated and fuzzed frames): the same attributes, the same status codes.
+ *
+ * XskPair (_xsk.c, where libxdp was there to build it): the same loop over AF_XDP sockets.
  *
  * nat: nfv.datapath.rewrite.nat_ipv4_py on a C Parser: the IPv4 address + port rewrite with RFC
  * 1624 checksum updates, step for step as the Python does it, so the bytes are identical
  * (tests/unit/test_fast.py).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_fast.h"
+
 #include <structmember.h>
 
 #include <errno.h>
@@ -151,11 +154,6 @@ static int put(tx_ring *t, const uint8_t *frame, uint32_t n) {
     return 0;
 }
 
-/* The flow cache (below, after the parser it uses). */
-static PyTypeObject FlowCacheType;
-static int fc_lookup_obj(PyObject *c, uint8_t *frame, Py_ssize_t n, int side, double now);
-static void fc_commit_obj(PyObject *c, long verdict);
-
 static int get_ring(PyObject *mv, Py_buffer *view) {
     return PyObject_GetBuffer(mv, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
 }
@@ -180,12 +178,9 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
                           &dst_tx_slots, &slot_size, &dst_tx_cur,
                           &scratch_obj, &view, &process, &side, &now, &batch, &cache))
         return NULL;
-    if (cache == Py_None) {
-        cache = NULL;
-    } else if (!PyObject_TypeCheck(cache, &FlowCacheType)) {
-        PyErr_SetString(PyExc_TypeError, "drain: cache must be a FlowCache or None");
-        return NULL;
-    }
+    int cache_ok;
+    cache = fast_cache_arg(cache, &cache_ok);
+    if (!cache_ok) return NULL;
     double now_s = PyFloat_AsDouble(now);
     long side_n = PyLong_AsLong(side);
     if (PyErr_Occurred()) return NULL;
@@ -229,7 +224,7 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
             break;
         }
         uint8_t *frame = hdr + mac;
-        int hit = cache != NULL ? fc_lookup_obj(cache, frame, snap, side_n, now_s) : 0;
+        int hit = cache != NULL ? fast_cache_lookup(cache, frame, snap, side_n, now_s) : 0;
         if (hit < 0) goto done;
         long verdict = 0, n = snap;
         int rc = 0;
@@ -242,25 +237,8 @@ static PyObject *drain(PyObject *Py_UNUSED(module), PyObject *args) {
         rx++;
         rx_bytes += snap;
         if (!hit) {
-            PyObject *length = PyLong_FromUnsignedLong(snap);
-            if (length == NULL) goto done;
-            argv[1] = length;
-            PyObject *r = PyObject_Vectorcall(process, argv, 4, NULL);
-            Py_DECREF(length);
-            if (r == NULL) goto done;
-            verdict = n = -1;
-            if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
-                verdict = PyLong_AsLong(PyTuple_GET_ITEM(r, 0));
-                n = PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
-            }
-            Py_DECREF(r);
-            if (PyErr_Occurred()) goto done;
-            if (verdict < 0 || verdict > 2 || n < 0 || n > scratch.len) {
-                PyErr_SetString(PyExc_ValueError,
-                                "process must return (verdict, length in scratch)");
+            if (fast_process(process, argv, snap, scratch.len, cache, &verdict, &n) < 0)
                 goto done;
-            }
-            if (cache != NULL) fc_commit_obj(cache, verdict);
             if (verdict == 1) {
                 dropped++;
                 continue;
@@ -1113,11 +1091,43 @@ static PyTypeObject FlowCacheType = {
     .tp_members = fc_members,
 };
 
-static int fc_lookup_obj(PyObject *c, uint8_t *frame, Py_ssize_t n, int side, double now) {
-    return fc_lookup((FlowCacheObject *)c, frame, n, side, now);
+PyObject *fast_cache_arg(PyObject *cache, int *ok) {
+    *ok = 1;
+    if (cache == Py_None) return NULL;
+    if (PyObject_TypeCheck(cache, &FlowCacheType)) return cache;
+    *ok = 0;
+    PyErr_SetString(PyExc_TypeError, "cache must be a FlowCache or None");
+    return NULL;
 }
 
-static void fc_commit_obj(PyObject *c, long verdict) { fc_commit((FlowCacheObject *)c, verdict); }
+int fast_cache_lookup(PyObject *cache, uint8_t *frame, Py_ssize_t n, int side, double now) {
+    return fc_lookup((FlowCacheObject *)cache, frame, n, side, now);
+}
+
+int fast_process(PyObject *process, PyObject **argv, uint32_t length, Py_ssize_t scratch_len,
+                 PyObject *cache, long *verdict, long *out_length) {
+    PyObject *n_obj = PyLong_FromUnsignedLong(length);
+    if (n_obj == NULL) return -1;
+    argv[1] = n_obj;
+    PyObject *r = PyObject_Vectorcall(process, argv, 4, NULL);
+    Py_DECREF(n_obj);
+    if (r == NULL) return -1;
+    long v = -1, n = -1;
+    if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
+        v = PyLong_AsLong(PyTuple_GET_ITEM(r, 0));
+        n = PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+    }
+    Py_DECREF(r);
+    if (PyErr_Occurred()) return -1;
+    if (v < 0 || v > 2 || n < 0 || n > scratch_len) {
+        PyErr_SetString(PyExc_ValueError, "process must return (verdict, length in scratch)");
+        return -1;
+    }
+    if (cache != NULL) fc_commit((FlowCacheObject *)cache, v);
+    *verdict = v;
+    *out_length = n;
+    return 0;
+}
 
 /* ---- NAT ------------------------------------------------------------------------------------- */
 
@@ -1224,7 +1234,11 @@ PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Parser", (PyObject *)&ParserType) < 0 ||
-        PyModule_AddObjectRef(m, "FlowCache", (PyObject *)&FlowCacheType) < 0) {
+        PyModule_AddObjectRef(m, "FlowCache", (PyObject *)&FlowCacheType) < 0
+#ifdef HAVE_XSK
+        || xsk_add_type(m) < 0
+#endif
+    ) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,8 +1,13 @@
-"""The VNF packet loop: frames in from two AF_PACKET arms, through a function, out the other arm.
+"""The VNF packet loop: frames in from two arms, through a function, out the other arm.
 
-Two receive paths:
+The receive and send paths (`mode`):
 
-- `ring` (default): a TPACKET_V2 RX ring mapped into the process. We walk the frames the kernel
+- `auto` (default): `xdp` where this machine has it, else `ring` (nfv.datapath.xsk).
+- `xdp`: AF_XDP sockets on both arms sharing one UMEM, the loop in C (`_xsk.c`). A frame is
+  received into a chunk of the UMEM and sent out of the other arm from that same chunk; the
+  function's output is written back into it. Frames sent from Python (ticks) go by a plain
+  packet socket. VLAN tags arrive in the frame, so there is no slow path.
+- `ring`: a TPACKET_V2 RX ring mapped into the process. We walk the frames the kernel
   has handed over, up to RING_BATCH at a time, with integer reads on casted memoryviews, and hand
   each slot back with one store. What goes out is written into each arm's TX ring
   (PACKET_TX_RING) and handed to the kernel with one `send` per arm per batch, so the per-frame
@@ -13,8 +18,8 @@ Two receive paths:
   tested against, and what runs without it.
 - `recv`: non-blocking `recvmsg_into` in batches; simpler and kept as a fallback and a yardstick.
 
-Either way each frame is copied into one preallocated scratch buffer (a memcpy in C) before the
-function sees it. That gives functions a writable view with room beyond `length`, so a BOUNCE
+Every way, each frame the function sees is first copied into one preallocated scratch buffer (a
+memcpy in C). That gives functions a writable view with room beyond `length`, so a BOUNCE
 reply may be longer than the frame that caused it (an ICMP error quoting a short packet), and it
 is where a VLAN tag that the kernel stripped into metadata is put back, so the VNF stays
 transparent to tagged traffic. Frames the kernel reports as outgoing are never received
@@ -33,6 +38,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from nfv.datapath.arms import (
     H_LEN,
@@ -53,18 +59,20 @@ from nfv.datapath.arms import (
     Arm,
     RingConfig,
     open_arm,
+    open_send_socket,
 )
 from nfv.datapath.compiled import fast
 from nfv.datapath.function import NetworkFunction, Side, Verdict
+from nfv.datapath.xsk import KernelCounters, open_pair
 
 _AUXDATA = struct.Struct("=IIIHHHH")  # status len snaplen mac net vlan_tci vlan_tpid
 SCRATCH = 65536 + 4  # a frame can never be longer than the largest IP packet plus a tag
 RECV_BATCH = 64
 RING_BATCH = 256  # frames per arm before the other arm gets its turn and the TX rings are flushed
-# ring: RX and TX rings, the loop in C where built; ring-py: the same in Python; ring-send: RX
-# ring, one send per frame (the yardstick for the TX ring); recv: recvmsg_into batches and one
-# send per frame.
-MODES = ("ring", "ring-py", "ring-send", "recv")
+# auto: xdp where available, else ring; xdp: AF_XDP, the loop in C; ring: RX and TX rings, the
+# loop in C where built; ring-py: the same in Python; ring-send: RX ring, one send per frame (the
+# yardstick for the TX ring); recv: recvmsg_into batches and one send per frame.
+MODES = ("auto", "xdp", "ring", "ring-py", "ring-send", "recv")
 
 
 class Dataplane:
@@ -75,22 +83,34 @@ class Dataplane:
         function: NetworkFunction,
         ingress: str,
         egress: str,
-        mode: str = "ring",
+        mode: str = "auto",
         ring: RingConfig | None = None,
         tick_interval: float = 0.1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown dataplane mode {mode!r}")
         self.function = function
-        self.mode = mode
         self.tick_interval = tick_interval
-        ring_cfg = None if mode == "recv" else ring or RingConfig()
-        if mode == "ring-send":
-            ring_cfg = replace(ring_cfg, tx_frames=0)
+        self.xsk: Any = None
+        self.xdp_unavailable = ""  # why `auto` did not get AF_XDP
+        self._xsk_counters = KernelCounters()
+        if mode in ("auto", "xdp"):
+            self.xsk, self.xdp_unavailable = open_pair(ingress, egress)
+            if self.xsk is None and mode == "xdp":
+                raise OSError(f"AF_XDP: {self.xdp_unavailable}")
+            mode = "xdp" if self.xsk is not None else "ring"
+        self.mode = mode
         self.arms: list[Arm] = []
         try:
-            self.arms.append(open_arm(ingress, Side.INGRESS, ring_cfg))
-            self.arms.append(open_arm(egress, Side.EGRESS, ring_cfg))
+            if self.xsk is not None:  # frames sent from Python (ticks) go by a plain socket
+                self.arms = [Arm(ingress, Side.INGRESS, open_send_socket(ingress)),
+                             Arm(egress, Side.EGRESS, open_send_socket(egress))]  # fmt: skip
+            else:
+                ring_cfg = None if mode == "recv" else ring or RingConfig()
+                if mode == "ring-send":
+                    ring_cfg = replace(ring_cfg, tx_frames=0)
+                self.arms.append(open_arm(ingress, Side.INGRESS, ring_cfg))
+                self.arms.append(open_arm(egress, Side.EGRESS, ring_cfg))
         except BaseException:
             self.close()
             raise
@@ -112,10 +132,15 @@ class Dataplane:
         for arm in self.arms:
             arm.close()
         self.arms = []
+        if self.xsk is not None:
+            self.xsk.close()
 
     def stats(self) -> dict[str, dict[str, int]]:
         for arm in self.arms:
-            arm.kernel_stats()
+            if self.xsk is not None:
+                self._xsk_counters.fold(self.xsk, arm)
+            else:
+                arm.kernel_stats()
         return {arm.side.name.lower(): arm.stats.as_dict() for arm in self.arms}
 
     # --- the loop ------------------------------------------------------------------------------
@@ -125,9 +150,11 @@ class Dataplane:
         self._running = True
         poller = select.poll()
         for arm in self.arms:
-            poller.register(arm.sock.fileno(), select.POLLIN | select.POLLERR)
+            fd = self.xsk.fileno(arm.side) if self.xsk is not None else arm.sock.fileno()
+            poller.register(fd, select.POLLIN | select.POLLERR)
         ingress, egress = self.arms
-        drain = (self._drain_recv if self.mode == "recv"
+        drain = (self._drain_xdp if self.xsk is not None
+                 else self._drain_recv if self.mode == "recv"
                  else self._drain_fast if self.compiled else self._drain_ring)
         interval = self.tick_interval
         next_tick = time.monotonic() + interval
@@ -262,9 +289,31 @@ class Dataplane:
     @property
     def compiled(self) -> bool:
         """Whether `run` walks the rings in C."""
-        return (
+        return self.xsk is not None or (
             self.mode == "ring" and fast is not None and all(a.tx_base >= 0 for a in self.arms)
         )
+
+    def _count(self, src: Arm, dst: Arm, rx: int, rx_bytes: int, fwd: int, fwd_bytes: int,
+               back: int, back_bytes: int, dropped: int, errors: int) -> None:
+        """Add a C drain's counters: `errors` are sends to `dst` that failed."""
+        s, d = src.stats, dst.stats
+        s.rx_packets += rx
+        s.rx_bytes += rx_bytes
+        s.tx_packets += back
+        s.tx_bytes += back_bytes
+        d.tx_packets += fwd
+        d.tx_bytes += fwd_bytes
+        d.tx_errors += errors
+        self.dropped += dropped
+        self.bounced += back
+
+    def _drain_xdp(self, src: Arm, dst: Arm) -> int:
+        """The frames in `src`'s AF_XDP RX ring, up to RING_BATCH, through the C loop."""
+        counts = self.xsk.drain(src.side, self._scratch, self._view, self.function.process,
+                                time.monotonic(), RING_BATCH,
+                                getattr(self.function, "flow_cache", None))  # fmt: skip
+        self._count(src, dst, *counts)
+        return counts[0]
 
     def _drain_fast(self, src: Arm, dst: Arm) -> int:
         """`_drain_ring` in C (same counters); frames that need care are handed to
@@ -280,17 +329,9 @@ class Dataplane:
             getattr(self.function, "flow_cache", None),
         )  # fmt: skip
         src.cur = cur
-        s, d = src.stats, dst.stats
-        s.rx_packets += rx
-        s.rx_bytes += rx_bytes
-        s.tx_packets += back
-        s.tx_bytes += back_bytes
-        s.tx_errors += src_wrong
-        d.tx_packets += fwd
-        d.tx_bytes += fwd_bytes
-        d.tx_errors += errors + dst_wrong
-        self.dropped += dropped
-        self.bounced += back
+        src.stats.tx_errors += src_wrong
+        self._count(src, dst, rx, rx_bytes, fwd, fwd_bytes, back, back_bytes, dropped,
+                    errors + dst_wrong)
         if slow:
             rx += self._slow_slot(src, dst, now)
         return rx

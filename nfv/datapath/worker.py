@@ -76,6 +76,7 @@ class StatsWriter:
             "updated": time.time(),
             "mode": self.dp.mode,
             "compiled": self.dp.compiled,
+            "xdp_unavailable": self.dp.xdp_unavailable,
             "ports": ports,
             "dropped": dropped,
             "bounced": self.dp.bounced,
@@ -95,7 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ingress", required=True, help="interface facing the chain's source")
     ap.add_argument("--egress", required=True, help="interface facing the chain's destination")
     ap.add_argument("--stats", required=True, type=Path, help="JSON file rewritten every second")
-    ap.add_argument("--mode", default="ring", choices=MODES, help="receive and send path")
+    ap.add_argument("--mode", default="auto", choices=MODES,
+                    help="receive and send path (auto: AF_XDP where available, else ring)")
     return ap.parse_args(argv)
 
 
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     print(
         f"nfv.datapath.worker: {args.kind} pid {os.getpid()} "
-        f"{args.ingress} <-> {args.egress} ({dp.mode}{', compiled' if dp.compiled else ''})",
+        f"{args.ingress} <-> {args.egress} ({dp.mode}{', compiled' if dp.compiled else ''}"
+        f"{f'; no AF_XDP: {dp.xdp_unavailable}' if dp.xdp_unavailable else ''})",
         file=sys.stderr,
         flush=True,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.harness import Capture, Netns, http_get, network, ping, wait_until, web_servers
+from testing.harness import Capture, VnfPort, http_get, network, ping, wait_until, web_servers
 from topologies.sdn_topos import LinearTopo
 
 VIP, CLIENT, INTRUDER, BACKENDS = "10.0.0.100", "10.0.0.1", "10.0.0.2", ("10.0.0.5", "10.0.0.6")
@@ -81,7 +81,7 @@ def web(controller, tmp_path):
 
 
 def captures(tmp_path: Path, bpf: str) -> dict[str, Capture]:
-    return {name: Capture(Netns(f"vnf-{name}", "ingress"), bpf, tmp_path / f"{name}.pcap")
+    return {name: Capture(VnfPort(name), bpf, tmp_path / f"{name}.pcap")
             for name in ("fw", "lb", "mon")}
 
 
