@@ -11,7 +11,8 @@
  *
  * Chunks move: free list -> an arm's fill ring -> (the kernel) its RX ring -> us -> the TX ring
  * of either arm -> its completion ring -> free list; a dropped frame's chunk goes straight back.
- * XSK_RESERVE chunks are never handed to the fill rings, so `send` always finds one.
+ * Both fill rings together hold at most half the chunks, so a burst on its way out cannot starve
+ * reception.
  *
  * The counters match drain's in _fast.c; the kernel's own drops (RX ring full, no fill chunk,
  * invalid TX descriptors) are read by `statistics`. */
@@ -36,7 +37,6 @@
 #define XSK_FRAME 4096u  /* a page: the largest chunk an aligned UMEM takes */
 #define XSK_FRAMES 8192u /* 32 MiB per VNF */
 #define XSK_RING 2048u   /* descriptors per ring */
-#define XSK_RESERVE 256u
 #define XSK_KICKS 64     /* sends per kick at most: 64 x 32 frames, a full TX ring */
 
 typedef struct {
@@ -74,11 +74,10 @@ static void reap(XskPairObject *p, xsk_arm *a) {
     if (n) xsk_ring_cons__release(&a->comp, n);
 }
 
-/* Hand free chunks (all but the reserve) to the arm's fill ring. */
+/* Hand free chunks to the arm's fill ring. */
 static void refill(XskPairObject *p, xsk_arm *a) {
-    if (p->nfree <= XSK_RESERVE) return;
-    uint32_t idx, n = xsk_prod_nb_free(&a->fill, p->nfree - XSK_RESERVE);
-    if (n > p->nfree - XSK_RESERVE) n = p->nfree - XSK_RESERVE;
+    uint32_t idx, n = xsk_prod_nb_free(&a->fill, p->nfree);
+    if (n > p->nfree) n = p->nfree;
     if (!n || xsk_ring_prod__reserve(&a->fill, n, &idx) != n) return;
     for (uint32_t i = 0; i < n; i++)
         *xsk_ring_prod__fill_addr(&a->fill, idx + i) = p->free[--p->nfree];
@@ -106,14 +105,15 @@ static int kick(xsk_arm *a) {
 }
 
 /* Queue the chunk at `addr` (`len` bytes) on the arm's TX ring: 0 queued, 1 no room (the chunk
- * is freed and the frame counted lost), -1 a Python error. */
+ * is freed and the frame counted lost), -1 a Python error (the chunk is freed too). */
 static int transmit(XskPairObject *p, xsk_arm *a, uint64_t addr, uint32_t len) {
     uint32_t idx;
     if (xsk_ring_prod__reserve(&a->tx, 1, &idx) != 1) {
-        if (kick(a) < 0) return -1;
+        int rc = kick(a);
         reap(p, a);
-        if (xsk_ring_prod__reserve(&a->tx, 1, &idx) != 1) {
+        if (rc < 0 || xsk_ring_prod__reserve(&a->tx, 1, &idx) != 1) {
             p->free[p->nfree++] = chunk_of(addr);
+            if (rc < 0) return -1;
             a->lost++;
             return 1;
         }
@@ -222,48 +222,17 @@ static PyObject *xsk_drain(XskPairObject *p, PyObject *args) {
     errors += src->lost + dst->lost - lost_before;
     result = Py_BuildValue("KKKKKKKK", rx, rx_bytes, fwd, fwd_bytes, back, back_bytes, dropped,
                            errors);
-done:
-    if (got) xsk_ring_cons__release(&src->rx, i);
+done: /* on an error the frames not yet taken stay in the ring for the next call */
+    if (i < got) xsk_ring_cons__cancel(&src->rx, got - i);
+    if (i) xsk_ring_cons__release(&src->rx, i);
     refill(p, src);
     PyBuffer_Release(&scratch);
     return result;
 }
 
-PyDoc_STRVAR(xsk_send_doc,
-"send(side, frame) -> bool\n"
-"Queue `frame` (a bytes-like object) on arm `side` and have the kernel send it; False when it\n"
-"does not fit a chunk or the TX ring is full (it is not sent).");
-
-static PyObject *xsk_send(XskPairObject *p, PyObject *args) {
-    PyObject *side_obj;
-    Py_buffer frame;
-    long side;
-    if (!PyArg_ParseTuple(args, "Oy*:send", &side_obj, &frame)) return NULL;
-    PyObject *result = NULL;
-    if (side_arg(side_obj, &side) < 0) goto done;
-    if (p->umem == NULL) {
-        PyErr_SetString(PyExc_ValueError, "send: the XskPair is closed");
-        goto done;
-    }
-    xsk_arm *a = &p->arm[side];
-    reap(p, a);
-    if (frame.len > XSK_FRAME || !p->nfree) {
-        result = Py_NewRef(Py_False);
-        goto done;
-    }
-    uint64_t addr = p->free[--p->nfree];
-    memcpy(p->area + addr, frame.buf, (size_t)frame.len);
-    int rc = transmit(p, a, addr, (uint32_t)frame.len);
-    if (rc >= 0 && kick(a) == 0) result = Py_NewRef(rc == 0 ? Py_True : Py_False);
-done:
-    PyBuffer_Release(&frame);
-    return result;
-}
-
 PyDoc_STRVAR(xsk_statistics_doc,
 "statistics(side) -> dict\n"
-"The kernel's counters of arm `side` (struct xdp_statistics, cumulative) and `tx_lost`, the\n"
-"frames the TX ring had no room for.");
+"The kernel's counters of arm `side`: struct xdp_statistics, cumulative.");
 
 static PyObject *xsk_statistics(XskPairObject *p, PyObject *side_obj) {
     long side;
@@ -277,13 +246,12 @@ static PyObject *xsk_statistics(XskPairObject *p, PyObject *side_obj) {
     memset(&s, 0, sizeof(s));
     if (getsockopt(p->arm[side].fd, SOL_XDP, XDP_STATISTICS, &s, &len) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    return Py_BuildValue("{sKsKsKsKsKsK}", "rx_dropped", (unsigned long long)s.rx_dropped,
+    return Py_BuildValue("{sKsKsKsKsK}", "rx_dropped", (unsigned long long)s.rx_dropped,
                          "rx_invalid_descs", (unsigned long long)s.rx_invalid_descs,
                          "rx_ring_full", (unsigned long long)s.rx_ring_full,
                          "rx_fill_ring_empty_descs",
                          (unsigned long long)s.rx_fill_ring_empty_descs, "tx_invalid_descs",
-                         (unsigned long long)s.tx_invalid_descs, "tx_lost",
-                         p->arm[side].lost);
+                         (unsigned long long)s.tx_invalid_descs);
 }
 
 static PyObject *xsk_fileno(XskPairObject *p, PyObject *side_obj) {
@@ -428,7 +396,6 @@ static void xsk_dealloc(XskPairObject *p) {
 
 static PyMethodDef xsk_methods[] = {
     {"drain", (PyCFunction)xsk_drain, METH_VARARGS, xsk_drain_doc},
-    {"send", (PyCFunction)xsk_send, METH_VARARGS, xsk_send_doc},
     {"statistics", (PyCFunction)xsk_statistics, METH_O, xsk_statistics_doc},
     {"fileno", (PyCFunction)xsk_fileno, METH_O, "fileno(side): the arm's AF_XDP socket."},
     {"close", (PyCFunction)xsk_close, METH_NOARGS, "Detach and free everything (idempotent)."},

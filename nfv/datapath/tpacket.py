@@ -100,6 +100,8 @@ class Dataplane:
                 raise OSError(f"AF_XDP: {self.xdp_unavailable}")
             mode = "xdp" if self.xsk is not None else "ring"
         self.mode = mode
+        # native: the driver runs the XDP program; generic: the kernel, on the skb, after it
+        self.xdp_attach = "" if self.xsk is None else "generic" if self.xsk.generic else "native"
         self.arms: list[Arm] = []
         try:
             if self.xsk is not None:  # frames sent from Python (ticks) go by a plain socket

@@ -76,6 +76,7 @@ class StatsWriter:
             "updated": time.time(),
             "mode": self.dp.mode,
             "compiled": self.dp.compiled,
+            "xdp_attach": self.dp.xdp_attach,
             "xdp_unavailable": self.dp.xdp_unavailable,
             "ports": ports,
             "dropped": dropped,
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     print(
         f"nfv.datapath.worker: {args.kind} pid {os.getpid()} "
-        f"{args.ingress} <-> {args.egress} ({dp.mode}{', compiled' if dp.compiled else ''}"
+        f"{args.ingress} <-> {args.egress} ({dp.mode}{' ' + dp.xdp_attach if dp.xdp_attach else ''}"
+        f"{', compiled' if dp.compiled else ''}"
         f"{f'; no AF_XDP: {dp.xdp_unavailable}' if dp.xdp_unavailable else ''})",
         file=sys.stderr,
         flush=True,

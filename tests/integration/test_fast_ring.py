@@ -300,7 +300,7 @@ def test_auto_takes_af_xdp_and_a_killed_worker_leaves_no_program(tmp_path: Path)
     with namespace():
         with worker(tmp_path / "xdp.json", {}) as proc:
             doc = json.loads((tmp_path / "xdp.json").read_text())
-            assert (doc["mode"], doc["xdp_unavailable"]) == ("xdp", "")
+            assert (doc["mode"], doc["xdp_attach"], doc["xdp_unavailable"]) == ("xdp", "native", "")
             assert xdp_programs() == ["nfr-va", "nfr-vb"]
             proc.send_signal(signal.SIGKILL)
             proc.wait(5)
@@ -310,6 +310,6 @@ def test_auto_takes_af_xdp_and_a_killed_worker_leaves_no_program(tmp_path: Path)
             time.sleep(0.05)
         with worker(tmp_path / "py.json", {"NFV_PURE_PYTHON": "1"}):
             doc = json.loads((tmp_path / "py.json").read_text())
-            assert doc["mode"] == "ring"
+            assert (doc["mode"], doc["xdp_attach"]) == ("ring", "")
             assert "compiled module" in doc["xdp_unavailable"]
             assert not xdp_programs()
