@@ -14,7 +14,7 @@ from sdn.compile.chain_model import SettledFlow, VnfInstance
 from sdn.compile.chains import compile_chains, vnf_ports
 from sdn.compile.classes import add_class_rules
 from sdn.compile.pipeline import packet_in_meters
-from sdn.compile.routes import CompilerCache, Options, compile_network
+from sdn.compile.routes import CompilerCache, NetworkCompiler, Options, compile_network
 from sdn.model.rules import SwitchRules
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import Policy
@@ -57,26 +57,68 @@ def link_weights(policy: Policy | None, snapshot: Snapshot) -> dict[frozenset[in
     return weights
 
 
+class DesiredCache:
+    """What `desired_rules` keeps between calls: the incremental route compilers, and each
+    switch's last desired rules with the rest (meters, classes, answers, chains) they were
+    built from. A switch whose routes did not change and whose rest is equal gets the very
+    same `SwitchRules` object again: `push` need not diff a switch that is in step with it
+    (`SwitchConnection.in_step_with`), so a change costs work where it changes rules. The
+    objects handed out are shared between calls: callers must not change them."""
+
+    def __init__(self) -> None:
+        self.compilers = CompilerCache()
+        self._last: dict[int, tuple[Options, SwitchRules, SwitchRules]] = {}
+
+    def merge(self, options: Options, routes: dict[int, SwitchRules],
+              compiler: NetworkCompiler, rest: dict[int, SwitchRules]) -> dict[int, SwitchRules]:
+        """Every switch of `rest`: its routes (from `routes` where they changed, else from
+        `compiler`) with its rest, or the last object where neither changed."""
+        merged: dict[int, SwitchRules] = {}
+        for dpid, extra in rest.items():
+            last = self._last.get(dpid)
+            if dpid not in routes and last is not None and last[0] == options \
+                    and last[1] == extra:
+                merged[dpid] = last[2]
+                continue
+            merged[dpid] = _with(routes.get(dpid) or compiler.rules(dpid), extra)
+            self._last[dpid] = (options, extra, merged[dpid])
+        for gone in self._last.keys() - rest.keys():
+            del self._last[gone]
+        return merged
+
+
 def desired_rules(
     policy: Policy | None, snapshot: Snapshot, instances: Sequence[VnfInstance] = (),
-    settled: Iterable[SettledFlow] = (), cache: CompilerCache | None = None,
+    settled: Iterable[SettledFlow] = (), cache: DesiredCache | None = None,
 ) -> dict[int, SwitchRules]:
     """`snapshot` leaves VNF arms out (routing and flooding must never use them); chain
     steering sees them, for the instances that are placed. With a `cache` the routes are
-    recompiled incrementally."""
+    recompiled incrementally and unchanged switches keep their objects (`DesiredCache`)."""
     weighted = replace(snapshot, weights=link_weights(policy, snapshot))
-    rules = compile_network(weighted, options_for(policy), cache)
-    for dpid, switch_rules in rules.items():
-        switch_rules.meters.update((m.meter_id, m) for m in packet_in_meters(dpid))
-    add_class_rules(rules, policy, snapshot)
-    add_virtual_ip_answers(rules, policy, snapshot)
+    options = options_for(policy)
+    rest = {dpid: SwitchRules(meters={m.meter_id: m for m in packet_in_meters(dpid)})
+            for dpid in snapshot.switches}
+    add_class_rules(rest, policy, snapshot)
+    add_virtual_ip_answers(rest, policy, snapshot)
     arms = vnf_ports(instances)
     with_arms = replace(weighted, switches={
         dpid: ports | arms.get(dpid, frozenset()) for dpid, ports in weighted.switches.items()})
     for dpid, extra in compile_chains(policy, with_arms, instances, settled).items():
-        if dpid in rules:
-            rules[dpid].add_flows(extra)
-    return rules
+        if dpid in rest:
+            rest[dpid].add_flows(extra)
+    if cache is None:
+        routes = compile_network(weighted, options)
+        return {dpid: _with(routes[dpid], extra) for dpid, extra in rest.items()}
+    compiler = cache.compilers.get(options)
+    return cache.merge(options, compiler.update(weighted), compiler, rest)
+
+
+def _with(routes: SwitchRules, rest: SwitchRules) -> SwitchRules:
+    """`routes` (a fresh object of the compiler's) with `rest` laid over it."""
+    routes.flows.update(rest.flows)
+    routes.groups.update(rest.groups)
+    routes.meters.update(rest.meters)
+    return routes
 
 
 def add_virtual_ip_answers(rules: dict[int, SwitchRules], policy: Policy | None,

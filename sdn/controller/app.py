@@ -434,7 +434,7 @@ class SdnController(app_manager.OSKenApp):
             return
         conn = self.switches.get(dpid)
         if conn is not None:
-            conn.held.flows.pop((msg.table_id, msg.priority, items), None)
+            conn.forget_flow((msg.table_id, msg.priority, items))
         if self.state.offload.expire(msg.cookie):
             LOG.info("offload: bypass %#018x idled out", msg.cookie)
             self._changed()

@@ -13,8 +13,7 @@ from prometheus_client import Counter, Gauge
 
 from common.blocking import run_blocking
 from common.collector import collector_paused
-from sdn.compile.desired import desired_rules
-from sdn.compile.routes import CompilerCache
+from sdn.compile.desired import DesiredCache, desired_rules
 from sdn.controller.offload import OffloadTable
 from sdn.controller.placement import VnfManager
 from sdn.model.rules import SwitchRules
@@ -68,7 +67,7 @@ class ControllerState:
         self.lock = hub.Semaphore(1)
         self.reads: dict[int, TableRead] = {}  # tables being read back (verify)
         self.ordered_updates = ordered_updates
-        self._compilers = CompilerCache()
+        self._desired = DesiredCache()
         self.frozen = False  # stopping: nothing more is sent to any switch
         self.fence: Fence = Solo()
         self.push_seconds = 0.0  # how long the last sync's compile-and-push took
@@ -83,9 +82,9 @@ class ControllerState:
     def _compile(self, policy: Policy | None, snapshot: Snapshot, instances: list,
                  settled: frozenset) -> dict[int, SwitchRules]:
         """Pure work on values taken before: may run in another thread (`run_blocking`);
-        the compiler cache is only used under `lock`."""
+        the cache is only used under `lock`."""
         with collector_paused():
-            return desired_rules(policy, snapshot, instances, settled, self._compilers)
+            return desired_rules(policy, snapshot, instances, settled, self._desired)
 
     def push(self, wait: bool) -> PushResult:
         """Send every ready switch the difference to what the policy in force wants, in

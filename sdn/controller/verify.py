@@ -40,7 +40,7 @@ def verify(state: ControllerState, repair: bool = False) -> dict:
         if repair and drifted:
             for dpid, switch_drift in found.items():
                 if switch_drift:
-                    state.switches[dpid].held = reads[dpid].rules
+                    state.switches[dpid].adopt(reads[dpid].rules)
             result = state.push(wait=True)
             if result.failures:
                 raise VerifyError(f"repair failed: {result.failures}")

@@ -74,18 +74,22 @@ EARLY, FLOOD_WIDE, FIRST_FAMILY = 0, 1, 1
 
 
 def plan_rounds(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
-                links: Iterable[Link], ordered: bool = True) -> Rounds:
+                links: Iterable[Link], ordered: bool = True,
+                in_step: frozenset[int] = frozenset()) -> Rounds:
     """The changes taking every switch in `desired` from `held` to `desired`, in rounds.
-    `links` are the links of the new topology (where the new rules send packets). Not
-    `ordered`, every switch gets its whole difference in one round, as before ordering
-    existed (bench.update_loss measures what ordering saves)."""
+    `links` are the links of the new topology (where the new rules send packets). Switches
+    `in_step` are known to hold their desired rules already: they get nothing and are not
+    diffed, but where their rules lead still orders the others'. Not `ordered`, every
+    switch gets its whole difference in one round, as before ordering existed
+    (bench.update_loss measures what ordering saves)."""
+    changing = {dpid: rules for dpid, rules in desired.items() if dpid not in in_step}
     if not ordered:
-        return all_at_once(held, desired)
-    return _plan(held, desired, links)
+        return all_at_once(held, changing)
+    return _plan(held, desired, changing, links)
 
 
 def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
-          links: Iterable[Link]) -> Rounds:
+          changing: Mapping[int, SwitchRules], links: Iterable[Link]) -> Rounds:
     peers: dict[tuple[int, int], int] = {}
     for lk in links:
         peers[(lk.a, lk.a_port)] = lk.b
@@ -93,7 +97,7 @@ def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
     empty = SwitchRules()
     plans = {dpid: _SwitchPlan(dpid, held.get(dpid, empty), rules,
                                diff(held.get(dpid, empty), rules))
-             for dpid, rules in desired.items()}
+             for dpid, rules in changing.items()}
     levels = _family_levels(plans, desired, peers)
     last_family = max((f for per in levels.values() for f in per.values()), default=-1)
     phases = _Phases(last_family)

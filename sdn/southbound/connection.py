@@ -21,7 +21,7 @@ from common.blocking import run_blocking
 from common.collector import collector_paused
 from sdn.model.cookies import COOKIE_LEARN, cookie_kind
 from sdn.model.pipeline import TABLE_INGRESS
-from sdn.model.rules import Meter, SwitchRules
+from sdn.model.rules import Meter, RuleKey, SwitchRules
 from sdn.model.topology import Host, Link
 from sdn.reconcile import ordering
 from sdn.reconcile.diff import Changes, diff
@@ -54,6 +54,11 @@ class SwitchConnection:
     xid: int = 0  # of batched FlowMods (errors are told apart by switch, not by xid)
     role: str = "equal"  # this controller's OpenFlow role at the switch, as last confirmed
     generation: int = 0  # the generation id the switch confirmed with it
+    # The desired rules (that very object, see sdn.compile.desired.DesiredCache) `held` was
+    # last brought to in full; `push` skips the switch while it is handed that object
+    # again. Anything that changes `held` otherwise clears it: `adopt`, `forget_flow`,
+    # reading the tables, an error from the switch.
+    in_step_with: SwitchRules | None = None
 
     @property
     def dpid(self) -> int:
@@ -63,9 +68,19 @@ class SwitchConnection:
     def ready(self) -> bool:
         return self.flows_read and self.groups_read
 
+    def adopt(self, rules: SwitchRules) -> None:
+        """Take `rules` (read back from the switch) as what it holds."""
+        self.held = rules
+        self.in_step_with = None
+
+    def forget_flow(self, key: RuleKey) -> None:
+        """The switch removed a flow of its own accord (an idle timeout)."""
+        self.held.flows.pop(key, None)
+        self.in_step_with = None
+
     def request_tables(self) -> None:
         dp = self.datapath
-        self.held = SwitchRules()
+        self.adopt(SwitchRules())
         self.flows_read = self.groups_read = self.meters_read = False
         # Meters first: replies come back in order, so they are known by the time the
         # flows and groups are, when the application passes them to on_meter_config.
@@ -75,14 +90,17 @@ class SwitchConnection:
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
 
     def on_flow_stats(self, body: list, more: bool) -> None:
+        self.in_step_with = None
         add_flows(self.held, self.dpid, body)
         self.flows_read = not more
 
     def on_group_desc(self, body: list, more: bool) -> None:
+        self.in_step_with = None
         add_groups(self.held, self.dpid, body)
         self.groups_read = not more
 
     def on_meter_config(self, body: list, more: bool) -> None:
+        self.in_step_with = None
         add_meters(self.held, self.dpid, body)
         self.meters_read = not more
 
@@ -126,6 +144,7 @@ class SwitchConnection:
         changes it."""
         self.held = self._held_meters_known(desired)
         self.meters_read = True
+        self.in_step_with = None
         return self.held
 
     def apply(self, desired: SwitchRules) -> Changes:
@@ -192,6 +211,7 @@ class SwitchConnection:
 
     def on_error(self, description: str) -> None:
         self.errors.append(description)
+        self.in_step_with = None
 
     def request_role(self, role: str, generation: int) -> None:
         """Ask to be master or slave under `generation`. Until the reply confirms it,
@@ -221,12 +241,12 @@ def _copy(rules: SwitchRules) -> SwitchRules:
 
 
 def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
-          links: Iterable[Link], ordered: bool) -> ordering.Rounds:
+          links: Iterable[Link], ordered: bool, in_step: frozenset[int]) -> ordering.Rounds:
     """Pure work on copies of what the switches hold (a flow-removed message may change
     that meanwhile): at 200 switches a plan takes ~0.2 s, which the event loop spends
     reading LLDP and packet-ins instead (`run_blocking`)."""
     with collector_paused():
-        return ordering.plan_rounds(held, desired, links, ordered)
+        return ordering.plan_rounds(held, desired, links, ordered, in_step)
 
 
 @dataclass
@@ -252,9 +272,12 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
     holds one switch back for another. Not `ordered`: one round (see `plan_rounds`).
     Once `stopping()` is true no further round is sent: every round leaves the network
     consistent, so a stopping controller need not finish a long update."""
-    held = {dpid: _copy(conn.start_update(desired[dpid])) for dpid, conn in conns.items()}
+    in_step = frozenset(dpid for dpid, conn in conns.items()
+                        if conn.in_step_with is desired[dpid])
+    held = {dpid: _copy(conn.start_update(desired[dpid])) for dpid, conn in conns.items()
+            if dpid not in in_step}
     rounds = run_blocking(_plan, held, {dpid: desired[dpid] for dpid in conns}, links,
-                          ordered)
+                          ordered, in_step)
     result = PushResult()
     deadline = time.monotonic() + timeout
     for per_switch in rounds:
@@ -282,6 +305,10 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
                         conn.datapath, "is_active", True) else "disconnected")
         if result.failures:
             break
+    else:  # every round went out: each switch planned now holds its desired rules
+        for dpid in held:
+            if not conns[dpid].errors:
+                conns[dpid].in_step_with = desired[dpid]
     if result.switches:  # one line per update, not per switch: 200 switches would flood
         LOG.info("update: %d messages (%d FlowMods) to %d switches in %d rounds",
                  result.messages, result.flow_mods, len(result.switches), result.rounds)

@@ -15,6 +15,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from sdn.compile.desired import DesiredCache, desired_rules
 from sdn.compile.routes import NetworkCompiler, Options
 from sdn.explain.flowsim import Network, VnfModel
 from sdn.model.cookies import CHAIN_TAG, COOKIE_FLOOD, chain_sub_kind, cookie_kind
@@ -415,3 +416,68 @@ def test_a_stopping_controller_sends_no_further_round():
                   stopping=lambda: sent_rounds.append(1) or len(sent_rounds) > 2)
     assert result.rounds == 2
     assert sum(1 for _, what in log if what == "barrier") == len(rounds[0]) + len(rounds[1])
+
+
+def test_push_diffs_only_switches_not_in_step_and_a_change_at_the_switch_undoes_that():
+    """What `DesiredCache` hands out again (the same object) to a switch that holds it is
+    neither diffed nor sent; a flow the switch removed, or tables read back, put the switch
+    out of step, and the next push restores what it lacks."""
+    graph = random_connected_graph(4, nodes=12, extra_edges=6)
+    old = snapshot_from_graph(graph, hosts_per_switch=1)
+    new = replace(old, links=old.links[1:])
+    cache = DesiredCache()
+    before = desired_rules(None, old, cache=cache)
+    log: list = []
+    conns = connections({dpid: SwitchRules() for dpid in before}, log)
+    assert push(conns, before, old.links).flow_mods > 0
+    assert all(conns[d].in_step_with is before[d] for d in before)
+    after = desired_rules(None, new, cache=cache)
+    kept = {d for d in after if after[d] is before[d]}
+    assert kept and kept != set(after)  # the lost link changed some switches, not all
+    planned: list = []
+    real_plan = ordering._plan
+
+    def spy(held, desired, changing, links):
+        planned.append(set(changing))
+        return real_plan(held, desired, changing, links)
+
+    ordering._plan = spy
+    try:
+        result = push(conns, after, new.links)
+    finally:
+        ordering._plan = real_plan
+    assert planned == [set(after) - kept]
+    assert result.switches <= set(after) - kept and result.flow_mods > 0
+    assert all(not diff(conns[d].held, after[d]) for d in after)
+    assert push(conns, after, new.links).flow_mods == 0  # all in step: nothing to send
+    some = min(kept)
+    key = next(iter(after[some].flows))
+    conns[some].forget_flow(key)  # the switch dropped a rule it should hold
+    result = push(conns, after, new.links)
+    assert result.switches == {some} and result.flow_mods == 1
+    conns[some].adopt(SwitchRules())  # tables read back empty
+    assert push(conns, after, new.links).flow_mods == len(after[some].flows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_desired_cache_gives_what_a_fresh_compile_does(seed: int) -> None:
+    """Through a run of topology changes, the cached result, with the objects it hands out
+    again, equals a compile from nothing."""
+    rng = random.Random(seed)
+    full = snapshot_from_graph(random_connected_graph(seed, nodes=10, extra_edges=6),
+                               hosts_per_switch=1)
+    cache = DesiredCache()
+    last = desired_rules(None, full, cache=cache)
+    reused = 0
+    links, hosts = full.links, full.hosts
+    for step in range(12):  # a link lost or back each step, hosts gone or back every third
+        cut = rng.choice(full.links)
+        links = tuple(lk for lk in links if lk != cut) if cut in links else (*links, cut)
+        if step % 3 == 2:
+            hosts = tuple(h for h in full.hosts if rng.random() < 0.8)
+        snapshot = replace(full, links=links, hosts=hosts)
+        now = desired_rules(None, snapshot, cache=cache)
+        assert now == desired_rules(None, snapshot)
+        reused += sum(rules is last[dpid] for dpid, rules in now.items())
+        last = now
+    assert reused > 0

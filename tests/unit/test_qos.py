@@ -15,7 +15,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from sdn.compile import classes as qos
 from sdn.compile import queues
-from sdn.compile.desired import DEFAULT_CAPACITY_BPS, desired_rules
+from sdn.compile.desired import DEFAULT_CAPACITY_BPS, DesiredCache, desired_rules
 from sdn.controller import tc_helper as tcqueues
 from sdn.explain.flowsim import Network
 from sdn.model.cookies import COOKIE_CLASS, cookie
@@ -393,3 +393,17 @@ def test_queue_changes_touch_only_ports_whose_plan_changed():
     # a port that was not there to apply to is tried again next time
     retry = grown.changes_since(grown.without(["s201-eth1"]))
     assert list(retry.ports) == ["s201-eth1"]
+
+
+def test_a_cached_compile_follows_a_policy_edit_and_back():
+    """The routes do not change, the classes do: the cache must not hand out the rules of
+    the policy compiled before."""
+    policy = load_policy(POLICY)
+    edited = load_policy(POLICY.replace("max_rate: 10mbit", "max_rate: 20mbit"))
+    snapshot = linear()
+    cache = DesiredCache()
+    first = desired_rules(policy, snapshot, cache=cache)
+    again = desired_rules(policy, snapshot, cache=cache)
+    assert again is not first and all(again[d] is first[d] for d in first)  # the same rules
+    for p in (edited, policy, edited):
+        assert desired_rules(p, snapshot, cache=cache) == desired_rules(p, snapshot)
