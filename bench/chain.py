@@ -51,7 +51,7 @@ process was running; `machine` is all busy time, 2.0 = both cores).
 `run()` returns {"flows": {path: {"tcp_mbps", "pps", per-round lists, "seen"}}, "vs_bridges":
 {"offload_on"|"offload_off": {"tcp_mbps", "pps", per-round lists, "target", "met"}},
 "rtt": {"paths",
-"added_per_vnf_ms"}, "vnf_restarts", "rounds", "seconds"}.
+"added_per_vnf_ms"}, "vnf_restarts", "vnf_modes", "rounds", "seconds"}.
 Needs root, Open vSwitch and Mininet; about two minutes with the default three rounds.
 
 Reading the figures on a 2-core machine with Open vSwitch's userspace datapath: the
@@ -426,6 +426,19 @@ class Watch:
                        "cores": {n: c for n, c in cores.items() if c >= 0.05}}
 
 
+def vnf_modes(controller) -> dict[str, str]:
+    """How each VNF moves its frames, as its worker reports it: `xdp native`, `ring`, ...
+    (the bridges of the baseline say `bridge`)."""
+    modes = {}
+    for v in controller.get("/v1/vnfs")["vnfs"]:
+        try:
+            doc = json.loads(Path(v["stats_file"]).read_text())
+        except (OSError, ValueError):
+            continue
+        modes[v["vnf"]] = " ".join(filter(None, (doc.get("mode"), doc.get("xdp_attach"))))
+    return dict(sorted(modes.items()))
+
+
 def lb_ready(controller) -> bool:
     """Every load balancer knows its backend's MAC and sees it healthy."""
     for v in controller.get("/v1/vnfs")["vnfs"]:
@@ -546,6 +559,7 @@ def run(rounds: int = 3, tcp_seconds: float = 3, udp_seconds: float = 2,
                 flows = measure_rates(controller, net, watch, rounds, tcp_seconds, udp_seconds)
                 restarts = {v["vnf"]: v["restarts"] for v in controller.get("/v1/vnfs")["vnfs"]
                             if v["restarts"]}
+                modes = vnf_modes(controller)
         finally:
             controller.stop()
     ratios = {}
@@ -559,7 +573,8 @@ def run(rounds: int = 3, tcp_seconds: float = 3, udp_seconds: float = 2,
         r["met"] = r["tcp_mbps"] >= target and r["pps"] >= target
         ratios[name] = r
     figures = {"flows": flows, "vs_bridges": ratios, "rtt": rtt, "vnf_restarts": restarts,
-               "rounds": rounds, "seconds": round(time.monotonic() - started, 1)}
+               "vnf_modes": modes, "rounds": rounds,
+               "seconds": round(time.monotonic() - started, 1)}
     report(figures)
     return figures
 
@@ -585,6 +600,7 @@ def report(f: dict[str, Any]) -> None:
         for name, row in f["flows"].items():
             where = row["seen"][key][0]
             print(f"  {name:<13}{where['frames']}  {where['vnf_drops']}  {where['cores']}")
+    print("VNF packet paths: " + ", ".join(f"{n} {m}" for n, m in f["vnf_modes"].items()))
     if f["vnf_restarts"]:
         print(f"VNF restarts (figures suspect): {f['vnf_restarts']}")
     print(f"took {f['seconds']} s")

@@ -35,7 +35,8 @@ def _convergence(figures: Figures, ax) -> None:
 
 
 def _routing_scale(figures: Figures, ax) -> None:
-    runs = sorted(figures.values(), key=lambda f: f["switches"])
+    runs = sorted((f for name, f in figures.items() if name.startswith("fattree")),
+                  key=lambda f: f["switches"])
     x = [f["switches"] for f in runs]
     ax.plot(x, [f["recompute_after_link_loss_ms"] for f in runs], "o-",
             label="recompute after a link loss (median)")

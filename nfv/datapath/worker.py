@@ -97,8 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ingress", required=True, help="interface facing the chain's source")
     ap.add_argument("--egress", required=True, help="interface facing the chain's destination")
     ap.add_argument("--stats", required=True, type=Path, help="JSON file rewritten every second")
-    ap.add_argument("--mode", default="auto", choices=MODES,
-                    help="receive and send path (auto: AF_XDP where available, else ring)")
+    ap.add_argument("--mode", default=os.environ.get("NFV_MODE", "auto"), choices=MODES,
+                    help="receive and send path (auto: AF_XDP where available, else ring); "
+                         "default $NFV_MODE, which benchmarks set to compare paths")
     return ap.parse_args(argv)
 
 

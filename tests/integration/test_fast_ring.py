@@ -313,3 +313,7 @@ def test_auto_takes_af_xdp_and_a_killed_worker_leaves_no_program(tmp_path: Path)
             assert (doc["mode"], doc["xdp_attach"]) == ("ring", "")
             assert "compiled module" in doc["xdp_unavailable"]
             assert not xdp_programs()
+        with worker(tmp_path / "ring.json", {"NFV_MODE": "ring"}):  # a benchmark's choice
+            doc = json.loads((tmp_path / "ring.json").read_text())
+            assert (doc["mode"], doc["compiled"], doc["xdp_unavailable"]) == ("ring", True, "")
+            assert not xdp_programs()

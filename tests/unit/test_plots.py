@@ -11,13 +11,20 @@ RESULTS = {
         "200": {"discovery_s": 10.5, "all_pairs_s": 39.4, "rstp_all_pairs_s": None},
     },
     "failover": {"protection": {"lost": 4}, "no_protection": {"lost": 7}},
+    "routing_scale": {  # the ISP graph's figures are printed, not plotted with fat trees'
+        "isp200_link_loss": {"switches": 200, "link_loss_ms": 405.0},
+        **{f"fattree_k{k}": {"switches": 5 * k * k // 4, "recompute_after_link_loss_ms": k,
+                             "recompute_after_link_loss_max_ms": 2 * k,
+                             "full_recompute_after_link_loss_ms": 10 * k} for k in (4, 8)},
+    },
     "vnf_pps": {"skipped": "needs root"},
 }
 
 
 def test_each_benchmark_present_gets_a_plot(tmp_path):
     written = plot_all(RESULTS, tmp_path)
-    assert sorted(p.name for p in written) == ["convergence.png", "failover.png"]
+    assert sorted(p.name for p in written) == ["convergence.png", "failover.png",
+                                               "routing_scale.png"]
     for path in written:
         data = path.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
