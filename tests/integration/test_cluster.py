@@ -254,8 +254,8 @@ def test_a_chain_placed_by_a_host_agent_survives_a_takeover(tmp_path):
         policy = tmp_path / "chain.yaml"
         policy.write_text(CHAIN_POLICY)
         c2.apply(policy)
-        running = wait_until(lambda: (v := c1.get("/v1/vnfs")["vnfs"]) and {
-            x["state"] for x in v} == {"running"} and v, 30, what="VNFs running")
+        running = wait_until(lambda: (v := c1.get("/v1/vnfs")["vnfs"]) and len(v) == 3 and {
+            x["state"] for x in v} == {"running"} and v, 30, what="the three VNFs running")
         assert {v["host"] for v in running} == {"host0"}  # placed by the agent
         assert agent_proc.poll() is None
         for host in net.hosts:
