@@ -426,16 +426,21 @@ class Watch:
                        "cores": {n: c for n, c in cores.items() if c >= 0.05}}
 
 
+def _stats(vnf: dict[str, Any]) -> dict[str, Any] | None:
+    """The stats file a VNF's worker writes, or None while there is none to read."""
+    try:
+        return json.loads(Path(vnf["stats_file"]).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def vnf_modes(controller) -> dict[str, str]:
     """How each VNF moves its frames, as its worker reports it: `xdp native`, `ring`, ...
     (the bridges of the baseline say `bridge`)."""
     modes = {}
     for v in controller.get("/v1/vnfs")["vnfs"]:
-        try:
-            doc = json.loads(Path(v["stats_file"]).read_text())
-        except (OSError, ValueError):
-            continue
-        modes[v["vnf"]] = " ".join(filter(None, (doc.get("mode"), doc.get("xdp_attach"))))
+        if (doc := _stats(v)) is not None:
+            modes[v["vnf"]] = " ".join(filter(None, (doc.get("mode"), doc.get("xdp_attach"))))
     return dict(sorted(modes.items()))
 
 
@@ -444,11 +449,10 @@ def lb_ready(controller) -> bool:
     for v in controller.get("/v1/vnfs")["vnfs"]:
         if v["vnf"] not in LOAD_BALANCERS:
             continue
-        try:
-            fn = json.loads(Path(v["stats_file"]).read_text())["function"]
-        except (OSError, ValueError, KeyError):
+        doc = _stats(v)
+        if doc is None or "function" not in doc:
             return False
-        if not all(b["healthy"] and b["mac"] for b in fn["backends"].values()):
+        if not all(b["healthy"] and b["mac"] for b in doc["function"]["backends"].values()):
             return False
     return True
 

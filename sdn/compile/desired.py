@@ -14,7 +14,7 @@ from sdn.compile.chain_model import SettledFlow, VnfInstance
 from sdn.compile.chains import compile_chains, vnf_ports
 from sdn.compile.classes import add_class_rules
 from sdn.compile.pipeline import packet_in_meters
-from sdn.compile.routes import CompilerCache, NetworkCompiler, Options, compile_network
+from sdn.compile.routes import CompilerCache, Options, compile_network
 from sdn.model.rules import SwitchRules
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import Policy
@@ -69,10 +69,12 @@ class DesiredCache:
         self.compilers = CompilerCache()
         self._last: dict[int, tuple[Options, SwitchRules, SwitchRules]] = {}
 
-    def merge(self, options: Options, routes: dict[int, SwitchRules],
-              compiler: NetworkCompiler, rest: dict[int, SwitchRules]) -> dict[int, SwitchRules]:
-        """Every switch of `rest`: its routes (from `routes` where they changed, else from
-        `compiler`) with its rest, or the last object where neither changed."""
+    def merge(self, options: Options, snapshot: Snapshot,
+              rest: dict[int, SwitchRules]) -> dict[int, SwitchRules]:
+        """Every switch of `rest`: its routes (recompiled incrementally for `snapshot`) with
+        its rest, or the last object where neither changed."""
+        compiler = self.compilers.get(options)
+        routes = compiler.update(snapshot)  # only the switches whose routes changed
         merged: dict[int, SwitchRules] = {}
         for dpid, extra in rest.items():
             last = self._last.get(dpid)
@@ -80,7 +82,8 @@ class DesiredCache:
                     and last[1] == extra:
                 merged[dpid] = last[2]
                 continue
-            merged[dpid] = _with(routes.get(dpid) or compiler.rules(dpid), extra)
+            switch_routes = routes[dpid] if dpid in routes else compiler.rules(dpid)
+            merged[dpid] = _with(switch_routes, extra)
             self._last[dpid] = (options, extra, merged[dpid])
         for gone in self._last.keys() - rest.keys():
             del self._last[gone]
@@ -109,8 +112,7 @@ def desired_rules(
     if cache is None:
         routes = compile_network(weighted, options)
         return {dpid: _with(routes[dpid], extra) for dpid, extra in rest.items()}
-    compiler = cache.compilers.get(options)
-    return cache.merge(options, compiler.update(weighted), compiler, rest)
+    return cache.merge(options, weighted, rest)
 
 
 def _with(routes: SwitchRules, rest: SwitchRules) -> SwitchRules:

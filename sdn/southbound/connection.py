@@ -56,8 +56,9 @@ class SwitchConnection:
     generation: int = 0  # the generation id the switch confirmed with it
     # The desired rules (that very object, see sdn.compile.desired.DesiredCache) `held` was
     # last brought to in full; `push` skips the switch while it is handed that object
-    # again. Anything that changes `held` otherwise clears it: `adopt`, `forget_flow`,
-    # reading the tables, an error from the switch.
+    # again. Anything that changes `held` otherwise clears it: `adopt` (also where a read of
+    # the tables starts, and no push reaches a switch until it is read), `forget_flow`, an
+    # error from the switch.
     in_step_with: SwitchRules | None = None
 
     @property
@@ -90,17 +91,14 @@ class SwitchConnection:
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
 
     def on_flow_stats(self, body: list, more: bool) -> None:
-        self.in_step_with = None
         add_flows(self.held, self.dpid, body)
         self.flows_read = not more
 
     def on_group_desc(self, body: list, more: bool) -> None:
-        self.in_step_with = None
         add_groups(self.held, self.dpid, body)
         self.groups_read = not more
 
     def on_meter_config(self, body: list, more: bool) -> None:
-        self.in_step_with = None
         add_meters(self.held, self.dpid, body)
         self.meters_read = not more
 
