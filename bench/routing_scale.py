@@ -114,7 +114,7 @@ def isp_link_loss(n: int = 200, cuts: int = 4) -> dict:
         want = _timed(stages["compile"], lambda failed=failed: desired_rules(
             None, failed, (), (), cache))
         flow_mods.append(_timed(stages["push"], lambda failed=failed, want=want: push(
-            conns, want, failed.links, wait=False).flow_mods))
+            conns, want, failed.links, wait=False, deltas=cache.deltas).flow_mods))
         push(conns, desired_rules(None, snapshot, (), (), cache), snapshot.links,
              wait=False)  # the link is back
         _timed(idle, lambda: push(conns, desired_rules(None, snapshot, (), (), cache),

@@ -15,7 +15,7 @@ from sdn.compile.chains import compile_chains, vnf_ports
 from sdn.compile.classes import add_class_rules
 from sdn.compile.pipeline import packet_in_meters
 from sdn.compile.routes import CompilerCache, Options, compile_network
-from sdn.model.rules import SwitchRules
+from sdn.model.rules import RulesDelta, SwitchRules
 from sdn.model.topology import Snapshot
 from sdn.policy.schema import Policy
 
@@ -63,10 +63,15 @@ class DesiredCache:
     built from. A switch whose routes did not change and whose rest is equal gets the very
     same `SwitchRules` object again: `push` need not diff a switch that is in step with it
     (`SwitchConnection.in_step_with`), so a change costs work where it changes rules. The
-    objects handed out are shared between calls: callers must not change them."""
+    objects handed out are shared between calls: callers must not change them.
+
+    `deltas` says, for the switches the last call gave new objects whose routes alone
+    changed, where those differ from the objects before, so a switch in step with the
+    object before is diffed at those keys only."""
 
     def __init__(self) -> None:
         self.compilers = CompilerCache()
+        self.deltas: dict[int, RulesDelta] = {}
         self._last: dict[int, tuple[Options, SwitchRules, SwitchRules]] = {}
 
     def merge(self, options: Options, snapshot: Snapshot,
@@ -75,15 +80,20 @@ class DesiredCache:
         its rest, or the last object where neither changed."""
         compiler = self.compilers.get(options)
         routes = compiler.update(snapshot)  # only the switches whose routes changed
+        touched = compiler.touched
         merged: dict[int, SwitchRules] = {}
+        self.deltas = {}
         for dpid, extra in rest.items():
             last = self._last.get(dpid)
-            if dpid not in routes and last is not None and last[0] == options \
-                    and last[1] == extra:
+            same_rest = last is not None and last[0] == options and last[1] == extra
+            if dpid not in routes and same_rest:
                 merged[dpid] = last[2]
                 continue
             switch_routes = routes[dpid] if dpid in routes else compiler.rules(dpid)
             merged[dpid] = _with(switch_routes, extra)
+            if same_rest and touched is not None:
+                self.deltas[dpid] = RulesDelta(last[2], merged[dpid],
+                                               frozenset(touched.get(dpid, ())))
             self._last[dpid] = (options, extra, merged[dpid])
         for gone in self._last.keys() - rest.keys():
             del self._last[gone]

@@ -1,18 +1,24 @@
-"""Route groups: what a route's select (ECMP) and fast-failover groups hold, with ids
-derived from their content, shared and reference-counted per switch."""
+"""How a route leaves a switch: its select (ECMP) and fast-failover groups, with ids
+derived from their content, and its next hop in table 5, each shared and
+reference-counted per switch."""
 
 from __future__ import annotations
 
 import functools
 
-from sdn.model.pipeline import (
-    IN_PORT,
-)
+from sdn.model.cookies import COOKIE_ROUTE, cookie
+from sdn.model.pipeline import IN_PORT, PRIO_ROUTE, TABLE_NEXT_HOP
 from sdn.model.rules import (
     Bucket,
+    FlowRule,
     Group,
+    RuleKey,
     group_id,
+    match,
 )
+
+PRIO_UTURN = 210
+NEXT_HOP_COOKIE = cookie(COOKIE_ROUTE, "next hops")
 
 GroupSpec = tuple
 """What a route group does, in plain values (cheap to hash and compare):
@@ -95,3 +101,65 @@ def forward_actions(groups: CellGroups, primary: tuple[int, ...], backup: int | 
     if backup is None:
         return (("output", primary[0]),)
     return (("group", groups.get(("ff", (primary[0], backup)))),)
+
+
+NextHop = tuple[tuple[int, ...], int | None]
+"""(primary ports, backup port)"""
+
+
+class NextHops:
+    """One switch's table 5: per next hop (primary ports and backup) its exit, and the
+    U-turns for packets a neighbour hands back: one that came in on a primary port goes on
+    by the other primaries and the backup; one that came in on the backup goes out of the
+    primaries, else back where it came from. A packet only ever arrives on a next hop's
+    primary port as a hand-back (a primary neighbour is nearer the destination and never
+    routes through us), and on its backup port from a neighbour that routes through us or
+    hands back, so the U-turns depend on nothing but the next hop, and every destination
+    that shares one shares its rules. Its id, which table 4 writes to metadata, is the id
+    of its forwarding group (unique per switch)."""
+
+    def __init__(self, pool: GroupPool) -> None:
+        self.pool = pool
+        self._ids: dict[NextHop, int] = {}
+        self._entries: dict[int, tuple[NextHop, tuple[RuleKey, ...], tuple[int, ...]]] = {}
+        self._refs: dict[int, int] = {}
+
+    def acquire(self, hop: NextHop) -> tuple[int, list[FlowRule]]:
+        """The next hop's id, and the rules to add when it is new here."""
+        hop_id = self._ids.get(hop)
+        if hop_id is not None:
+            self._refs[hop_id] += 1
+            return hop_id, []
+        groups = CellGroups(self.pool)
+        ports, backup = hop
+        exit_actions = forward_actions(groups, ports, backup)
+        hop_id = exit_actions[0][1]
+        dpid = self.pool.dpid
+        rules = [FlowRule(dpid, TABLE_NEXT_HOP, PRIO_ROUTE, match(metadata=hop_id),
+                          exit_actions, cookie=NEXT_HOP_COOKIE)]
+        for port in ports:
+            others = tuple(p for p in ports if p != port) + (() if backup is None else (backup,))
+            if others:
+                rules.append(self._uturn(hop_id, port, groups.get(("ff", others))))
+        if backup is not None:
+            rules.append(self._uturn(hop_id, backup, groups.get(("ff-back", ports, backup))))
+        self._ids[hop] = hop_id
+        self._entries[hop_id] = (hop, tuple(r.key for r in rules), tuple(groups.taken))
+        self._refs[hop_id] = 1
+        return hop_id, rules
+
+    def release(self, hop_id: int) -> tuple[RuleKey, ...]:
+        """The keys of the rules to delete when nothing uses the next hop any more."""
+        self._refs[hop_id] -= 1
+        if self._refs[hop_id]:
+            return ()
+        hop, keys, gids = self._entries.pop(hop_id)
+        del self._refs[hop_id], self._ids[hop]
+        for gid in gids:
+            self.pool.release(gid)
+        return keys
+
+    def _uturn(self, hop_id: int, in_port: int, gid: int) -> FlowRule:
+        return FlowRule(self.pool.dpid, TABLE_NEXT_HOP, PRIO_UTURN,
+                        match(metadata=hop_id, in_port=in_port), (("group", gid),),
+                        cookie=NEXT_HOP_COOKIE)

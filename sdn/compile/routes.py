@@ -11,8 +11,11 @@ Pipeline per switch:
            with hosts; multicast/broadcast along the spanning tree; hosts on this switch are
            delivered; every other known host is mapped to its switch (metadata) and
            goes to table 4; unknown unicast to the controller.
-  table 4  one route per destination switch (select and fast-failover groups), plus
-           U-turn rules keyed by in_port for packets a neighbour hands back.
+  table 4  one route per destination switch: out of its one port, or by a select group
+           when protection is off, else on to its next hop in table 5.
+  table 5  per next hop (primary ports, backup) the select and fast-failover groups it
+           leaves by, and the U-turns, by in_port, for packets a neighbour hands back
+           (sdn.compile.route_groups.NextHops).
 
 The result is a pure function of (snapshot, options), but it is computed incrementally:
 `NetworkCompiler` keeps the previous result and, after a topology change, recomputes only
@@ -28,13 +31,14 @@ import networkx as nx
 
 from sdn.compile import routing
 from sdn.compile.arp import answer_rule
-from sdn.compile.pipeline import PRIO_UTURN, base_pipeline, flood_rules
-from sdn.compile.route_groups import CellGroups, GroupPool, forward_actions
+from sdn.compile.pipeline import base_pipeline, flood_rules
+from sdn.compile.route_groups import CellGroups, GroupPool, NextHop, NextHops, forward_actions
 from sdn.model.cookies import COOKIE_ROUTE, cookie
 from sdn.model.pipeline import (
     METADATA_DPID_MASK,
     PRIO_ROUTE,
     TABLE_FORWARD,
+    TABLE_NEXT_HOP,
     TABLE_ROUTE,
 )
 from sdn.model.rules import (
@@ -100,19 +104,13 @@ def switch_edges(snapshot: Snapshot) -> dict[Edge, tuple[float, Link]]:
 
 
 @dataclass(frozen=True)
-class _CellInputs:
-    """Everything one switch's route toward one destination switch depends on."""
-
-    primary_ports: tuple[int, ...]
-    backup_port: int | None
-    uturn_ports: tuple[int, ...]  # primary ports a neighbour may hand packets back on
-    backup_uturn: bool  # the backup neighbour may hand packets back too
-
-
-@dataclass(frozen=True)
 class _Cell:
-    inputs: _CellInputs
-    keys: tuple[RuleKey, ...]
+    """One switch's route toward one destination switch: what it depends on (its primary
+    ports and backup, `NextHop`), and what it holds (its next hop's id, or groups)."""
+
+    inputs: NextHop
+    key: RuleKey
+    next_hop: int | None
     groups: tuple[int, ...]
 
 
@@ -126,11 +124,13 @@ class NetworkCompiler:
     `compile` returns every switch's rules, as a fresh compiler would; `update` returns
     only the switches whose rules changed since the previous call (the controller sends
     nothing to the others), `rules` any one switch. All return new `SwitchRules` the
-    caller may extend. `changed` names the switches the last call changed."""
+    caller may extend. `changed` names the switches the last call changed, and `touched`
+    the keys of the rules it changed there (None after a rebuild: anything may have)."""
 
     def __init__(self, options: Options = DEFAULT_OPTIONS) -> None:
         self.options = options
         self.changed: set[int] = set()
+        self.touched: dict[int, set[RuleKey]] | None = None
         self.rebuilds = 0
         self._reset()
 
@@ -145,6 +145,7 @@ class NetworkCompiler:
         self._mapped: dict[int, dict[str, Host]] = {}  # destination -> hosts mapped to it
         self._flows: dict[int, dict[RuleKey, FlowRule]] = {}
         self._pools: dict[int, GroupPool] = {}
+        self._next_hops: dict[int, NextHops] = {}
         self._static: dict[int, tuple[tuple, tuple[RuleKey, ...]]] = {}
         self._answers: dict[str, str] = {}  # IP -> MAC the switches answer ARP with
         self._answering: set[int] = set()  # switches with hosts, which hold the answers
@@ -168,8 +169,10 @@ class NetworkCompiler:
             self._reset()
             self.rebuilds += 1
             self.changed = set(snapshot.switches)
+            self.touched = None
         else:
             self.changed = set()
+            self.touched = {}
         nodes = set(snapshot.switches).union(*edges)
         hosts = {h.mac: h for h in snapshot.hosts if h.dpid in nodes}
         lost = [e for e, held in self._edges.items() if edges.get(e) != held]
@@ -201,6 +204,7 @@ class NetworkCompiler:
         for gone in [n for n in self._flows if n not in snapshot.switches]:
             del self._flows[gone]
             self._pools.pop(gone, None)
+            self._next_hops.pop(gone, None)
             self._static.pop(gone, None)
 
     def _rebuild_needed(self, edges: dict[Edge, tuple[float, Link]]) -> bool:
@@ -253,17 +257,10 @@ class NetworkCompiler:
     def _refresh_destination(self, dst: int, routes: routing.DestinationRoutes,
                              forced: set[int]) -> None:
         """Rebuild the cells whose inputs changed: a cell reads its own switch's hops
-        and those of the neighbours it names, so look at changed switches and at the
-        neighbours that name them."""
+        only (and the ports toward them, hence `forced`)."""
         changed = routes.take_changed()
         cells, hops = self._cells[dst], routes.hops
-        candidates = set(changed) | forced
-        for node in changed:
-            for n in self._adj.get(node, ()):
-                hop = hops.get(n)
-                if hop is not None and (node in hop.primary or hop.backup == node):
-                    candidates.add(n)
-        for node in candidates:
+        for node in changed.keys() | forced:
             if node in hops:
                 inputs = self._inputs(node, hops)
                 cell = cells.get(node)
@@ -279,36 +276,44 @@ class NetworkCompiler:
                     else:
                         self._delete(node, [_host_rule(node, host).key])
 
-    def _inputs(self, node: int, hops: dict[int, routing.Hops]) -> _CellInputs:
+    def _inputs(self, node: int, hops: dict[int, routing.Hops]) -> NextHop:
         toward = self._ports[node]
         hop = hops[node]
         ports = tuple(toward[n] for n in hop.primary)
-        if not self.options.protection:
-            return _CellInputs(ports, None, (), False)
-        b = hop.backup
-        backup_port = toward[b] if b is not None else None
-        has_others = len(ports) > 1 or backup_port is not None
-        uturns = tuple(p for n, p in zip(hop.primary, ports, strict=True)
-                       if has_others and n in hops and hops[n].backup == node)
-        back = backup_port is not None and b in hops and (
-            node in hops[b].primary or hops[b].backup == node)
-        return _CellInputs(ports, backup_port, uturns, back)
+        if not self.options.protection or hop.backup is None:
+            return ports, None
+        return ports, toward[hop.backup]
 
-    def _set_cell(self, dst: int, node: int, inputs: _CellInputs) -> None:
-        groups = CellGroups(self._pool(node))
-        rules = _route_cell(node, dst, inputs, groups)
+    def _set_cell(self, dst: int, node: int, inputs: NextHop) -> None:
+        """The new route goes in before the old one's next hop and groups are released,
+        so what both use keeps its id and its rules."""
         old = self._cells[dst].get(node)
+        ports, backup = inputs
+        groups = CellGroups(self._pool(node))
+        next_hop = None
+        if self.options.protection and (len(ports) > 1 or backup is not None):
+            next_hop, added = self._next_hop_table(node).acquire(inputs)
+            self._put(node, added)
+            rule = FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
+                            goto=TABLE_NEXT_HOP, cookie=cookie(COOKIE_ROUTE, dst),
+                            write_metadata=(next_hop, METADATA_DPID_MASK))
+        else:
+            rule = FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
+                            forward_actions(groups, ports, backup),
+                            cookie=cookie(COOKIE_ROUTE, dst))
+        self._put(node, [rule])
+        self._cells[dst][node] = _Cell(inputs, rule.key, next_hop, tuple(groups.taken))
         if old is not None:
-            self._delete(node, old.keys)
-        self._put(node, rules)
-        if old is not None:
-            for gid in old.groups:
-                groups.pool.release(gid)
-        self._cells[dst][node] = _Cell(inputs, tuple(r.key for r in rules), tuple(groups.taken))
+            self._release(node, old)
 
     def _remove_cell(self, dst: int, node: int) -> None:
         cell = self._cells[dst].pop(node)
-        self._delete(node, cell.keys)
+        self._delete(node, [cell.key])
+        self._release(node, cell)
+
+    def _release(self, node: int, cell: _Cell) -> None:
+        if cell.next_hop is not None:
+            self._delete(node, self._next_hop_table(node).release(cell.next_hop))
         pool = self._pool(node)
         for gid in cell.groups:
             pool.release(gid)
@@ -395,17 +400,32 @@ class NetworkCompiler:
             pool = self._pools[dpid] = GroupPool(dpid)
         return pool
 
+    def _next_hop_table(self, dpid: int) -> NextHops:
+        table = self._next_hops.get(dpid)
+        if table is None:
+            table = self._next_hops[dpid] = NextHops(self._pool(dpid))
+        return table
+
     def _put(self, dpid: int, rules: Iterable[FlowRule]) -> None:
         flows = self._flows.setdefault(dpid, {})
+        touched = self._touched(dpid)
         for rule in rules:
             flows[rule.key] = rule
+            touched.add(rule.key)
         self.changed.add(dpid)
 
     def _delete(self, dpid: int, keys: Iterable[RuleKey]) -> None:
         flows = self._flows[dpid]
+        touched = self._touched(dpid)
         for key in keys:
             del flows[key]
+            touched.add(key)
         self.changed.add(dpid)
+
+    def _touched(self, dpid: int) -> set[RuleKey]:
+        if self.touched is None:
+            return set()  # after a rebuild nothing is tracked
+        return self.touched.setdefault(dpid, set())
 
 
 def _place(host: Host | None) -> tuple[int, int] | None:
@@ -421,26 +441,3 @@ def _host_rule(node: int, host: Host) -> FlowRule:
     return FlowRule(node, TABLE_FORWARD, PRIO_ROUTE, match(eth_dst=host.mac),
                     goto=TABLE_ROUTE, cookie=route,
                     write_metadata=(host.dpid, METADATA_DPID_MASK))
-
-
-def _route_cell(node: int, dst: int, inputs: _CellInputs, groups: CellGroups
-                ) -> list[FlowRule]:
-    """Table 3 at `node` toward switch `dst`: the route, and the U-turn rules for packets
-    a neighbour sends back to us after its own primaries failed: from a primary neighbour
-    they go on by our other ports; from our backup neighbour they go back to it
-    (IN_PORT) only when our primaries are gone too."""
-    route = cookie(COOKIE_ROUTE, dst)
-    ports, backup = inputs.primary_ports, inputs.backup_port
-    rules = [FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
-                      forward_actions(groups, ports, backup), cookie=route)]
-    for port in inputs.uturn_ports:
-        others = tuple(p for p in ports if p != port) + (() if backup is None else (backup,))
-        rules.append(FlowRule(node, TABLE_ROUTE, PRIO_UTURN, match(metadata=dst, in_port=port),
-                              (("group", groups.get(("ff", others))),), cookie=route))
-    if inputs.backup_uturn:
-        rules.append(FlowRule(node, TABLE_ROUTE, PRIO_UTURN, match(metadata=dst, in_port=backup),
-                              (("group", groups.get(("ff-back", ports, backup))),),
-                              cookie=route))
-    return rules
-
-

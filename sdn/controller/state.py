@@ -101,7 +101,8 @@ class ControllerState:
                  if conn.ready and dpid in desired and conn.hold_until <= now
                  and self.fence.holds(conn)}
         result = push(ready, desired, snapshot.links, wait=wait, ordered=self.ordered_updates,
-                      stopping=lambda: self.frozen or not self.fence.leading())
+                      stopping=lambda: self.frozen or not self.fence.leading(),
+                      deltas=self._desired.deltas)
         SYNCS.inc()
         SWITCHES.set(len(self.switches))
         LINKS.set(len(snapshot.links))

@@ -91,6 +91,17 @@ class SwitchRules:
             self.add_flow(rule)
 
 
+@dataclass(frozen=True, eq=False)
+class RulesDelta:
+    """Two desired states of one switch that differ at most in these flows' keys (groups
+    and meters anywhere): a switch known to hold `since` needs only those keys compared to
+    be brought to `now`."""
+
+    since: SwitchRules
+    now: SwitchRules
+    flow_keys: frozenset[tuple[int, int, MatchItems]]
+
+
 def group_id(type_: str, buckets: tuple[Bucket, ...]) -> int:
     """A group id derived from the group's content, so equal groups are shared within a
     switch and ids survive a controller restart (collisions: the caller probes upward)."""

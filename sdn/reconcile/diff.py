@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sdn.model.rules import FlowRule, Group, Meter, SwitchRules
+from sdn.model.rules import FlowRule, Group, Meter, RuleKey, SwitchRules
 
 
 @dataclass
@@ -47,15 +48,47 @@ def _rule_order(rule: FlowRule) -> tuple[int, int]:
     return -rule.table, rule.priority
 
 
-def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
+def diff(current: SwitchRules, desired: SwitchRules,
+         flow_keys: Collection[RuleKey] | None = None) -> Changes:
     """Minimal change from `current` to `desired`; an identical pair gives no change.
     Only what differs is sorted: a switch of 1,000 rules gaining one costs a pass over
     its rules, not a sort of them; an unchanged switch costs a dict comparison in C (the
-    compiler hands back the very rule objects a switch already holds)."""
+    compiler hands back the very rule objects a switch already holds). Given `flow_keys`,
+    the flows are known to differ nowhere else (`RulesDelta`) and only those are compared."""
     changes = Changes()
+    if flow_keys is not None:
+        _diff_tables(current, desired, changes)
+        _diff_flows_at(current.flows, desired.flows, flow_keys, changes)
+        return changes
     if (current.flows == desired.flows and current.groups == desired.groups
             and current.meters == desired.meters):
         return changes
+    _diff_tables(current, desired, changes)
+    held_flows, wanted_flows = current.flows, desired.flows
+    adds = [rule for key, rule in wanted_flows.items()
+            if (held := held_flows.get(key)) is not rule and held != rule]
+    deletes = [rule for key, rule in held_flows.items() if key not in wanted_flows]
+    changes.flow_adds = sorted(adds, key=_rule_order)
+    changes.flow_deletes = sorted(deletes, key=_rule_order, reverse=True)
+    return changes
+
+
+def _diff_flows_at(held_flows: dict[RuleKey, FlowRule], wanted_flows: dict[RuleKey, FlowRule],
+                   keys: Collection[RuleKey], changes: Changes) -> None:
+    adds, deletes = [], []
+    for key in keys:
+        held, wanted = held_flows.get(key), wanted_flows.get(key)
+        if wanted is None:
+            if held is not None:
+                deletes.append(held)
+        elif held is not wanted and held != wanted:
+            adds.append(wanted)
+    changes.flow_adds = sorted(adds, key=_rule_order)
+    changes.flow_deletes = sorted(deletes, key=_rule_order, reverse=True)
+
+
+def _diff_tables(current: SwitchRules, desired: SwitchRules, changes: Changes) -> None:
+    """Meters and groups."""
     for mid, meter in sorted(desired.meters.items()):
         held_meter = current.meters.get(mid)
         if held_meter is None:
@@ -68,16 +101,9 @@ def diff(current: SwitchRules, desired: SwitchRules) -> Changes:
             changes.group_mods.append(group)
         else:
             changes.group_adds.append(group)
-    held_flows, wanted_flows = current.flows, desired.flows
-    adds = [rule for key, rule in wanted_flows.items()
-            if (held := held_flows.get(key)) is not rule and held != rule]
-    deletes = [rule for key, rule in held_flows.items() if key not in wanted_flows]
-    changes.flow_adds = sorted(adds, key=_rule_order)
-    changes.flow_deletes = sorted(deletes, key=_rule_order, reverse=True)
     changes.group_deletes = [
         g for gid, g in sorted(current.groups.items()) if gid not in desired.groups
     ]
     changes.meter_deletes = [
         m for mid, m in sorted(current.meters.items()) if mid not in desired.meters
     ]
-    return changes

@@ -51,6 +51,7 @@ def cookie_names(hosts: Iterable[tuple[str, tuple[str, ...]]], addresses: Iterab
     names[cookie(COOKIE_CONTROL, "pipeline")] = "pipeline"
     names[cookie(COOKIE_LEARN, "hosts")] = "host learning"
     names[cookie(COOKIE_FLOOD, "tree")] = "flooding tree"
+    names[cookie(COOKIE_ROUTE, "next hops")] = "route next hops (exits and U-turns)"
     return names
 
 

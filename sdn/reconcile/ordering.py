@@ -6,9 +6,11 @@ back, see `SdnController.sync`). Whatever subset of a round's switches has taken
 packet meets either old or new rules that still take it to its destination once.
 
 Rules that forward toward one target make a *family*: a destination switch (its table-4
-routes, U-turns included, and the table-3 rules mapping its hosts to it) or a chain's
-steering tag (its tag rules, `sdn.compile.chains`). A switch's rules of one family change together
-(a stale U-turn next to a new route could send a packet backwards). Per family, the new
+routes and the table-3 rules mapping its hosts to it) or a chain's steering tag (its tag
+rules, `sdn.compile.chains`). A switch's rules of one family change together. A route
+names its next hop in table 5, whose exit and U-turns depend on nothing else and never
+change: a new next hop's rules go in early, an old one's go in the delete phase, so a
+route switches to its new exit and U-turns in one FlowMod. Per family, the new
 rules form a DAG toward the target; a switch changes in round
 
     f(n) = max(f(m) for m in its new next hops, default -1) + (1 if n changes else 0)
@@ -23,7 +25,7 @@ Bonaventure's loop-free convergence), without per-packet version tags.
 The whole change, as phases (empty rounds are dropped):
 
   early      meters and groups added (unused until a flow names them); rules outside any
-             family: classes, pipeline, VNF arm rules; flooding narrowed to the ports
+             family: classes, pipeline, VNF arm rules, next hops; flooding narrowed to the ports
              both the old and the new spanning tree flood on (a tree that changes half-way
              would otherwise storm: two half-trees can close a loop)
   1 + f      family changes by f; flooding widened to the new tree (round 1)
@@ -41,7 +43,7 @@ in one round, so a packet classified by the old chain may return by the new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from sdn.model.cookies import (
@@ -54,7 +56,7 @@ from sdn.model.cookies import (
     chain_sub_kind,
     cookie_kind,
 )
-from sdn.model.pipeline import PRIO_ROUTE, TABLE_FORWARD, TABLE_ROUTE
+from sdn.model.pipeline import PRIO_ROUTE, TABLE_FORWARD, TABLE_NEXT_HOP, TABLE_ROUTE
 from sdn.model.rules import Action, FlowRule, Group, RuleKey, SwitchRules, match
 from sdn.model.topology import Link
 from sdn.reconcile.diff import Changes, diff
@@ -75,29 +77,32 @@ EARLY, FLOOD_WIDE, FIRST_FAMILY = 0, 1, 1
 
 def plan_rounds(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
                 links: Iterable[Link], ordered: bool = True,
-                in_step: frozenset[int] = frozenset()) -> Rounds:
+                in_step: frozenset[int] = frozenset(),
+                flow_keys: Mapping[int, Collection[RuleKey]] | None = None) -> Rounds:
     """The changes taking every switch in `desired` from `held` to `desired`, in rounds.
     `links` are the links of the new topology (where the new rules send packets). Switches
     `in_step` are known to hold their desired rules already: they get nothing and are not
-    diffed, but where their rules lead still orders the others'. Not `ordered`, every
-    switch gets its whole difference in one round, as before ordering existed
-    (bench.update_loss measures what ordering saves)."""
-    changing = {dpid: rules for dpid, rules in desired.items() if dpid not in in_step}
+    diffed, but where their rules lead still orders the others'. A switch in `flow_keys`
+    is known to differ from its desired rules at most in those flows (`RulesDelta`). Not
+    `ordered`, every switch gets its whole difference in one round, as before ordering
+    existed (bench.update_loss measures what ordering saves)."""
+    empty, keyed = SwitchRules(), flow_keys or {}
+    changes = {dpid: diff(held.get(dpid, empty), rules, keyed.get(dpid))
+               for dpid, rules in desired.items() if dpid not in in_step}
     if not ordered:
-        return all_at_once(held, changing)
-    return _plan(held, desired, changing, links)
+        return [{dpid: c for dpid, c in changes.items() if c}] if any(changes.values()) else []
+    return _plan(held, desired, changes, links)
 
 
 def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
-          changing: Mapping[int, SwitchRules], links: Iterable[Link]) -> Rounds:
+          changes: Mapping[int, Changes], links: Iterable[Link]) -> Rounds:
     peers: dict[tuple[int, int], int] = {}
     for lk in links:
         peers[(lk.a, lk.a_port)] = lk.b
         peers[(lk.b, lk.b_port)] = lk.a
     empty = SwitchRules()
-    plans = {dpid: _SwitchPlan(dpid, held.get(dpid, empty), rules,
-                               diff(held.get(dpid, empty), rules))
-             for dpid, rules in changing.items()}
+    plans = {dpid: _SwitchPlan(dpid, held.get(dpid, empty), desired[dpid], change)
+             for dpid, change in changes.items()}
     levels = _family_levels(plans, desired, peers)
     last_family = max((f for per in levels.values() for f in per.values()), default=-1)
     phases = _Phases(last_family)
@@ -108,9 +113,7 @@ def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
 
 def all_at_once(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules]) -> Rounds:
     """One round with each switch's whole difference: what sending without order does."""
-    empty = SwitchRules()
-    changes = {dpid: diff(held.get(dpid, empty), rules) for dpid, rules in desired.items()}
-    return [{dpid: c for dpid, c in changes.items() if c}] if any(changes.values()) else []
+    return plan_rounds(held, desired, (), ordered=False)
 
 
 def apply_changes(rules: SwitchRules, changes: Changes) -> None:
@@ -151,6 +154,15 @@ def _main_key(family: Family) -> RuleKey:
     if family[0] == "route":
         return (TABLE_ROUTE, PRIO_ROUTE, match(metadata=family[1]))
     return family[1]
+
+
+def _exit_actions(rule: FlowRule, rules: SwitchRules) -> tuple[Action, ...]:
+    """A rule's actions, or, for a route that goes on to its next hop, that next hop's."""
+    if rule.goto != TABLE_NEXT_HOP or rule.write_metadata is None:
+        return rule.actions
+    hop_id = rule.write_metadata[0]
+    exit_rule = rules.flows.get((TABLE_NEXT_HOP, PRIO_ROUTE, match(metadata=hop_id)))
+    return () if exit_rule is None else exit_rule.actions
 
 
 def _out_ports(actions: Iterable[Action], groups: Mapping[int, Group]) -> Iterator[int]:
@@ -298,50 +310,68 @@ def _family_levels(plans: Mapping[int, _SwitchPlan], desired: Mapping[int, Switc
         for family, stops in plan.changed_families().items():
             if not stops:
                 changed.setdefault(family, set()).add(dpid)
+    exits = _Exits(desired, peers)
     levels: dict[int, dict[Family, int]] = {}
     for family, nodes in changed.items():
-        level = _levels(family, nodes, desired, peers)
+        level = _levels(family, nodes, exits)
         for dpid in nodes:
             levels.setdefault(dpid, {})[family] = level[dpid]
     return levels
 
 
-def _levels(family: Family, changed: set[int], desired: Mapping[int, SwitchRules],
-            peers: Peers) -> dict[int, int]:
-    """f(n) for the changed switches of one family, by a depth-first walk down the new
-    next-hop DAG (a cycle, which the compiler never makes, is cut where it closes)."""
-    key = _main_key(family)
-    known: dict[int, list[int]] = {}
+class _Exits:
+    """The switches a switch's rule sends packets to next, shared by every family of a
+    plan: a switch's thousand routes leave by a handful of next hops."""
 
-    def next_switches(dpid: int) -> list[int]:
-        hops = known.get(dpid)
+    def __init__(self, desired: Mapping[int, SwitchRules], peers: Peers) -> None:
+        self._desired, self._peers = desired, peers
+        self._known: dict[tuple[int, object], list[int]] = {}
+
+    def next_switches(self, dpid: int, key: RuleKey) -> list[int]:
+        rules = self._desired.get(dpid)
+        rule = rules.flows.get(key) if rules is not None else None
+        if rule is None:
+            return []
+        way = rule.write_metadata[0] if rule.goto == TABLE_NEXT_HOP and rule.write_metadata \
+            else rule.actions
+        hops = self._known.get((dpid, way))
         if hops is None:
-            rules = desired.get(dpid)
-            rule = rules.flows.get(key) if rules is not None else None
-            hops = known[dpid] = [] if rule is None else list(
-                {peers[(dpid, p)] for p in _out_ports(rule.actions, rules.groups)
+            peers = self._peers
+            hops = self._known[(dpid, way)] = list(
+                {peers[(dpid, p)] for p in _out_ports(_exit_actions(rule, rules), rules.groups)
                  if (dpid, p) in peers})
         return hops
 
+
+def _levels(family: Family, changed: set[int], exits: _Exits) -> dict[int, int]:
+    """f(n) for the changed switches of one family, by a depth-first walk down the new
+    next-hop DAG (a cycle, which the compiler never makes, is cut where it closes)."""
+    key = _main_key(family)
     level: dict[int, int] = {}
     for start in changed:
         if start in level:
             continue
-        stack: list[tuple[int, list[int]]] = [(start, list(next_switches(start)))]
+        # node, its next hops left to look at, the highest level below it so far
+        stack = [[start, iter(exits.next_switches(start, key)), -1]]
         on_stack = {start}
         while stack:
-            node, todo = stack[-1]
-            while todo and (todo[-1] in level or todo[-1] in on_stack):
-                todo.pop()
-            if todo:
-                nxt = todo.pop()
-                stack.append((nxt, list(next_switches(nxt))))
-                on_stack.add(nxt)
-                continue
-            stack.pop()
-            on_stack.discard(node)
-            below = max((level[m] for m in next_switches(node) if m in level), default=-1)
-            level[node] = below + (1 if node in changed else 0)
+            frame = stack[-1]
+            for nxt in frame[1]:
+                below = level.get(nxt)
+                if below is None:
+                    if nxt not in on_stack:
+                        on_stack.add(nxt)
+                        stack.append([nxt, iter(exits.next_switches(nxt, key)), -1])
+                        break
+                elif below > frame[2]:
+                    frame[2] = below
+            else:
+                stack.pop()
+                node = frame[0]
+                on_stack.discard(node)
+                done = level[node] = frame[2] + (1 if node in changed else 0)
+                if stack and done > stack[-1][2]:
+                    stack[-1][2] = done
     return level
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from os_ken.lib import hub
@@ -21,7 +21,7 @@ from common.blocking import run_blocking
 from common.collector import collector_paused
 from sdn.model.cookies import COOKIE_LEARN, cookie_kind
 from sdn.model.pipeline import TABLE_INGRESS
-from sdn.model.rules import Meter, RuleKey, SwitchRules
+from sdn.model.rules import Meter, RuleKey, RulesDelta, SwitchRules
 from sdn.model.topology import Host, Link
 from sdn.reconcile import ordering
 from sdn.reconcile.diff import Changes, diff
@@ -239,12 +239,13 @@ def _copy(rules: SwitchRules) -> SwitchRules:
 
 
 def _plan(held: Mapping[int, SwitchRules], desired: Mapping[int, SwitchRules],
-          links: Iterable[Link], ordered: bool, in_step: frozenset[int]) -> ordering.Rounds:
+          links: Iterable[Link], ordered: bool, in_step: frozenset[int],
+          flow_keys: Mapping[int, Collection[RuleKey]]) -> ordering.Rounds:
     """Pure work on copies of what the switches hold (a flow-removed message may change
     that meanwhile): at 200 switches a plan takes ~0.2 s, which the event loop spends
     reading LLDP and packet-ins instead (`run_blocking`)."""
     with collector_paused():
-        return ordering.plan_rounds(held, desired, links, ordered, in_step)
+        return ordering.plan_rounds(held, desired, links, ordered, in_step, flow_keys)
 
 
 @dataclass
@@ -258,7 +259,8 @@ class PushResult:
 
 def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRules],
          links: Iterable[Link], timeout: float = BARRIER_TIMEOUT, wait: bool = True,
-         ordered: bool = True, stopping: Callable[[], bool] = lambda: False) -> PushResult:
+         ordered: bool = True, stopping: Callable[[], bool] = lambda: False,
+         deltas: Mapping[int, RulesDelta] | None = None) -> PushResult:
     """Bring every switch of `conns` to its `desired` rules in the rounds of
     `sdn.reconcile.ordering`, each round sent once every switch has confirmed the previous one (or
     none is left that could); a switch that reports an error or has not confirmed by
@@ -269,13 +271,17 @@ def push(conns: Mapping[int, SwitchConnection], desired: Mapping[int, SwitchRule
     without failures: each switch still gets its messages in round order, but nothing
     holds one switch back for another. Not `ordered`: one round (see `plan_rounds`).
     Once `stopping()` is true no further round is sent: every round leaves the network
-    consistent, so a stopping controller need not finish a long update."""
+    consistent, so a stopping controller need not finish a long update. A switch in step
+    with the `since` of its entry in `deltas` is diffed only where that says it changed."""
     in_step = frozenset(dpid for dpid, conn in conns.items()
                         if conn.in_step_with is desired[dpid])
+    flow_keys = {dpid: delta.flow_keys for dpid, delta in (deltas or {}).items()
+                 if dpid in conns and delta.now is desired[dpid]
+                 and conns[dpid].in_step_with is delta.since}
     held = {dpid: _copy(conn.start_update(desired[dpid])) for dpid, conn in conns.items()
             if dpid not in in_step}
     rounds = run_blocking(_plan, held, {dpid: desired[dpid] for dpid in conns}, links,
-                          ordered, in_step)
+                          ordered, in_step, flow_keys)
     result = PushResult()
     deadline = time.monotonic() + timeout
     for per_switch in rounds:

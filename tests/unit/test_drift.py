@@ -6,6 +6,7 @@ import copy
 
 from sdn.compile.desired import desired_rules
 from sdn.model.cookies import COOKIE_ROUTE, cookie
+from sdn.model.pipeline import TABLE_NEXT_HOP
 from sdn.model.rules import FlowRule
 from sdn.policy.load import load_policy
 from sdn.reconcile.drift import cookie_names, describe, drift
@@ -60,3 +61,12 @@ def test_missing_extra_and_changed_rules_name_their_objects():
 
 def test_kinds_are_named_when_the_object_is_not_known():
     assert describe(cookie(COOKIE_ROUTE, "02:00:00:00:00:99"), {}).startswith("route 0x03")
+
+
+def test_a_missing_next_hop_is_named_as_one():
+    rules, _, names = wanted()
+    installed = copy.deepcopy(rules[2])
+    exit_rule = next(r for r in installed.flows.values() if r.table == TABLE_NEXT_HOP)
+    del installed.flows[exit_rule.key]
+    found = drift(rules[2], installed, names)
+    assert [obj for _, obj in found.missing] == ["route next hops (exits and U-turns)"]

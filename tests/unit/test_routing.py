@@ -12,6 +12,7 @@ import pytest
 from sdn.compile import routing
 from sdn.compile.routes import NetworkCompiler, Options, compile_network
 from sdn.explain.flowsim import Network
+from sdn.model.pipeline import PRIO_ROUTE, TABLE_NEXT_HOP, TABLE_ROUTE
 from testing.flowsim import fat_tree, snapshot_from_graph
 
 
@@ -298,12 +299,19 @@ def test_rules_scale_with_hosts_plus_switches():
     snapshot = snapshot_from_graph(fat_tree(8), hosts_per_switch=4)
     rules = compile_network(snapshot)
     edge_switches = len({h.dpid for h in snapshot.hosts})
+    addresses = sum(len(h.ips) for h in snapshot.hosts)
     for dpid, switch in rules.items():
         ports = len(snapshot.switches[dpid])
-        # table 2: a rule per host; table 3: a route per destination switch and at most
-        # one U-turn per port; plus a fixed base and a flood rule per port
-        assert len(switch.flows) <= len(snapshot.hosts) + edge_switches * (1 + ports) \
-            + 3 * ports + 16
+        routes = [r for r in switch.flows.values() if r.table == TABLE_ROUTE]
+        next_hops = {r.write_metadata for r in routes if r.goto == TABLE_NEXT_HOP}
+        exits_and_uturns = [r for r in switch.flows.values() if r.table == TABLE_NEXT_HOP]
+        # table 3: a rule per host and an ARP answer per address; table 4: a route per
+        # destination switch; table 5: per next hop an exit and at most one U-turn per
+        # port; plus a fixed base and a flood rule per port
+        assert len(routes) <= edge_switches
+        assert len(exits_and_uturns) <= len(next_hops) * (1 + ports)
+        assert len(switch.flows) <= len(snapshot.hosts) + addresses + edge_switches \
+            + len(next_hops) * (1 + ports) + 3 * ports + 16
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -328,3 +336,42 @@ def test_incremental_compile_survives_discovery_churn(seed):
                 if d in switches}
         assert canonical(held) == canonical(NetworkCompiler(compiler.options).compile(snapshot))
     assert compiler.rebuilds == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_link_loss_rewrites_routes_and_never_a_next_hop(seed):
+    """Table 5 holds each next hop (primary ports, backup) once per switch, with its exit
+    and U-turns; table 4 names it per destination. A link loss thus modifies exactly the
+    routes whose primaries or backup changed, adds and removes next hops, and rewrites
+    none."""
+    graph = random_connected_graph(seed, nodes=30, extra_edges=15)
+    snapshot = snapshot_from_graph(graph, hosts_per_switch=1)
+    lost = snapshot.links[seed]
+    failed = dataclasses.replace(snapshot, links=tuple(lk for lk in snapshot.links
+                                                       if lk != lost))
+    compiler = NetworkCompiler()
+    before, after = compiler.compile(snapshot), compiler.compile(failed)
+
+    def next_hops(snap):
+        g = snap.graph()
+        return {(node, dst): (hops.primary, hops.backup)
+                for dst in g.nodes for node, hops in routing.next_hops(g, dst).items()}
+
+    old_hops, new_hops = next_hops(snapshot), next_hops(failed)
+    moved = {cell for cell in old_hops.keys() & new_hops.keys()
+             if old_hops[cell] != new_hops[cell]}
+    modified_routes = set()
+    for dpid, rules in after.items():
+        held = before[dpid].flows
+        for key, rule in rules.flows.items():
+            assert not (rule.table == TABLE_ROUTE and "in_port" in dict(rule.match))
+            if rule.table == TABLE_NEXT_HOP:
+                assert held.get(key, rule) == rule  # added or kept, never rewritten
+            elif rule.table == TABLE_ROUTE and key in held and held[key] != rule:
+                modified_routes.add((dpid, dict(rule.match)["metadata"]))
+        exits = [r for r in rules.flows.values()
+                 if r.table == TABLE_NEXT_HOP and r.priority == PRIO_ROUTE]
+        named = {r.write_metadata[0] for r in rules.flows.values()
+                 if r.table == TABLE_ROUTE and r.goto == TABLE_NEXT_HOP}
+        assert {dict(r.match)["metadata"] for r in exits} == named  # one exit per next hop
+    assert moved and modified_routes == moved
