@@ -13,10 +13,13 @@ unchanged switch, as `compile_network` does. Both kinds of fat-tree link are cut
 200-switch ISP-like graph of `bench.convergence` (one host per switch): compile with its
 incremental cache, then `push` to fake datapaths (plan the ordered rounds against what the
 switches hold, encode every message); the links cut are the most used ones (highest edge
-betweenness). `unchanged_sync_ms` is the same for a sync that changes nothing (a VNF's or
-an offload's change elsewhere costs about this at the switches it does not touch), and
-`unchanged_sync_diffing_all_ms` that sync with every switch diffed, as before switches kept
-track of what they were last brought to (`SwitchConnection.in_step_with`).
+betweenness); `push_diffing_changed_switches_in_full_ms` is that push again without
+the compiler's deltas (`RulesDelta`), and `any_link_loss_*` is compile + push over every
+link of the graph, one at a time. `unchanged_sync_ms` is the same for a sync that changes
+nothing (a VNF's or an offload's change elsewhere costs about this at the switches it does
+not touch), and `unchanged_sync_diffing_all_ms` that sync with every switch diffed, as
+before switches kept track of what they were last brought to
+(`SwitchConnection.in_step_with`).
 """
 
 from __future__ import annotations
@@ -104,32 +107,52 @@ def isp_link_loss(n: int = 200, cuts: int = 4) -> dict:
     snapshot = snapshot_from_graph(graph, hosts_per_switch=1)
     cache = DesiredCache()
     conns = connected_state(tuple(sorted(snapshot.switches))).switches  # fake datapaths
-    push(conns, desired_rules(None, snapshot, (), (), cache), snapshot.links, wait=False)
+
+    def sync(snap: Snapshot, keyed: bool = True) -> int:
+        want = desired_rules(None, snap, (), (), cache)
+        return push(conns, want, snap.links, wait=False,
+                    deltas=cache.deltas if keyed else None).flow_mods
+
+    def without(links: set[Link]) -> Snapshot:
+        return dataclasses.replace(snapshot, links=tuple(
+            lk for lk in snapshot.links if lk not in links))
+
+    sync(snapshot)
     used = nx.edge_betweenness_centrality(graph)
     stages: dict[str, list[float]] = {"compile": [], "push": []}
-    flow_mods, idle, idle_all = [], [], []
+    flow_mods, full_diff, idle, idle_all = [], [], [], []
     for a, b in sorted(used, key=used.get, reverse=True)[:cuts]:
-        failed = dataclasses.replace(snapshot, links=tuple(
-            lk for lk in snapshot.links if {lk.a, lk.b} != {a, b}))
+        failed = without({lk for lk in snapshot.links if {lk.a, lk.b} == {a, b}})
         want = _timed(stages["compile"], lambda failed=failed: desired_rules(
             None, failed, (), (), cache))
         flow_mods.append(_timed(stages["push"], lambda failed=failed, want=want: push(
             conns, want, failed.links, wait=False, deltas=cache.deltas).flow_mods))
-        push(conns, desired_rules(None, snapshot, (), (), cache), snapshot.links,
-             wait=False)  # the link is back
-        _timed(idle, lambda: push(conns, desired_rules(None, snapshot, (), (), cache),
-                                  snapshot.links, wait=False))  # a sync that changes nothing
+        sync(snapshot)  # the link is back
+        want = desired_rules(None, failed, (), (), cache)  # the same loss, every changed
+        _timed(full_diff, lambda failed=failed, want=want: push(  # switch diffed in full
+            conns, want, failed.links, wait=False))
+        sync(snapshot)
+        _timed(idle, lambda: sync(snapshot))  # a sync that changes nothing
         for conn in conns.values():  # the same, diffing every switch as before in_step_with
             conn.in_step_with = None
-        _timed(idle_all, lambda: push(conns, desired_rules(None, snapshot, (), (), cache),
-                                      snapshot.links, wait=False))
+        _timed(idle_all, lambda: sync(snapshot))
+    every_link: list[float] = []
+    for link in snapshot.links:
+        _timed(every_link, lambda link=link: sync(without({link})))
+        sync(snapshot)
+    every_link.sort()
     totals = [c + p for c, p in zip(stages["compile"], stages["push"], strict=True)]
     return {
         "switches": n, "links": graph.number_of_edges(),
         "link_loss_ms": _ms(statistics.median(totals)),
         "link_loss_max_ms": _ms(max(totals)),
         **{f"{stage}_ms": _ms(statistics.median(times)) for stage, times in stages.items()},
+        "push_diffing_changed_switches_in_full_ms": _ms(statistics.median(full_diff)),
         "flow_mods": int(statistics.median(flow_mods)),
+        "any_link_loss_median_ms": _ms(statistics.median(every_link)),
+        "any_link_loss_p90_ms": _ms(every_link[int(0.9 * len(every_link))]),
+        "any_link_loss_max_ms": _ms(every_link[-1]),
+        "links_within_100ms": round(sum(t <= 0.1 for t in every_link) / len(every_link), 3),
         "unchanged_sync_ms": _ms(statistics.median(idle)),
         "unchanged_sync_diffing_all_ms": _ms(statistics.median(idle_all)),
     }
@@ -143,7 +166,11 @@ def run(ks: tuple[int, ...] = (4, 8, 16)) -> dict:
           f"{f['link_loss_max_ms']:.0f}): compile {f['compile_ms']:.0f}, push (plan, encode, "
           f"hand to the datapath) {f['push_ms']:.0f} ms; {f['flow_mods']} FlowMods; a sync "
           f"that changes nothing {f['unchanged_sync_ms']:.1f} ms (diffing every switch: "
-          f"{f['unchanged_sync_diffing_all_ms']:.1f} ms)")
+          f"{f['unchanged_sync_diffing_all_ms']:.1f} ms); the push diffing changed switches "
+          f"in full {f['push_diffing_changed_switches_in_full_ms']:.0f} ms; any one link "
+          f"lost: median {f['any_link_loss_median_ms']:.0f} ms, p90 "
+          f"{f['any_link_loss_p90_ms']:.0f}, max {f['any_link_loss_max_ms']:.0f}, "
+          f"{100 * f['links_within_100ms']:.0f}% of links within 100 ms")
     for k in ks:
         f = figures[f"fattree_k{k}"] = measure(k)
         print(f"fat-tree k={k}: {f['switches']} switches, {f['links']} links, "

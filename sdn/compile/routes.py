@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -103,8 +104,7 @@ def switch_edges(snapshot: Snapshot) -> dict[Edge, tuple[float, Link]]:
     return edges
 
 
-@dataclass(frozen=True)
-class _Cell:
+class _Cell(NamedTuple):
     """One switch's route toward one destination switch: what it depends on (its primary
     ports and backup, `NextHop`), and what it holds (its next hop's id, or groups)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -19,9 +19,8 @@ EPSILON = 1e-9
 COST_DIGITS = 9  # backup costs are compared rounded, so float summation order cannot matter
 
 
-@dataclass(frozen=True)
-class Hops:
-    """How one switch reaches one destination switch."""
+class Hops(NamedTuple):
+    """How one switch reaches one destination switch (a tuple: a repair makes thousands)."""
 
     primary: tuple[int, ...]  # neighbour dpids on shortest paths (ECMP set), sorted
     backup: int | None  # neighbour to use when every primary is gone
@@ -209,7 +208,7 @@ def _backup(
     loop-free alternate (its shortest paths avoid us); next, a neighbour that routes via us
     but has other equal-cost next hops, which its U-turn rule then uses; last, any other
     neighbour."""
-    candidates = []
+    best: tuple[int, float, int] | None = None  # (rank, cost, neighbour)
     mine = primaries[node]
     for n, weight in adj[node].items():
         if n in mine or n not in dist:
@@ -221,11 +220,13 @@ def _backup(
             rank = 1
         else:
             rank = 2
-        candidates.append((rank, round(weight + dist[n], COST_DIGITS), n))
-    if not candidates:
+        if best is None or rank <= best[0]:
+            candidate = (rank, round(weight + dist[n], COST_DIGITS), n)
+            if best is None or candidate < best:
+                best = candidate
+    if best is None:
         return None, False
-    rank, _, best = min(candidates)
-    return best, rank == 0
+    return best[2], best[0] == 0
 
 
 def tree_edges(weights: Mapping[tuple[int, int], float]) -> set[tuple[int, int]]:
