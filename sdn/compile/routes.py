@@ -289,20 +289,22 @@ class NetworkCompiler:
         so what both use keeps its id and its rules."""
         old = self._cells[dst].get(node)
         ports, backup = inputs
-        groups = CellGroups(self._pool(node))
-        next_hop = None
         if self.options.protection and (len(ports) > 1 or backup is not None):
             next_hop, added = self._next_hop_table(node).acquire(inputs)
-            self._put(node, added)
+            if added:
+                self._put(node, added)
             rule = FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
                             goto=TABLE_NEXT_HOP, cookie=cookie(COOKIE_ROUTE, dst),
                             write_metadata=(next_hop, METADATA_DPID_MASK))
+            cell = _Cell(inputs, rule.key, next_hop, ())
         else:
+            groups = CellGroups(self._pool(node))
             rule = FlowRule(node, TABLE_ROUTE, PRIO_ROUTE, match(metadata=dst),
                             forward_actions(groups, ports, backup),
                             cookie=cookie(COOKIE_ROUTE, dst))
-        self._put(node, [rule])
-        self._cells[dst][node] = _Cell(inputs, rule.key, next_hop, tuple(groups.taken))
+            cell = _Cell(inputs, rule.key, None, tuple(groups.taken))
+        self._put(node, (rule,))
+        self._cells[dst][node] = cell
         if old is not None:
             self._release(node, old)
 
@@ -313,10 +315,11 @@ class NetworkCompiler:
 
     def _release(self, node: int, cell: _Cell) -> None:
         if cell.next_hop is not None:
-            self._delete(node, self._next_hop_table(node).release(cell.next_hop))
-        pool = self._pool(node)
+            gone = self._next_hop_table(node).release(cell.next_hop)
+            if gone:
+                self._delete(node, gone)
         for gid in cell.groups:
-            pool.release(gid)
+            self._pool(node).release(gid)
 
     # table 2: hosts -> their switch
     def _map_host(self, host: Host) -> None:

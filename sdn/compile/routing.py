@@ -92,8 +92,9 @@ class DestinationRoutes:
                 if a in dist and b in dist and abs(weight + dist[b] - dist[a]) < EPSILON:
                     seeds.append((dist[a], a))
         affected = self._affected(adj, seeds)
+        before = {node: dist[node] for node in affected}
         self._resettle(adj, affected)
-        self._repair(adj, touched, affected)
+        self._repair(adj, touched, before)
 
     def gain_edges(self, adj: Adjacency, edges: Iterable[tuple[int, int]]) -> None:
         """`adj` has these (u, v) edges now, with their weights."""
@@ -106,13 +107,13 @@ class DestinationRoutes:
                 if b in dist and (a not in dist or dist[b] + weight < dist[a] - EPSILON):
                     heap.append((dist[b] + weight, a))
         heapq.heapify(heap)
-        moved = set()
+        moved: dict[int, float | None] = {}
         while heap:
             d, node = heapq.heappop(heap)
             if node in dist and d >= dist[node] - EPSILON:
                 continue
+            moved.setdefault(node, dist.get(node))
             dist[node] = d
-            moved.add(node)
             for n, weight in adj[node].items():
                 nd = d + weight
                 if n not in dist or nd < dist[n] - EPSILON:
@@ -158,14 +159,24 @@ class DestinationRoutes:
                 if n in affected and n not in dist:
                     heapq.heappush(heap, (d + weight, n))
 
-    def _repair(self, adj: Adjacency, touched: set[int], moved: set[int]) -> None:
+    def _repair(self, adj: Adjacency, touched: set[int],
+                moved: Mapping[int, float | None]) -> None:
         """Recompute next hops where they can have changed: at the ends of changed edges,
-        at switches whose distance moved and their neighbours; then backups wherever a
-        neighbour's distance or primaries (as seen by `_backup`) changed."""
+        and where a switch's distance moved (`moved`: its distance before, None when it
+        had none) unlike a neighbour's, at both; then backups wherever a neighbour's
+        distance or primaries (as seen by `_backup`) changed. A switch that moved as far
+        as all its neighbours compares the same costs as before (a link loss shifts whole
+        regions behind it alike) and keeps its hops."""
         dist, primary = self.dist, self.primary
-        candidates = touched | moved
-        for node in moved:
-            candidates.update(adj[node])
+        shifts = {node: None if old is None or node not in dist else dist[node] - old
+                  for node, old in moved.items()}
+        candidates = set(touched)
+        for node, mine in shifts.items():
+            for n in adj[node]:
+                theirs = shifts.get(n, 0.0)
+                if mine is None or theirs is None or abs(mine - theirs) >= EPSILON:
+                    candidates.add(node)
+                    candidates.add(n)
         backups = set(candidates)
         for node in candidates:
             old = primary.get(node)
