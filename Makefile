@@ -11,7 +11,7 @@ FAUCET := .venv-faucet/bin/faucet
 setup:
 	@bash scripts/setup.sh
 
-$(STAMP): pyproject.toml scripts/setup.sh setup.py nfv/datapath/_fast.c
+$(STAMP): pyproject.toml scripts/setup.sh setup.py nfv/datapath/_fast.c sdn/compile/_routes.c
 	@bash scripts/setup.sh
 
 # pytest exits 5 when it collected no tests: that must fail, never pass quietly.

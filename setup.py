@@ -1,4 +1,5 @@
-"""The compiled VNF hot path; everything else is declared in pyproject.toml.
+"""The compiled modules: the VNF hot path, and route repair (sdn.compile.routing keeps the
+Python reference of it); everything else is declared in pyproject.toml.
 
 The AF_XDP loop (_xsk.c) is built in where libxdp's headers are installed (`make setup`
 installs them); without them the module has the TPACKET loop only and VNFs use that."""
@@ -18,6 +19,12 @@ setup(
             define_macros=[("HAVE_XSK", "1")] if XSK else [],
             libraries=["xdp", "bpf"] if XSK else [],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
-        )
+        ),
+        Extension(
+            "sdn.compile._routes",
+            ["sdn/compile/_routes.c"],
+            libraries=["m"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+        ),
     ]
 )

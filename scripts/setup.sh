@@ -34,15 +34,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# The VNF hot path in C (nfv/datapath/_fast.c, with the AF_XDP loop _xsk.c linked against
-# libxdp); rebuilt whenever its source changed.
-fast=$(.venv/bin/python -c 'import sysconfig; print("nfv/datapath/_fast" + sysconfig.get_config_var("EXT_SUFFIX"))')
+# The compiled modules: the VNF hot path (nfv/datapath/_fast.c, with the AF_XDP loop _xsk.c
+# linked against libxdp) and route repair (sdn/compile/_routes.c); rebuilt whenever a
+# source changed.
+suffix=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 stale=0
-for src in setup.py nfv/datapath/_fast.c nfv/datapath/_fast.h nfv/datapath/_xsk.c; do
-    [ "$src" -nt "$fast" ] && stale=1
+for built in "nfv/datapath/_fast$suffix" "sdn/compile/_routes$suffix"; do
+    [ -f "$built" ] || stale=1
+    for src in setup.py nfv/datapath/_fast.c nfv/datapath/_fast.h nfv/datapath/_xsk.c \
+               sdn/compile/_routes.c; do
+        [ "$src" -nt "$built" ] && stale=1
+    done
 done
-if [ ! -f "$fast" ] || [ "$stale" -eq 1 ]; then
-    echo "setup: building $fast"
+if [ "$stale" -eq 1 ]; then
+    echo "setup: building the C modules"
     .venv/bin/python setup.py -q build_ext --inplace
 fi
 

@@ -117,7 +117,7 @@ class _Cell(NamedTuple):
 class NetworkCompiler:
     """Keeps the last compiled network and turns the next snapshot into rules by
     repairing only what the difference can affect: routes per destination switch
-    (`routing.DestinationRoutes`), then the table-3 cells (switch, destination) whose
+    (`routing.DestinationRoutes`), then the table-4 cells (switch, destination) whose
     inputs changed, the host mappings where reachability changed, and the per-switch
     base and flood rules of switches whose ports, hosts or tree links changed.
 
@@ -137,6 +137,7 @@ class NetworkCompiler:
     def _reset(self) -> None:
         self._graph = nx.Graph()  # for the spanning tree
         self._adj: dict[int, dict[int, float]] = {}  # for routes: neighbour -> weight
+        self._route_graph: object = routing.route_graph(self._adj)  # as routes read it
         self._ports: dict[int, dict[int, int]] = {}  # neighbour -> port toward it
         self._edges: dict[Edge, tuple[float, Link]] = {}
         self._routes: dict[int, routing.DestinationRoutes] = {}
@@ -144,8 +145,7 @@ class NetworkCompiler:
         self._hosts: dict[str, Host] = {}
         self._mapped: dict[int, dict[str, Host]] = {}  # destination -> hosts mapped to it
         self._flows: dict[int, dict[RuleKey, FlowRule]] = {}
-        self._pools: dict[int, GroupPool] = {}
-        self._next_hops: dict[int, NextHops] = {}
+        self._next_hops: dict[int, NextHops] = {}  # each with the switch's GroupPool
         self._static: dict[int, tuple[tuple, tuple[RuleKey, ...]]] = {}
         self._answers: dict[str, str] = {}  # IP -> MAC the switches answer ARP with
         self._answering: set[int] = set()  # switches with hosts, which hold the answers
@@ -203,7 +203,6 @@ class NetworkCompiler:
         self._update_answers(snapshot)
         for gone in [n for n in self._flows if n not in snapshot.switches]:
             del self._flows[gone]
-            self._pools.pop(gone, None)
             self._next_hops.pop(gone, None)
             self._static.pop(gone, None)
 
@@ -222,9 +221,11 @@ class NetworkCompiler:
         graph.remove_edges_from(lost)
         for a, b in lost:
             del adj[a][b], adj[b][a], ports[a][b], ports[b][a]
-        dropped = [(a, b, self._edges[(a, b)][0]) for a, b in lost]
-        for routes in self._routes.values():
-            routes.lose_edges(adj, dropped)
+        if lost:
+            dropped = [(a, b, self._edges[(a, b)][0]) for a, b in lost]
+            shrunk = routing.route_graph(adj)
+            for routes in self._routes.values():
+                routes.lose_edges(shrunk, dropped)
         for gone in [n for n in adj if n not in nodes]:
             graph.remove_node(gone)
             del adj[gone], ports[gone]
@@ -236,13 +237,15 @@ class NetworkCompiler:
             graph.add_edge(a, b, weight=weight, link=link)
             adj[a][b] = adj[b][a] = weight
             ports[a][b], ports[b][a] = link.port_at(a), link.port_at(b)
-        for routes in self._routes.values():
-            routes.gain_edges(adj, gained)
+        self._route_graph = routing.route_graph(adj)
+        if gained:
+            for routes in self._routes.values():
+                routes.gain_edges(self._route_graph, gained)
         self._edges = edges
 
-    # table 3: routes toward destination switches
+    # table 4: routes toward destination switches
     def _add_destination(self, dst: int) -> None:
-        routes = routing.DestinationRoutes(self._adj, dst, ecmp=self.options.ecmp)
+        routes = routing.DestinationRoutes(self._route_graph, dst, ecmp=self.options.ecmp)
         self._routes[dst] = routes
         self._cells[dst] = {}
         self._mapped[dst] = {}
@@ -321,7 +324,7 @@ class NetworkCompiler:
         for gid in cell.groups:
             self._pool(node).release(gid)
 
-    # table 2: hosts -> their switch
+    # table 3: hosts -> their switch
     def _map_host(self, host: Host) -> None:
         self._mapped[host.dpid][host.mac] = host
         for node in (host.dpid, *self._routes[host.dpid].hops):
@@ -332,7 +335,7 @@ class NetworkCompiler:
         for node in (host.dpid, *self._routes[host.dpid].hops):
             self._delete(node, [_host_rule(node, host).key])
 
-    # tables 0-2: per-switch base pipeline and flooding
+    # tables 0-3: per-switch base pipeline and flooding
     def _update_static(self, snapshot: Snapshot) -> None:
         link_ports: dict[int, set[int]] = {}
         for lk in snapshot.links:
@@ -397,17 +400,14 @@ class NetworkCompiler:
         return tree
 
     # bookkeeping
-    def _pool(self, dpid: int) -> GroupPool:
-        pool = self._pools.get(dpid)
-        if pool is None:
-            pool = self._pools[dpid] = GroupPool(dpid)
-        return pool
-
     def _next_hop_table(self, dpid: int) -> NextHops:
         table = self._next_hops.get(dpid)
         if table is None:
-            table = self._next_hops[dpid] = NextHops(self._pool(dpid))
+            table = self._next_hops[dpid] = NextHops(GroupPool(dpid))
         return table
+
+    def _pool(self, dpid: int) -> GroupPool:
+        return self._next_hop_table(dpid).pool
 
     def _put(self, dpid: int, rules: Iterable[FlowRule]) -> None:
         flows = self._flows.setdefault(dpid, {})
@@ -436,7 +436,7 @@ def _place(host: Host | None) -> tuple[int, int] | None:
 
 
 def _host_rule(node: int, host: Host) -> FlowRule:
-    """Table 2: deliver a local host, or tag the packet with its switch for table 3."""
+    """Table 3: deliver a local host, or tag the packet with its switch for table 4."""
     route = cookie(COOKIE_ROUTE, host.mac)
     if node == host.dpid:
         return FlowRule(node, TABLE_FORWARD, PRIO_ROUTE, match(eth_dst=host.mac),

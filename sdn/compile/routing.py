@@ -5,18 +5,23 @@ one Dijkstra from the destination gives each switch its equal-cost next hops, an
 same distances pick a backup next hop for fast failover. `DestinationRoutes` keeps that
 result and repairs it when links come and go, touching only the switches whose distance
 or next hops can change, so a link failure in a large network costs milliseconds.
+
+`PyDestinationRoutes` is the reference; `sdn.compile._routes` (built by `make setup`) is
+the same algorithm in C over arrays, used where it is built unless $SDN_PURE_PYTHON is
+set. Both read the graph as `route_graph(adj)` gives it.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import networkx as nx
 
 EPSILON = 1e-9
-COST_DIGITS = 9  # backup costs are compared rounded, so float summation order cannot matter
+COST_SCALE = 1e9  # backup costs compare rounded to this, so float summation order cannot matter
 
 
 class Hops(NamedTuple):
@@ -53,10 +58,10 @@ def distances_to(adj: Adjacency, dst: int) -> dict[int, float]:
 
 def next_hops(graph: nx.Graph, dst: int, *, ecmp: bool = True) -> dict[int, Hops]:
     """Primary and backup next hops toward `dst` for every switch that can reach it."""
-    return dict(DestinationRoutes(adjacency(graph), dst, ecmp=ecmp).hops)
+    return dict(DestinationRoutes(route_graph(adjacency(graph)), dst, ecmp=ecmp).hops)
 
 
-class DestinationRoutes:
+class PyDestinationRoutes:
     """Distances and next hops of every switch toward one destination switch.
 
     After the adjacency loses edges call `lose_edges`, after it gains edges `gain_edges`
@@ -232,7 +237,7 @@ def _backup(
         else:
             rank = 2
         if best is None or rank <= best[0]:
-            candidate = (rank, round(weight + dist[n], COST_DIGITS), n)
+            candidate = (rank, round((weight + dist[n]) * COST_SCALE), n)
             if best is None or candidate < best:
                 best = candidate
     if best is None:
@@ -269,3 +274,27 @@ def shortest_path(graph: nx.Graph, src: int, dst: int) -> list[int]:
     while path[-1] != dst:
         path.append(hops[path[-1]].primary[0])
     return path
+
+
+try:
+    if os.environ.get("SDN_PURE_PYTHON"):
+        raise ImportError("SDN_PURE_PYTHON is set")
+    from sdn.compile import _routes
+except ImportError as exc:
+    _routes = None
+    IMPLEMENTATION = f"Python ({exc})"
+else:
+    IMPLEMENTATION = "C (sdn.compile._routes)"
+
+
+def route_graph(adj: Adjacency) -> object:
+    """The graph as `DestinationRoutes` reads it: for the C one indexed anew (build it
+    after each change of `adj`), for the Python one `adj` itself."""
+    return adj if _routes is None else _routes.RouteGraph(adj)
+
+
+if _routes is None:
+    DestinationRoutes: type = PyDestinationRoutes
+else:
+    _routes.init(Hops)
+    DestinationRoutes = _routes.DestinationRoutes

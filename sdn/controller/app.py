@@ -25,7 +25,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from prometheus_client import Counter
 
 from common.etcd import Etcd
-from sdn.compile import chains
+from sdn.compile import chains, routing
 from sdn.compile.queues import QueuePlan, plan_queues, port_capacities
 from sdn.controller.agent_vnfs import AgentVnfs
 from sdn.controller.apply import PolicyEngine
@@ -84,6 +84,7 @@ class SdnController(app_manager.OSKenApp):
         self.state.ordered_updates = ordered_updates
         self.allowed_dpids = allowed_dpids
         self.engine = PolicyEngine(self.state, store)
+        LOG.info("route repair: %s", routing.IMPLEMENTATION)
         if self.cluster is None:
             self.state.vnfs = VnfManager(self.topology, state_dir, self._changed)
             self._load_policy()

@@ -52,11 +52,27 @@ def flows_of(bridge: str) -> list[str]:
     return [line for line in out.splitlines() if "priority" in line]
 
 
+def settled_flows(controller, switch, hosts: int) -> list[str]:
+    """The switch's flows once the controller knows every host's address and has sent what
+    follows from it (ARP answers): learning is asynchronous to the pings that teach it."""
+    wait_until(lambda: sum(bool(h["ips"]) for h in controller.get("/v1/topology")["hosts"])
+               == hosts, 10, what="every host's address")
+    last: list[list[str]] = [dump_flows(switch)]
+
+    def unchanged() -> bool:
+        now = dump_flows(switch)
+        same, last[0] = now == last[0], now
+        return same
+
+    wait_until(unchanged, 10, interval=0.5, what="the flows to settle")
+    return last[0]
+
+
 def test_a_second_switch_claiming_a_connected_id_is_refused(controller):
     with network(LinearTopo(n=2), controller) as net:
         s1 = net.get("s1")
         assert ping_all(net) == []
-        before = dump_flows(s1)
+        before = settled_flows(controller, s1, hosts=2)
         with impostor(s1.dpid, controller.ofp_port) as bridge:
             wait_until(lambda: controller.metric(f'{REFUSED}{{reason="connected"}}') >= 1, 20,
                        what="the impostor refused")
