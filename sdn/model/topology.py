@@ -30,6 +30,10 @@ PENDING_PER_PORT = 32  # (mac, address) pairs kept for a port still waiting to b
 # A host seen somewhere new, or an address claimed by another host, while the old
 # location is still up: the owner is asked (an ARP probe) and has this long to answer.
 VERIFY_SECONDS = 1.0
+# A host whose port went down keeps its addresses if it shows up again this soon (a cable
+# moved to another switch); at most this many such hosts are remembered.
+DEPARTED_SECONDS = 300.0
+DEPARTED_HOSTS = 4096
 
 
 @dataclass(frozen=True, order=True)
@@ -127,6 +131,9 @@ class Topology:
         self.trusted_edges: set[tuple[int, int]] = set()
         # (mac, ip) seen at a port still waiting for that evidence: learnt once it has it
         self.pending: dict[tuple[int, int], list[tuple[str, str | None]]] = {}
+        # Hosts whose place went down, oldest first, with when: a returning one keeps its
+        # addresses (those no other host took meanwhile).
+        self.departed: dict[str, tuple[Host, float]] = {}
 
     def name_ports(self, dpid: int, names: dict[int, str], bridge: str | None = None) -> None:
         self.port_names.setdefault(dpid, {}).update(names)
@@ -151,7 +158,7 @@ class Topology:
         self.trusted_edges = {k for k in self.trusted_edges if k[0] != dpid}
         self.switch_facing = {(d, p) for d, p in self.switch_facing if d != dpid}
         self.links = {lk for lk in self.links if dpid not in (lk.a, lk.b)}
-        self.hosts = {m: h for m, h in self.hosts.items() if h.dpid != dpid}
+        self._depart([h for h in self.hosts.values() if h.dpid == dpid])
 
     def port_up(self, dpid: int, port: int) -> None:
         self.ports.setdefault(dpid, {}).setdefault(port, self._clock())
@@ -168,10 +175,31 @@ class Topology:
         self.links = {
             lk for lk in self.links if (dpid, port) not in ((lk.a, lk.a_port), (lk.b, lk.b_port))
         }
-        self.hosts = {
-            m: h for m, h in self.hosts.items() if (h.dpid, h.port) != (dpid, port)
-        }
+        self._depart([h for h in self.hosts.values() if (h.dpid, h.port) == (dpid, port)])
         return len(self.links) != before
+
+    def _depart(self, hosts: list[Host]) -> None:
+        """Hosts whose place is gone. One seen elsewhere meanwhile (a move being verified)
+        is there now: its old place cannot answer any more. The others are remembered."""
+        now = self._clock()
+        for host in hosts:
+            del self.hosts[host.mac]
+            claim = self.claims.pop((host.mac, None), None)
+            if claim is not None and self.has_room(host.mac, claim.dpid, claim.port):
+                self.hosts[host.mac] = replace(host, dpid=claim.dpid, port=claim.port)
+                continue
+            self.departed.pop(host.mac, None)
+            self.departed[host.mac] = (host, now)
+            while len(self.departed) > DEPARTED_HOSTS:
+                del self.departed[next(iter(self.departed))]
+
+    def _returning(self, mac: str) -> Host | None:
+        """The host `mac` as it was before its place went down, with the addresses no one
+        else holds now; None if it did not depart lately."""
+        host, since = self.departed.pop(mac, (None, 0.0))
+        if host is None or self._clock() - since > DEPARTED_SECONDS:
+            return None
+        return replace(host, ips=tuple(ip for ip in host.ips if self.host_by_ip(ip) is None))
 
     # links
     def add_link(self, a: int, a_port: int, b: int, b_port: int) -> bool:
@@ -286,6 +314,9 @@ class Topology:
         elif old is not None and old.ips and self._present(old):
             self._claim(Claim(mac, dpid, port, None, old, self._clock()))
             return False  # a move while the old place is up: verified first
+        known = old is not None
+        if not known:
+            old = self._returning(mac)
         ips = tuple(old.ips) if old else ()  # a host that moves keeps its addresses
         owner = self.host_by_ip(ip) if ip else None
         if owner is not None and owner.mac != mac and self._present(owner):
@@ -296,7 +327,7 @@ class Topology:
             self._release_ip(ip)
         new = Host(mac=mac, dpid=dpid, port=port, ips=ips, name=old.name if old else "")
         self.hosts[mac] = new
-        return old is None or (old.dpid, old.port, old.ips) != (dpid, port, ips)
+        return not known or (old.dpid, old.port, old.ips) != (dpid, port, ips)
 
     def has_room(self, mac: str, dpid: int, port: int) -> bool:
         """Whether `mac` may be learned at (dpid, port): it is there already, or the port

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from sdn.model.topology import EDGE_SETTLE_SECONDS, VERIFY_SECONDS, Link, Topology
+from sdn.model.topology import (
+    DEPARTED_SECONDS,
+    EDGE_SETTLE_SECONDS,
+    VERIFY_SECONDS,
+    Link,
+    Topology,
+)
 
 
 class Clock:
@@ -174,6 +180,39 @@ def test_a_host_whose_port_went_down_moves_at_once():
     topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
     topo.port_down(1, 1)
     assert topo.learn_host("00:00:00:00:00:01", 2, 2, "10.0.0.1") and not topo.claims
+
+
+def test_a_host_back_after_its_port_went_down_keeps_the_addresses_nobody_took():
+    """Its first frame at the new place is often IPv4, which carries no address we learn
+    from: the addresses come from before, unless another host holds one now."""
+    clock = Clock()
+    topo = two_switches(clock)
+    settle(topo, clock)
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.11")
+    topo.port_down(1, 1)
+    assert not topo.hosts
+    topo.learn_host("00:00:00:00:00:03", 1, 2, "10.0.0.11")  # taken meanwhile
+    assert topo.learn_host("00:00:00:00:00:01", 2, 2)
+    assert topo.hosts["00:00:00:00:00:01"].ips == ("10.0.0.1",)
+    topo.port_down(2, 2)
+    clock.now += DEPARTED_SECONDS + 1
+    assert topo.learn_host("00:00:00:00:00:01", 1, 3)
+    assert topo.hosts["00:00:00:00:00:01"].ips == ()  # gone too long: a stranger
+
+
+def test_a_move_being_verified_stands_once_the_old_port_goes_down():
+    """The host was seen at its new place while the old port was still up; the old port
+    then goes down before the verification ends: it is at the new place, addresses and
+    all, at once."""
+    clock = Clock()
+    topo = two_switches(clock)
+    settle(topo, clock)
+    topo.learn_host("00:00:00:00:00:01", 1, 1, "10.0.0.1")
+    assert not topo.learn_host("00:00:00:00:00:01", 2, 2)  # a claim, being verified
+    topo.port_down(1, 1)
+    host = topo.hosts["00:00:00:00:00:01"]
+    assert (host.dpid, host.port, host.ips) == (2, 2, ("10.0.0.1",)) and not topo.claims
 
 
 def test_arp_probes_unspecified_address_is_nobodys():
