@@ -528,45 +528,97 @@ static int routes_init(Routes *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* lose_edges(graph, [(u, v, old weight)]): graph no longer has these edges. */
-static PyObject *routes_lose_edges(Routes *self, PyObject *args) {
+/* What one lose_edges or gain_edges call works on: the edges' ends (two indices each) and
+ * weights, the switches whose distance moved with their distance before, and a heap. */
+typedef struct {
+    Py_ssize_t count;
+    Py_ssize_t *ends;
+    double *weight; /* the old weight of a lost edge, the graph's of a gained one */
+    Py_ssize_t nmoved;
+    Py_ssize_t *moved;
+    double *before; /* NAN: it had no distance */
+    char *is_moved;
+    heap h;
+} change;
+
+static void change_free(change *c) {
+    PyMem_Free(c->ends);
+    PyMem_Free(c->weight);
+    PyMem_Free(c->moved);
+    PyMem_Free(c->before);
+    PyMem_Free(c->is_moved);
+    PyMem_Free(c->h.items);
+}
+
+/* Bind the graph of (graph, edges) and read the edges: (u, v, old weight) when `lost`,
+ * else (u, v). */
+static int change_start(Routes *self, PyObject *args, int lost, change *c) {
     PyObject *graph, *edges;
+    memset(c, 0, sizeof *c);
     if (!PyArg_ParseTuple(args, "OO", &graph, &edges))
-        return NULL;
+        return -1;
     PyObject *ok = bind_graph(self, graph);
     if (ok == NULL)
-        return NULL;
+        return -1;
     Py_DECREF(ok);
     RouteGraph *g = self->graph;
     PyObject *seq = PySequence_Fast(edges, "edges must be a sequence");
     if (seq == NULL)
-        return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq), n = g->n, naffected = 0;
-    Py_ssize_t *touched = PyMem_Malloc((2 * count + 1) * sizeof(Py_ssize_t));
-    Py_ssize_t *affected = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
-    double *before = PyMem_Malloc((n + 1) * sizeof(double));
-    char *is_affected = PyMem_Calloc(n ? n : 1, 1);
-    heap seeds = {0}, h = {0};
-    PyObject *result = NULL;
-    if (touched == NULL || affected == NULL || before == NULL || is_affected == NULL) {
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq), n = g->n;
+    c->ends = PyMem_Malloc((2 * count + 1) * sizeof(Py_ssize_t));
+    c->weight = PyMem_Malloc((count + 1) * sizeof(double));
+    c->moved = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
+    c->before = PyMem_Malloc((n + 1) * sizeof(double));
+    c->is_moved = PyMem_Calloc(n + 1, 1);
+    if (c->ends == NULL || c->weight == NULL || c->moved == NULL || c->before == NULL ||
+        c->is_moved == NULL) {
         PyErr_NoMemory();
-        goto done;
+        goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t u, v;
         PyObject *edge = PySequence_Fast_GET_ITEM(seq, i), *pu, *pv;
-        double weight;
-        if (!PyArg_ParseTuple(edge, "OOd", &pu, &pv, &weight))
-            goto done;
-        if ((u = index_of(g, pu)) < 0 || (v = index_of(g, pv)) < 0)
-            goto done;
-        touched[2 * i] = u;
-        touched[2 * i + 1] = v;
+        double weight = 0;
+        if (!(lost ? PyArg_ParseTuple(edge, "OOd", &pu, &pv, &weight)
+                   : PyArg_ParseTuple(edge, "OO", &pu, &pv)))
+            goto fail;
+        Py_ssize_t u = index_of(g, pu), v = u < 0 ? -1 : index_of(g, pv);
+        if (v < 0)
+            goto fail;
+        c->ends[2 * i] = u;
+        c->ends[2 * i + 1] = v;
+        c->weight[i] = lost ? weight : edge_weight(g, u, v);
+        c->count = i + 1;
+    }
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    change_free(c);
+    return -1;
+}
+
+static void note_moved(change *c, Py_ssize_t node, double before) {
+    c->is_moved[node] = 1;
+    c->moved[c->nmoved] = node;
+    c->before[c->nmoved++] = before;
+}
+
+/* lose_edges(graph, [(u, v, old weight)]): graph no longer has these edges. */
+static PyObject *routes_lose_edges(Routes *self, PyObject *args) {
+    change c;
+    heap seeds = {0};
+    int rc = -1;
+    if (change_start(self, args, 1, &c) < 0)
+        return NULL;
+    RouteGraph *g = self->graph;
+    for (Py_ssize_t i = 0; i < c.count; i++) {
+        Py_ssize_t u = c.ends[2 * i], v = c.ends[2 * i + 1];
         Py_ssize_t ends[2][2] = {{u, v}, {v, u}};
         for (int k = 0; k < 2; k++) {
             Py_ssize_t a = ends[k][0], b = ends[k][1];
             if (REACHES(self, a) && REACHES(self, b) &&
-                fabs(weight + self->dist[b] - self->dist[a]) < EPSILON &&
+                fabs(c.weight[i] + self->dist[b] - self->dist[a]) < EPSILON &&
                 heap_push(&seeds, self->dist[a], a) < 0)
                 goto done;
         }
@@ -575,130 +627,89 @@ static PyObject *routes_lose_edges(Routes *self, PyObject *args) {
     while (seeds.len) {
         entry e = heap_pop(&seeds);
         Py_ssize_t node = e.node;
-        if (is_affected[node] || node == self->dst_index)
+        if (c.is_moved[node] || node == self->dst_index)
             continue;
         int kept = 0;
         for (Py_ssize_t s = g->start[node]; s < g->start[node + 1] && !kept; s++) {
             Py_ssize_t m = g->nbr[s];
-            kept = REACHES(self, m) && !is_affected[m] &&
+            kept = REACHES(self, m) && !c.is_moved[m] &&
                    fabs(g->weight[s] + self->dist[m] - e.d) < EPSILON;
         }
         if (kept)
             continue;
-        is_affected[node] = 1;
-        affected[naffected] = node;
-        before[naffected++] = self->dist[node];
+        note_moved(&c, node, self->dist[node]);
         for (Py_ssize_t s = g->start[node]; s < g->start[node + 1]; s++) {
             Py_ssize_t m = g->nbr[s];
-            if (REACHES(self, m) && !is_affected[m] &&
+            if (REACHES(self, m) && !c.is_moved[m] &&
                 fabs(g->weight[s] + e.d - self->dist[m]) < EPSILON &&
                 heap_push(&seeds, self->dist[m], m) < 0)
                 goto done;
         }
     }
     /* _resettle: Dijkstra over the affected switches from their unaffected neighbours */
-    for (Py_ssize_t i = 0; i < naffected; i++)
-        self->dist[affected[i]] = INFINITY;
-    for (Py_ssize_t i = 0; i < naffected; i++) {
-        Py_ssize_t node = affected[i];
+    for (Py_ssize_t i = 0; i < c.nmoved; i++)
+        self->dist[c.moved[i]] = INFINITY;
+    for (Py_ssize_t i = 0; i < c.nmoved; i++) {
+        Py_ssize_t node = c.moved[i];
         double best = INFINITY;
         for (Py_ssize_t s = g->start[node]; s < g->start[node + 1]; s++) {
             Py_ssize_t m = g->nbr[s];
             if (REACHES(self, m) && g->weight[s] + self->dist[m] < best)
                 best = g->weight[s] + self->dist[m];
         }
-        if (!isinf(best) && heap_push(&h, best, node) < 0)
+        if (!isinf(best) && heap_push(&c.h, best, node) < 0)
             goto done;
     }
-    if (dijkstra(self, &h, is_affected) < 0)
+    if (dijkstra(self, &c.h, c.is_moved) < 0)
         goto done;
-    if (repair(self, touched, 2 * count, affected, before, naffected) < 0)
-        goto done;
-    Py_INCREF(Py_None);
-    result = Py_None;
+    rc = repair(self, c.ends, 2 * c.count, c.moved, c.before, c.nmoved);
 done:
-    Py_DECREF(seq);
-    PyMem_Free(touched);
-    PyMem_Free(affected);
-    PyMem_Free(before);
-    PyMem_Free(is_affected);
     PyMem_Free(seeds.items);
-    PyMem_Free(h.items);
-    return result;
+    change_free(&c);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 /* gain_edges(graph, [(u, v)]): graph has these edges now, with their weights. */
 static PyObject *routes_gain_edges(Routes *self, PyObject *args) {
-    PyObject *graph, *edges;
-    if (!PyArg_ParseTuple(args, "OO", &graph, &edges))
+    change c;
+    int rc = -1;
+    if (change_start(self, args, 0, &c) < 0)
         return NULL;
-    PyObject *ok = bind_graph(self, graph);
-    if (ok == NULL)
-        return NULL;
-    Py_DECREF(ok);
     RouteGraph *g = self->graph;
-    PyObject *seq = PySequence_Fast(edges, "edges must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq), n = g->n, nmoved = 0;
-    Py_ssize_t *touched = PyMem_Malloc((2 * count + 1) * sizeof(Py_ssize_t));
-    Py_ssize_t *moved = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
-    double *before = PyMem_Malloc((n + 1) * sizeof(double));
-    char *is_moved = PyMem_Calloc(n ? n : 1, 1);
-    heap h = {0};
-    PyObject *result = NULL;
-    if (touched == NULL || moved == NULL || before == NULL || is_moved == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t u, v;
-        PyObject *edge = PySequence_Fast_GET_ITEM(seq, i), *pu, *pv;
-        if (!PyArg_ParseTuple(edge, "OO", &pu, &pv))
-            goto done;
-        if ((u = index_of(g, pu)) < 0 || (v = index_of(g, pv)) < 0)
-            goto done;
-        touched[2 * i] = u;
-        touched[2 * i + 1] = v;
-        double weight = edge_weight(g, u, v);
+    for (Py_ssize_t i = 0; i < c.count; i++) {
+        Py_ssize_t u = c.ends[2 * i], v = c.ends[2 * i + 1];
         Py_ssize_t ends[2][2] = {{u, v}, {v, u}};
         for (int k = 0; k < 2; k++) {
             Py_ssize_t a = ends[k][0], b = ends[k][1];
-            if (REACHES(self, b) && (!REACHES(self, a) ||
-                                     self->dist[b] + weight < self->dist[a] - EPSILON) &&
-                heap_push(&h, self->dist[b] + weight, a) < 0)
+            double d = self->dist[b] + c.weight[i];
+            if (REACHES(self, b) && (!REACHES(self, a) || d < self->dist[a] - EPSILON) &&
+                heap_push(&c.h, d, a) < 0)
                 goto done;
         }
     }
-    while (h.len) {
-        entry e = heap_pop(&h);
+    while (c.h.len) {
+        entry e = heap_pop(&c.h);
         if (REACHES(self, e.node) && e.d >= self->dist[e.node] - EPSILON)
             continue;
-        if (!is_moved[e.node]) {
-            is_moved[e.node] = 1;
-            moved[nmoved] = e.node;
-            before[nmoved++] = REACHES(self, e.node) ? self->dist[e.node] : NAN;
-        }
+        if (!c.is_moved[e.node])
+            note_moved(&c, e.node, REACHES(self, e.node) ? self->dist[e.node] : NAN);
         self->dist[e.node] = e.d;
         for (Py_ssize_t s = g->start[e.node]; s < g->start[e.node + 1]; s++) {
             Py_ssize_t m = g->nbr[s];
             double nd = e.d + g->weight[s];
-            if ((!REACHES(self, m) || nd < self->dist[m] - EPSILON) && heap_push(&h, nd, m) < 0)
+            if ((!REACHES(self, m) || nd < self->dist[m] - EPSILON) &&
+                heap_push(&c.h, nd, m) < 0)
                 goto done;
         }
     }
-    if (repair(self, touched, 2 * count, moved, before, nmoved) < 0)
-        goto done;
-    Py_INCREF(Py_None);
-    result = Py_None;
+    rc = repair(self, c.ends, 2 * c.count, c.moved, c.before, c.nmoved);
 done:
-    Py_DECREF(seq);
-    PyMem_Free(touched);
-    PyMem_Free(moved);
-    PyMem_Free(before);
-    PyMem_Free(is_moved);
-    PyMem_Free(h.items);
-    return result;
+    change_free(&c);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *routes_take_changed(Routes *self, PyObject *Py_UNUSED(ignored)) {

@@ -459,16 +459,25 @@ def test_push_diffs_only_switches_not_in_step_and_a_change_at_the_switch_undoes_
     assert push(conns, after, new.links).flow_mods == len(after[some].flows)
 
 
+def _same_changes(a: Changes, b: Changes) -> bool:
+    """Equal, but for the order of flows within one table and priority."""
+    def canon(changes: Changes) -> dict:
+        return {name: sorted(map(repr, getattr(changes, name)))
+                for name in Changes.__dataclass_fields__}
+    return canon(a) == canon(b)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_desired_cache_gives_what_a_fresh_compile_does(seed: int) -> None:
     """Through a run of topology changes, the cached result, with the objects it hands out
-    again, equals a compile from nothing."""
+    again, equals a compile from nothing; and diffing a switch's last rules against its
+    new ones only at the keys its delta (`DesiredCache.deltas`) names gives a full diff."""
     rng = random.Random(seed)
     full = snapshot_from_graph(random_connected_graph(seed, nodes=10, extra_edges=6),
                                hosts_per_switch=1)
     cache = DesiredCache()
     last = desired_rules(None, full, cache=cache)
-    reused = 0
+    reused = deltas = 0
     links, hosts = full.links, full.hosts
     for step in range(12):  # a link lost or back each step, hosts gone or back every third
         cut = rng.choice(full.links)
@@ -479,41 +488,13 @@ def test_desired_cache_gives_what_a_fresh_compile_does(seed: int) -> None:
         now = desired_rules(None, snapshot, cache=cache)
         assert now == desired_rules(None, snapshot)
         reused += sum(rules is last[dpid] for dpid, rules in now.items())
-        last = now
-    assert reused > 0
-
-
-def _same_changes(a: Changes, b: Changes) -> bool:
-    """Equal, but for the order of flows within one table and priority."""
-    def canon(changes: Changes) -> dict:
-        return {name: sorted(map(repr, getattr(changes, name)))
-                for name in Changes.__dataclass_fields__}
-    return canon(a) == canon(b)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_a_delta_names_every_flow_a_switch_changed_through_churn(seed):
-    """`DesiredCache.deltas`: diffing a switch's last rules against its new ones at the
-    keys the delta names gives what a full diff gives, through link losses, host moves
-    and recoveries; a switch whose routes changed without a delta was rebuilt."""
-    rng = random.Random(seed)
-    full = snapshot_from_graph(random_connected_graph(seed, nodes=14, extra_edges=8),
-                               hosts_per_switch=1)
-    cache = DesiredCache()
-    last = desired_rules(None, full, cache=cache)
-    deltas_seen = 0
-    for _ in range(12):
-        links = tuple(lk for lk in full.links if rng.random() < 0.85)
-        hosts = tuple(replace(h, dpid=rng.choice(sorted(full.switches)), port=9)
-                      if rng.random() < 0.1 else h for h in full.hosts)
-        now = desired_rules(None, replace(full, links=links, hosts=hosts), cache=cache)
         for dpid, delta in cache.deltas.items():
             assert delta.since is last[dpid] and delta.now is now[dpid]
             assert _same_changes(diff(last[dpid], now[dpid], delta.flow_keys),
                                  diff(last[dpid], now[dpid]))
-            deltas_seen += 1
+            deltas += 1
         last = now
-    assert deltas_seen > 20
+    assert reused > 0 and deltas > 0
 
 
 def test_push_diffs_a_switch_in_step_with_its_delta_only_at_its_keys():
