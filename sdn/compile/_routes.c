@@ -365,21 +365,25 @@ static int dijkstra(Routes *self, heap *h, const char *only) {
     return 0;
 }
 
-static PyObject *bind_graph(Routes *self, PyObject *graph) {
+/* Read distances by `graph`'s indices from now on (remapped by dpid when its switches
+ * differ from the graph before). */
+static int bind_graph(Routes *self, PyObject *graph) {
     if (!PyObject_TypeCheck(graph, &RouteGraphType)) {
         PyErr_SetString(PyExc_TypeError, "a RouteGraph is needed");
-        return NULL;
+        return -1;
     }
     RouteGraph *g = (RouteGraph *)graph, *old = self->graph;
     if (old == g)
-        Py_RETURN_NONE;
-    int same = old != NULL && PyObject_RichCompareBool(old->dpids, g->dpids, Py_EQ);
+        return 0;
+    int same = old == NULL ? 0 : PyObject_RichCompareBool(old->dpids, g->dpids, Py_EQ);
     if (same < 0)
-        return NULL;
+        return -1;
     if (!same) {
         double *dist = PyMem_Malloc((g->n ? g->n : 1) * sizeof(double));
-        if (dist == NULL)
-            return PyErr_NoMemory();
+        if (dist == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
         for (Py_ssize_t i = 0; i < g->n; i++) {
             dist[i] = INFINITY;
             if (old != NULL) {
@@ -388,7 +392,7 @@ static PyObject *bind_graph(Routes *self, PyObject *graph) {
                     dist[i] = self->dist[PyLong_AsSsize_t(at)];
                 else if (PyErr_Occurred()) {
                     PyMem_Free(dist);
-                    return NULL;
+                    return -1;
                 }
             }
         }
@@ -397,11 +401,11 @@ static PyObject *bind_graph(Routes *self, PyObject *graph) {
     }
     Py_ssize_t dst = index_of(g, self->dst);
     if (dst < 0)
-        return NULL;
+        return -1;
     self->dst_index = dst;
     Py_INCREF(g);
     Py_XSETREF(self->graph, g);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 /* Recompute hops where they can have changed (routing.DestinationRoutes._repair):
@@ -412,9 +416,10 @@ static int repair(Routes *self, const Py_ssize_t *touched, Py_ssize_t touched_le
     Py_ssize_t n = g->n;
     double *shift = PyMem_Malloc((n ? n : 1) * sizeof(double));
     char *candidate = PyMem_Calloc(n ? n : 1, 1), *backup = PyMem_Calloc(n ? n : 1, 1);
-    Py_ssize_t *scratch = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *primary = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *was = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
     int rc = -1;
-    if (shift == NULL || candidate == NULL || backup == NULL || scratch == NULL) {
+    if (shift == NULL || candidate == NULL || backup == NULL || primary == NULL || was == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -443,35 +448,24 @@ static int repair(Routes *self, const Py_ssize_t *touched, Py_ssize_t touched_le
         PyObject *old = PyDict_GetItemWithError(self->hops, PyTuple_GET_ITEM(g->dpids, node));
         if (old == NULL && PyErr_Occurred())
             goto done;
-        PyObject *old_primary = old ? PyTuple_GET_ITEM(old, 0) : NULL;
-        Py_ssize_t old_len = old_primary ? PyTuple_GET_SIZE(old_primary) : 0;
-        Py_ssize_t new_len = primary_of(self, node, scratch);
-        int same = old_len == new_len && (old != NULL) == (node != self->dst_index && REACHES(self, node));
-        for (Py_ssize_t i = 0; same && i < new_len; i++) {
-            Py_ssize_t at = index_of(g, PyTuple_GET_ITEM(old_primary, i));
-            if (at < 0)
+        Py_ssize_t was_len = old ? PyTuple_GET_SIZE(PyTuple_GET_ITEM(old, 0)) : 0;
+        for (Py_ssize_t i = 0; i < was_len; i++)
+            if ((was[i] = index_of(g, PyTuple_GET_ITEM(PyTuple_GET_ITEM(old, 0), i))) < 0)
                 goto done;
-            same = at == scratch[i];
-        }
-        if (same)
+        Py_ssize_t len = primary_of(self, node, primary);
+        int reaches = node != self->dst_index && REACHES(self, node);
+        if ((old != NULL) == reaches && was_len == len &&
+            memcmp(was, primary, len * sizeof(Py_ssize_t)) == 0)
             continue;
         /* switches whose rank in `_backup` may differ: those that left or joined our
          * primaries, or all of them when we went from one to several or back */
-        int all = (old_len > 1) != (new_len > 1);
-        for (Py_ssize_t i = 0; i < old_len; i++) {
-            Py_ssize_t at = index_of(g, PyTuple_GET_ITEM(old_primary, i));
-            if (at < 0)
-                goto done;
-            if (all || !contains(scratch, new_len, at))
-                backup[at] = 1;
-        }
-        for (Py_ssize_t i = 0; i < new_len; i++) {
-            int was = 0;
-            for (Py_ssize_t j = 0; j < old_len && !all && !was; j++)
-                was = index_of(g, PyTuple_GET_ITEM(old_primary, j)) == scratch[i];
-            if (all || !was)
-                backup[scratch[i]] = 1;
-        }
+        int all = (was_len > 1) != (len > 1);
+        for (Py_ssize_t i = 0; i < was_len; i++)
+            if (all || !contains(primary, len, was[i]))
+                backup[was[i]] = 1;
+        for (Py_ssize_t i = 0; i < len; i++)
+            if (all || !contains(was, was_len, primary[i]))
+                backup[primary[i]] = 1;
     }
     for (Py_ssize_t node = 0; node < n; node++)
         if (backup[node] && refresh_hops(self, node) < 0)
@@ -481,7 +475,8 @@ done:
     PyMem_Free(shift);
     PyMem_Free(candidate);
     PyMem_Free(backup);
-    PyMem_Free(scratch);
+    PyMem_Free(primary);
+    PyMem_Free(was);
     return rc;
 }
 
@@ -502,10 +497,8 @@ static int routes_init(Routes *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->before, PyDict_New());
     if (self->hops == NULL || self->before == NULL)
         return -1;
-    PyObject *ok = bind_graph(self, graph);
-    if (ok == NULL)
+    if (bind_graph(self, graph) < 0)
         return -1;
-    Py_DECREF(ok);
     RouteGraph *g = self->graph;
     for (Py_ssize_t i = 0; i < g->n; i++)
         self->dist[i] = INFINITY;
@@ -524,7 +517,6 @@ static int routes_init(Routes *self, PyObject *args, PyObject *kwds) {
         }
         Py_DECREF(hop);
     }
-    PyDict_Clear(self->before);
     return 0;
 }
 
@@ -557,10 +549,8 @@ static int change_start(Routes *self, PyObject *args, int lost, change *c) {
     memset(c, 0, sizeof *c);
     if (!PyArg_ParseTuple(args, "OO", &graph, &edges))
         return -1;
-    PyObject *ok = bind_graph(self, graph);
-    if (ok == NULL)
+    if (bind_graph(self, graph) < 0)
         return -1;
-    Py_DECREF(ok);
     RouteGraph *g = self->graph;
     PyObject *seq = PySequence_Fast(edges, "edges must be a sequence");
     if (seq == NULL)

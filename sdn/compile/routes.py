@@ -223,21 +223,23 @@ class NetworkCompiler:
             del adj[a][b], adj[b][a], ports[a][b], ports[b][a]
         if lost:
             dropped = [(a, b, self._edges[(a, b)][0]) for a, b in lost]
-            shrunk = routing.route_graph(adj)
+            self._route_graph = routing.route_graph(adj)
             for routes in self._routes.values():
-                routes.lose_edges(shrunk, dropped)
-        for gone in [n for n in adj if n not in nodes]:
-            graph.remove_node(gone)
-            del adj[gone], ports[gone]
-        for new in nodes - adj.keys():
-            graph.add_node(new)
-            adj[new], ports[new] = {}, {}
+                routes.lose_edges(self._route_graph, dropped)
+        gone, new = [n for n in adj if n not in nodes], nodes - adj.keys()
+        for node in gone:
+            graph.remove_node(node)
+            del adj[node], ports[node]
+        for node in new:
+            graph.add_node(node)
+            adj[node], ports[node] = {}, {}
         for a, b in gained:
             weight, link = edges[(a, b)]
             graph.add_edge(a, b, weight=weight, link=link)
             adj[a][b] = adj[b][a] = weight
             ports[a][b], ports[b][a] = link.port_at(a), link.port_at(b)
-        self._route_graph = routing.route_graph(adj)
+        if gone or new or gained:  # the graph the routes read is indexed anew only then
+            self._route_graph = routing.route_graph(adj)
         if gained:
             for routes in self._routes.values():
                 routes.gain_edges(self._route_graph, gained)

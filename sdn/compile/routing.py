@@ -224,7 +224,7 @@ def _backup(
     loop-free alternate (its shortest paths avoid us); next, a neighbour that routes via us
     but has other equal-cost next hops, which its U-turn rule then uses; last, any other
     neighbour."""
-    best: tuple[int, float, int] | None = None  # (rank, cost, neighbour)
+    candidates = []
     mine = primaries[node]
     for n, weight in adj[node].items():
         if n in mine or n not in dist:
@@ -236,13 +236,11 @@ def _backup(
             rank = 1
         else:
             rank = 2
-        if best is None or rank <= best[0]:
-            candidate = (rank, round((weight + dist[n]) * COST_SCALE), n)
-            if best is None or candidate < best:
-                best = candidate
-    if best is None:
+        candidates.append((rank, round((weight + dist[n]) * COST_SCALE), n))
+    if not candidates:
         return None, False
-    return best[2], best[0] == 0
+    rank, _, best = min(candidates)
+    return best, rank == 0
 
 
 def tree_edges(weights: Mapping[tuple[int, int], float]) -> set[tuple[int, int]]:
